@@ -1,0 +1,54 @@
+"""Write one benchmark's section of docs/benchmarks.md, keeping the other sections."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
+
+
+def machine() -> str:
+    """A one-line description of this machine (CPU model, cores, RAM, GPU, torch)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}, torch {torch.__version__}, {platform.system()}"
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=DOC.parent.parent, check=False).stdout.strip() or "uncommitted"
+    except OSError:
+        return "unknown"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section delimited by markers named ``name``."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else HEADER
+    block = f"<!-- {name}:start -->\n{body.rstrip()}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = DOC.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(DOC)

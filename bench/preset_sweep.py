@@ -1,0 +1,66 @@
+"""Sweep candidate CPU configurations: ms per 256x256 input image for the whole pipeline.
+
+Pipeline = resize to the working size, one denoiser forward of 2B images (both noise scales),
+the norm-guided reconstruction and one segmenter forward, at batch 1 and batch 8.
+Usage: python bench/preset_sweep.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from core.config import DenoiserConfig, ModelConfig, SegmenterConfig
+from core.inference import Inspector
+from core.model import DiffusionAD, count_parameters
+from core.runtime import tune_cpu
+
+
+def candidates() -> dict[str, ModelConfig]:
+    def cfg(size: int, ch: int, mults: tuple[int, ...], nrb: int, attn: tuple[int, ...], seg: int) -> ModelConfig:
+        return ModelConfig(image_size=size, denoiser=DenoiserConfig(ch, mults, nrb, attn, 4),
+                           segmenter=SegmenterConfig(seg))
+
+    return {
+        "128/ch32/1224/r1/a16/seg16": cfg(128, 32, (1, 2, 2, 4), 1, (16,), 16),
+        "128/ch16/1248/r1/a16/seg16": cfg(128, 16, (1, 2, 4, 8), 1, (16,), 16),
+        "128/ch16/1248/r2/a16/seg16": cfg(128, 16, (1, 2, 4, 8), 2, (16,), 16),
+        "128/ch16/12488/r1/a16,8/seg16": cfg(128, 16, (1, 2, 4, 8, 8), 1, (16, 8), 16),
+        "96/ch32/1224/r1/a12/seg16": cfg(96, 32, (1, 2, 2, 4), 1, (12,), 16),
+        "96/ch16/1248/r2/a12/seg16": cfg(96, 16, (1, 2, 4, 8), 2, (12,), 16),
+        "96/ch16/1248/r1/a12/seg24": cfg(96, 16, (1, 2, 4, 8), 1, (12,), 24),
+    }
+
+
+def time_config(cfg: ModelConfig, batch: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = DiffusionAD(cfg).to(memory_format=torch.channels_last)
+    insp = Inspector(model, torch.device("cpu"))
+    imgs = [np.random.default_rng(i).random((256, 256, 3), dtype=np.float32) for i in range(batch)]
+    insp.predict(imgs)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        insp.predict(imgs)
+        best = min(best, time.perf_counter() - t0)
+    return 1000 * best / batch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    tune_cpu()
+    print(f"{'config':34s} {'params M':>8s} {'b1 ms/img':>9s} {'b8 ms/img':>9s}")
+    for name, cfg in candidates().items():
+        params = count_parameters(DiffusionAD(cfg)) / 1e6
+        b1 = time_config(cfg, 1, args.repeats)
+        b8 = time_config(cfg, 8, args.repeats)
+        print(f"{name:34s} {params:8.2f} {b1:9.1f} {b8:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Self-describing checkpoints that load without executing code.
+
+One ``.safetensors`` file holds the weights of both networks, optionally the optimizer
+state (flattened to tensors), and a JSON header under the metadata key ``dad``: format
+version, model and train configs, step, metrics, threshold and free-form info.
+Files are written atomically: a temporary file in the same folder, fsync, then rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from .config import ModelConfig, TrainConfig, from_dict, to_dict
+
+FORMAT_VERSION = 1
+META_KEY = "dad"
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be used; the message names the file and the reason."""
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    state_dict: dict[str, Tensor]
+    step: int = 0
+    train_config: TrainConfig | None = None
+    optimizer: dict[str, Any] | None = None  # {"denoiser": state_dict, "segmenter": state_dict}
+    metrics: dict[str, float] = field(default_factory=dict)
+    threshold: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---- optimizer state <-> flat tensors -------------------------------------------------------
+def _flatten_optimizer(name: str, state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{name}.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(name: str, tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"optim.{name}."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, sub = key[len(prefix):].split(".", 1)
+            state.setdefault(int(pid), {})[sub] = value
+    for key, value in meta.get("scalars", {}).items():
+        pid, sub = key.split(".", 1)
+        state.setdefault(int(pid), {})[sub] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def to_bytes(ckpt: Checkpoint) -> bytes:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    optim_meta = {}
+    for name, state in (ckpt.optimizer or {}).items():
+        t, m = _flatten_optimizer(name, state)
+        tensors.update(t)
+        optim_meta[name] = m
+    header = {
+        "format_version": FORMAT_VERSION,
+        "model_config": to_dict(ckpt.model_config),
+        "train_config": to_dict(ckpt.train_config) if ckpt.train_config else None,
+        "step": ckpt.step,
+        "metrics": ckpt.metrics,
+        "threshold": ckpt.threshold,
+        "info": ckpt.info,
+        "optimizer": optim_meta,
+    }
+    return st_save(tensors, metadata={META_KEY: json.dumps(header)})
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
+    """Atomically write ``ckpt`` to ``path`` (a failed write leaves any previous file intact)."""
+    try:
+        atomic_write_bytes(path, to_bytes(ckpt))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: could not write checkpoint ({exc.strerror or exc})") from exc
+
+
+def _sniff(path: Path, head: bytes) -> str | None:
+    """Name the file type when it is clearly not safetensors."""
+    if head[:2] == b"PK":
+        return "a zip archive (e.g. a torch.save file, which holds a pickle)"
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
+        return "a Python pickle, which could run code when loaded"
+    return None
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """Read and validate only the JSON header (fast; for registries and listings)."""
+    return _load(Path(path), header_only=True)[0]
+
+
+def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoint:
+    """Load a checkpoint without executing code; raises :class:`CheckpointError` with the reason."""
+    header, tensors = _load(Path(path), header_only=False)
+    try:
+        model_config = from_dict(ModelConfig, header["model_config"])
+        train_config = from_dict(TrainConfig, header["train_config"]) if header.get("train_config") else None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid configuration in checkpoint ({exc})") from exc
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    optimizer = None
+    if with_optimizer and header.get("optimizer"):
+        optimizer = {n: _unflatten_optimizer(n, tensors, m) for n, m in header["optimizer"].items()}
+    return Checkpoint(
+        model_config=model_config, state_dict=state, step=int(header.get("step", 0)),
+        train_config=train_config, optimizer=optimizer, metrics=dict(header.get("metrics") or {}),
+        threshold=header.get("threshold"), info=dict(header.get("info") or {}),
+    )
+
+
+def _load(path: Path, header_only: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    looks_safetensors = 0 < header_len <= len(data) - 8 and data[8:9] == b"{"
+    if not looks_safetensors:
+        kind = _sniff(path, data[:8])
+        if kind:
+            raise CheckpointError(f"{path}: refused: the file is {kind}; only .safetensors checkpoints are loaded")
+        if len(data) < 8:
+            raise CheckpointError(f"{path}: not a checkpoint (file too short)")
+        raise CheckpointError(f"{path}: not a checkpoint, or truncated (bad safetensors header)")
+    try:
+        meta_json = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}).get(META_KEY)
+        header = json.loads(meta_json) if meta_json else None
+    except (ValueError, AttributeError):
+        raise CheckpointError(f"{path}: not a checkpoint (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{path}: a safetensors file, but not a DiffusionAD checkpoint (no '{META_KEY}' metadata)")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} is newer than this program supports "
+            f"({FORMAT_VERSION}); update the application"
+        )
+    if header_only:
+        return header, {}
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is damaged or truncated ({exc})") from None
+    return header, tensors
+
+
+def load_weights(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path = "checkpoint") -> None:
+    """Load weights strictly; a shape or key mismatch becomes a :class:`CheckpointError`."""
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(first[:2])[:300]
+        raise CheckpointError(f"{path}: weights do not match the model architecture ({detail})") from None
+

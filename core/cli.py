@@ -1,0 +1,259 @@
+"""``dad``: train, inspect and evaluate DiffusionAD models from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .checkpoint import CheckpointError, atomic_write_text
+from .runtime import tune_cpu
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (redrawn at most 10 times a second)."""
+
+    def __init__(self, total: int, label: str, stream=None):
+        self.total, self.label = max(total, 1), label
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+
+    def update(self, done: int, extra: str = "", force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.1 and done < self.total:
+            return
+        self._last = now
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} {extra}   ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _fmt_eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+# ---- train ----------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import replace
+    from .data import list_images, train_folder
+    from .presets import get_preset
+    from .synthesis import load_textures
+    from .training import TrainData, Trainer, TrainingError
+
+    model_cfg, train_cfg = get_preset(args.preset)
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed),
+                                   ("checkpoint_every", args.checkpoint_every)) if v is not None}
+    train_cfg = replace(train_cfg, **overrides)
+    if args.foreground:
+        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, foreground=args.foreground))
+    try:
+        paths = [p for d in args.data_dirs for p in list_images(train_folder(d))]
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = model_cfg.image_size
+    try:
+        data = TrainData.from_paths(paths, size, train_cfg.val_fraction, train_cfg.seed)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for err in data.errors:
+        print(f"skipped {err}", file=sys.stderr)
+    textures = load_textures(args.textures, size) if args.textures else []
+    try:
+        trainer = Trainer(model_cfg, train_cfg, data, args.out, device=args.device, textures=textures,
+                          init_from=args.init, resume_from=args.resume, info={"preset": args.preset})
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"training on {len(data.train)} images ({len(data.val)} held out), device {trainer.device}, "
+          f"{len(textures)} texture sources, writing {trainer.checkpoint_path}", file=sys.stderr)
+    bar = ProgressBar(trainer.train_config.steps, "train")
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
+    run = trainer.run(cancel=lambda: deadline is not None and time.monotonic() > deadline)
+    try:
+        for rec in run:
+            if rec.done:
+                bar.update(rec.step, force=True)
+                bar.close()
+                print(f"{rec.message}; checkpoint {rec.checkpoint}", file=sys.stderr)
+                if rec.validation:
+                    print(json.dumps(rec.validation, indent=1), file=sys.stderr)
+                continue
+            speed = f"{rec.images_per_s:.1f} img/s ETA {_fmt_eta(rec.eta_s)}"
+            bar.update(rec.step, f"loss {rec.losses['loss']:.4f} {speed}")
+    except KeyboardInterrupt:
+        run.close()
+        bar.close()
+        print(f"interrupted; checkpoint kept at {trainer.checkpoint_path}", file=sys.stderr)
+        return 130
+    except TrainingError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- infer ----------------------------------------------------------------------------------
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .data import list_images
+    from .inference import Inspector
+    from .overlay import overlay_png
+
+    try:
+        insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
+        paths = list_images(args.folder, recursive=args.recursive)
+    except (CheckpointError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    threshold = args.threshold if args.threshold is not None else insp.threshold
+    rows, ok_count = [], 0
+    bar = ProgressBar(len(paths), "inspect")
+    for i, fr in enumerate(insp.inspect_files(paths, batch_size=args.batch_size), 1):
+        bar.update(i)
+        if fr.result is None:
+            rows.append([str(fr.path), "", "error", threshold if threshold is not None else "", fr.error])
+            continue
+        ok_count += 1
+        score = fr.result.score
+        verdict = "" if threshold is None else ("NG" if score >= threshold else "OK")
+        rows.append([str(fr.path), f"{score:.6f}", verdict, threshold if threshold is not None else "", ""])
+        if args.overlays:
+            try:
+                overlay_png(fr.path, fr.result, Path(args.overlays) / f"{fr.path.stem}_overlay.png")
+            except OSError as exc:
+                print(f"\ncould not write overlay for {fr.path}: {exc}", file=sys.stderr)
+    bar.close()
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["file", "score", "verdict", "threshold", "error"])
+    writer.writerows(rows)
+    if args.csv:
+        try:
+            atomic_write_text(args.csv, buf.getvalue())
+        except OSError as exc:
+            print(f"error: could not write {args.csv}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.write(buf.getvalue())
+    errors = len(rows) - ok_count
+    print(f"{ok_count} images inspected, {errors} errors", file=sys.stderr)
+    return 0 if ok_count or not rows else 1
+
+
+# ---- eval -----------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, format_table
+    from .inference import Inspector
+
+    try:
+        insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar = ProgressBar(1, "eval")
+    try:
+        report = evaluate(insp, args.data_dir, batch_size=args.batch_size,
+                          progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)))
+    except (FileNotFoundError, ValueError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(format_table(report))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+    return 0
+
+
+# ---- presets --------------------------------------------------------------------------------
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .model import DiffusionAD, build_on_meta, count_parameters
+    from .presets import PRESETS
+
+    print(f"{'preset':8s} {'size':>5s} {'denoiser M':>10s} {'segmenter M':>11s}  {'ms/img b1':>9s} {'ms/img b8':>9s}")
+    for name, (cfg, _) in PRESETS.items():
+        meta = build_on_meta(cfg)
+        line = (f"{name:8s} {cfg.image_size:5d} {count_parameters(meta.denoiser) / 1e6:10.2f} "
+                f"{count_parameters(meta.segmenter) / 1e6:11.2f}")
+        if args.measure and (name != "paper" or args.measure_paper):
+            from .benchmarking import time_inference
+
+            b1, b8 = (time_inference(DiffusionAD(cfg), b, repeats=2) for b in (1, 8))
+            line += f"  {b1:9.1f} {b8:9.1f}"
+        print(line, flush=True)
+    if not args.measure:
+        print("(add --measure to time each preset on this machine)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dad", description="DiffusionAD anomaly detection: train, inspect, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on good images",
+                       description="Train on good images (a folder, or an MVTec-layout folder's train/good).")
+    t.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="folder(s) of good images")
+    t.add_argument("--preset", default="fast", help="model preset: fast (CPU default), paper, tiny")
+    t.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
+    t.add_argument("--minutes", type=float, help="stop (and checkpoint) after this many minutes")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")
+    t.add_argument("--foreground", choices=["none", "region", "auto"], help="where synthetic defects may go")
+    t.add_argument("--init", help="fine-tune from this checkpoint")
+    t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
+    t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
+    t.add_argument("--out", required=True, help="run folder; the checkpoint is OUT/last.safetensors")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("infer", help="inspect a folder of images",
+                       description="Score every image of a folder; unreadable files are reported and skipped.")
+    i.add_argument("checkpoint")
+    i.add_argument("folder")
+    i.add_argument("--csv", help="write results here (default: print to stdout)")
+    i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder")
+    i.add_argument("--threshold", type=float, help="NG when score >= threshold (default: the model's)")
+    i.add_argument("--recursive", action="store_true")
+    i.add_argument("--batch-size", type=int, default=8)
+    i.add_argument("--device", default="auto")
+    i.set_defaults(func=cmd_infer)
+
+    e = sub.add_parser("eval", help="metrics on an MVTec-layout test split",
+                       description="I-AUROC, P-AUROC, AUPRO@0.3, P-AP and F1-max on MVTEC_DIR/test.")
+    e.add_argument("checkpoint")
+    e.add_argument("data_dir", metavar="MVTEC_DIR")
+    e.add_argument("--json", help="also write the metrics as JSON here")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("presets", help="list presets with parameter counts (and speed with --measure)")
+    r.add_argument("--measure", action="store_true", help="time inference of each preset here")
+    r.add_argument("--measure-paper", action="store_true", help="also time the (slow) paper preset")
+    r.set_defaults(func=cmd_presets)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tune_cpu()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

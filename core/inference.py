@@ -1,0 +1,131 @@
+"""Inspection with a trained model: any image size, grey or colour, deterministic scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint, load_weights
+from .data import ImageReadError, read_image, resize
+from .model import DiffusionAD
+from .training import pick_device, to_tensor
+
+NOISE_SEED = 20240131  # fixed inference noise: the same image always gets the same score
+
+
+def fixed_noise(shape: torch.Size | tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same (eps_s, eps_b) for every image of a batch, independent of batch composition."""
+    g = torch.Generator().manual_seed(NOISE_SEED)
+    one = (1, *shape[1:])
+    ns, nb = torch.randn(one, generator=g), torch.randn(one, generator=g)
+    n = shape[0]
+    return ns.expand(n, *one[1:]).to(device), nb.expand(n, *one[1:]).to(device)
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """Result for one image. Arrays are float32; maps in [0, 1]."""
+
+    score: float
+    reconstruction: np.ndarray  # [S, S, 3] at model resolution
+    anomaly_map: np.ndarray  # [S, S] at model resolution
+    input_size: tuple[int, int]  # (H, W) of the original image
+
+    def anomaly_map_full(self) -> np.ndarray:
+        """Anomaly map resized back to the input size (for display over the original)."""
+        h, w = self.input_size
+        return cv2.resize(self.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
+
+    def reconstruction_full(self) -> np.ndarray:
+        h, w = self.input_size
+        return cv2.resize(self.reconstruction, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """Result for one file: either ``result`` or ``error`` (a reason a person understands)."""
+
+    path: Path
+    result: InspectionResult | None
+    error: str | None = None
+
+
+class Inspector:
+    """Batched, deterministic inference with a trained model."""
+
+    def __init__(self, model: DiffusionAD, device: torch.device, checkpoint: Checkpoint | None = None):
+        self.model = model.eval()
+        self.device = device
+        self.checkpoint = checkpoint
+        self.config = model.config
+        self.threshold = checkpoint.threshold if checkpoint else None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Inspector:
+        ckpt = load_checkpoint(path)
+        dev = pick_device(device)
+        model = DiffusionAD(ckpt.model_config)
+        load_weights(model, ckpt, path)
+        model = model.to(dev)
+        if dev.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        ckpt.state_dict = {}  # weights live in the model now
+        return cls(model, dev, ckpt)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
+        """Inspect float32 RGB [H, W, 3] images in [0, 1] of any size, as one batch."""
+        if not images:
+            return []
+        size = self.config.image_size
+        x = to_tensor([resize(im, size) for im in images], self.device)
+        ns, nb = fixed_noise(x.shape, self.device)
+        pred = self.model(x, ns, nb)
+        recon = pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy()
+        maps = pred.anomaly_map[:, 0].cpu().numpy()
+        scores = pred.score.cpu().numpy()
+        return [
+            InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
+        ]
+
+    def inspect_files(
+        self, paths: Sequence[str | Path], batch_size: int = 8, cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[FileResult]:
+        """Yield one :class:`FileResult` per path, in order; unreadable files become errors."""
+        pending: list[tuple[Path, np.ndarray | None, str | None]] = []
+
+        def flush() -> list[FileResult]:
+            images = [im for _, im, _ in pending if im is not None]
+            try:
+                results = iter(self.predict(images))
+                failure = None
+            except RuntimeError as exc:  # e.g. out of memory on one batch: report, go on
+                failure = f"inference failed: {exc}"
+            out = []
+            for path, im, err in pending:
+                if im is None or failure:
+                    out.append(FileResult(path, None, err or failure))
+                else:
+                    out.append(FileResult(path, next(results)))
+            pending.clear()
+            return out
+
+        n_images = 0
+        for path in paths:
+            if cancel is not None and cancel():
+                return
+            try:
+                pending.append((Path(path), read_image(path), None))
+                n_images += 1
+            except ImageReadError as err:
+                pending.append((Path(path), None, err.reason))
+            if n_images >= batch_size or len(pending) >= 4 * batch_size:
+                yield from flush()
+                n_images = 0
+        if pending:
+            yield from flush()

@@ -1,0 +1,142 @@
+"""Anomaly-detection metrics and threshold pickers as plain functions on numpy arrays.
+
+Conventions: higher score = more anomalous; a sample is NG when ``score >= threshold``.
+AUPRO follows the DiffusionAD / MVTec protocol: per-region overlap (8-connectivity, holes
+filled), global FPR over normal pixels, curve cut at FPR = 0.3 (interpolated) and integrated over
+FPR rescaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+
+def _check_binary(labels: np.ndarray) -> None:
+    if len(np.unique(labels)) < 2:
+        raise ValueError("metric needs both good and defective samples")
+
+
+def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    labels, scores = np.asarray(labels).ravel(), np.asarray(scores).ravel()
+    _check_binary(labels)
+    return float(roc_auc_score(labels, scores))
+
+
+def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
+    masks, maps = np.asarray(masks).ravel().astype(bool), np.asarray(maps).ravel()
+    _check_binary(masks)
+    return float(roc_auc_score(masks, maps))
+
+
+def pixel_ap(masks: np.ndarray, maps: np.ndarray) -> float:
+    masks, maps = np.asarray(masks).ravel().astype(bool), np.asarray(maps).ravel()
+    _check_binary(masks)
+    return float(average_precision_score(masks, maps))
+
+
+def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
+    precision, recall, _ = precision_recall_curve(np.asarray(labels).ravel(), np.asarray(scores).ravel())
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(f1.max())
+
+
+def _filled_regions(mask: np.ndarray) -> list[np.ndarray]:
+    """Connected regions (8-connectivity) of a binary mask, each with holes filled, as bool masks."""
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    regions = []
+    for i in range(1, n):
+        region = (lab == i).astype(np.uint8)
+        padded = np.pad(region, 1)
+        flood = padded.copy()
+        ffmask = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
+        cv2.floodFill(flood, ffmask, (0, 0), 1)  # everything reachable from outside
+        holes = flood[1:-1, 1:-1] == 0
+        regions.append(region.astype(bool) | holes)
+    return regions
+
+
+def aupro(masks: np.ndarray, maps: np.ndarray, max_fpr: float = 0.3, num_thresholds: int = 1000) -> float:
+    """Area under the per-region-overlap curve up to ``max_fpr``, normalised to [0, 1].
+
+    ``masks`` and ``maps`` are [N, H, W]. Images without a defect region only contribute
+    normal pixels to the FPR.
+    """
+    masks = np.asarray(masks).astype(bool)
+    maps = np.asarray(maps, dtype=np.float64)
+    thresholds = np.linspace(maps.max(), maps.min(), num_thresholds)
+    normal = np.sort(maps[~masks])
+    if normal.size == 0:
+        raise ValueError("AUPRO needs normal pixels")
+    # fraction of normal pixels >= each threshold
+    fpr = 1.0 - np.searchsorted(normal, thresholds, side="left") / normal.size
+    overlaps = []
+    for m, amap in zip(masks, maps):
+        for region in _filled_regions(m):
+            vals = np.sort(amap[region])
+            overlaps.append(1.0 - np.searchsorted(vals, thresholds, side="left") / vals.size)
+    if not overlaps:
+        raise ValueError("AUPRO needs at least one defect region")
+    pro = np.mean(overlaps, axis=0)
+    # curve ordered by FPR; cut at max_fpr, interpolating the point exactly at max_fpr
+    order = np.argsort(fpr, kind="stable")
+    fpr, pro = fpr[order], pro[order]
+    if fpr[0] > max_fpr:
+        return 0.0
+    keep = fpr <= max_fpr
+    end_pro = np.interp(max_fpr, fpr, pro) if fpr[-1] >= max_fpr else pro[keep][-1]
+    end_fpr = max_fpr if fpr[-1] >= max_fpr else fpr[keep][-1]
+    fpr, pro = np.r_[fpr[keep], end_fpr], np.r_[pro[keep], end_pro]
+    if end_fpr <= 0:
+        return float(pro[-1])
+    return float(np.trapezoid(pro, fpr) / end_fpr)
+
+
+# ---- threshold pickers -------------------------------------------------------------------------
+def _candidates(scores: np.ndarray) -> np.ndarray:
+    """Thresholds worth testing: every distinct score, plus one above the maximum."""
+    s = np.unique(scores)
+    return np.append(s, np.nextafter(s[-1], np.inf))
+
+
+def threshold_f1(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold that maximises F1 of the NG class (NG when score >= threshold)."""
+    labels, scores = np.asarray(labels).astype(bool), np.asarray(scores, dtype=np.float64)
+    best_t, best_f1 = float(scores.max()), -1.0
+    for t in _candidates(scores):
+        pred = scores >= t
+        tp = np.sum(pred & labels)
+        f1 = 2 * tp / max(pred.sum() + labels.sum(), 1)
+        if f1 > best_f1:
+            best_t, best_f1 = float(t), f1
+    return best_t
+
+
+def threshold_max_fpr(good_scores: np.ndarray, max_fpr: float) -> float:
+    """Lowest (most sensitive) threshold whose false-NG rate on good images is <= ``max_fpr``."""
+    good = np.asarray(good_scores, dtype=np.float64)
+    for t in _candidates(good):
+        if np.mean(good >= t) <= max_fpr:
+            return float(t)
+    raise AssertionError("unreachable: the last candidate has no false NG")
+
+
+def threshold_zero_false_ng(good_scores: np.ndarray) -> float:
+    """Smallest threshold that calls every good image OK (just above the highest good score)."""
+    return float(np.nextafter(np.max(good_scores), np.inf))
+
+
+def threshold_mean_k_sigma(good_scores: np.ndarray, k: float = 3.0) -> float:
+    """Mean + k standard deviations of the good scores."""
+    good = np.asarray(good_scores, dtype=np.float64)
+    return float(good.mean() + k * good.std())
+
+
+def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
+    """Counts of true/false OK/NG at ``threshold`` (labels: 1 defective)."""
+    labels, pred = np.asarray(labels).astype(bool), np.asarray(scores) >= threshold
+    return {
+        "true_ng": int(np.sum(pred & labels)), "false_ng": int(np.sum(pred & ~labels)),
+        "true_ok": int(np.sum(~pred & ~labels)), "false_ok": int(np.sum(~pred & labels)),
+    }

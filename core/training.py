@@ -1,0 +1,314 @@
+"""Joint training of the denoiser and the segmenter (one stage), as a generator of progress.
+
+One step: synthesise anomalies on a batch of good images, noise every sample at a small
+(t_s < 300) and a large (t_b >= 300) random scale, run both through the denoiser as one
+batch, build the norm-guided reconstruction, segment, and back-propagate
+L_noise (normal samples only) + 5 focal + SmoothL1 through both networks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .data import load_images, split_train_val
+from .losses import DiffusionADLoss
+from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
+from .model import DiffusionAD
+from .synthesis import AnomalySynthesizer
+
+
+class TrainingError(Exception):
+    """Training stopped; the message says why and which checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One record per optimizer step (and a final one with ``done=True``)."""
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    images_per_s: float
+    eta_s: float
+    checkpoint: str | None = None  # path written at this step
+    validation: dict[str, float] | None = None
+    preview: dict[str, np.ndarray] | None = None  # input / reconstruction / anomaly_map, numpy
+    done: bool = False
+    cancelled: bool = False
+    message: str = ""
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu (or exactly what ``preference`` names)."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """float32 [H, W, 3] arrays -> [N, 3, H, W] tensor (channels_last on CPU)."""
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().to(device)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x.contiguous()
+
+
+@dataclass
+class TrainData:
+    """Good images (uint8 [S, S, 3]) split into training and held-out validation sets."""
+
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    errors: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | Path], size: int, val_fraction: float, seed: int) -> TrainData:
+        if not paths:
+            raise TrainingError("no image files found in the training folder(s)")
+        report = load_images(paths, size)
+        if not report.images:
+            raise TrainingError("no readable training image: " + "; ".join(str(e) for e in report.errors[:5]))
+        tr, va = split_train_val(len(report.images), val_fraction, seed)
+        return cls([report.images[i] for i in tr], [report.images[i] for i in va],
+                   [str(e) for e in report.errors], sorted({str(Path(p).parent) for p in report.paths}))
+
+
+class Trainer:
+    """Trains (or fine-tunes, or resumes) a DiffusionAD model; iterate :meth:`run`."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        data: TrainData,
+        out_dir: str | Path,
+        device: str = "auto",
+        textures: Sequence[np.ndarray] = (),
+        init_from: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        preview_every: int = 0,
+        info: dict[str, Any] | None = None,
+    ):
+        self.train_config = train_config
+        self.data = data
+        self.out_dir = Path(out_dir)
+        self.device = pick_device(device)
+        self.preview_every = preview_every
+        self.info = dict(info or {})
+        self.step = 0
+        self._opt_state = None
+        if resume_from or init_from:
+            path = resume_from or init_from
+            ckpt = load_checkpoint(path, with_optimizer=bool(resume_from))  # type: ignore[arg-type]
+            model_config = ckpt.model_config
+            if resume_from:
+                self.step, self._opt_state = ckpt.step, ckpt.optimizer
+                if ckpt.train_config is not None:
+                    self.train_config = train_config = ckpt.train_config.__class__(
+                        **{**ckpt.train_config.__dict__, "steps": train_config.steps}
+                    )
+        self.model_config = model_config
+        seed_everything(train_config.seed + self.step)
+        self.model = DiffusionAD(model_config).to(self.device)
+        if resume_from or init_from:
+            load_weights(self.model, ckpt, resume_from or init_from)  # type: ignore[arg-type]
+        if init_from:
+            self.info.setdefault("base_model", str(init_from))
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt_denoiser = torch.optim.Adam(self.model.denoiser.parameters(), lr=train_config.lr_denoiser)
+        self.opt_segmenter = torch.optim.Adam(self.model.segmenter.parameters(), lr=train_config.lr_segmenter)
+        if self._opt_state:
+            self.opt_denoiser.load_state_dict(self._opt_state["denoiser"])
+            self.opt_segmenter.load_state_dict(self._opt_state["segmenter"])
+        self.loss_fn = DiffusionADLoss(train_config.focal_weight)
+        self.synth = AnomalySynthesizer(train_config.synthesis, textures, seed=train_config.seed + self.step)
+        self.rng = np.random.default_rng(train_config.seed + 7919 * (self.step + 1))
+        self.last_checkpoint: Path | None = None
+        self.metrics: dict[str, float] = {}
+        self.threshold: float | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "last.safetensors"
+
+    # ---- one step --------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = self.rng.integers(0, len(self.data.train), self.train_config.batch_size)
+        augmented, masks = [], []
+        for i in idx:
+            aug, mask = self.synth(self.data.train[i].astype(np.float32) / 255.0, self.rng)
+            augmented.append(aug)
+            masks.append(mask)
+        x = to_tensor(augmented, self.device)
+        m = torch.from_numpy(np.stack(masks))[:, None].to(self.device)
+        normal = m.flatten(1).amax(1) == 0
+        return x, m, normal
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step on both networks; returns the loss terms."""
+        self.model.train()
+        x, mask, normal = self._batch()
+        n, dev, diff = x.shape[0], self.device, self.model.diffusion
+        split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
+        t_s = torch.randint(0, split, (n,), device=dev)
+        t_b = torch.randint(split, T, (n,), device=dev)
+        noise_s, noise_b = torch.randn_like(x), torch.randn_like(x)
+        use_amp = self.train_config.amp and dev.type == "cuda"
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            x0 = diff.to_model_range(x)
+            x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s, t_b, noise_s, noise_b)
+            mask_hat = self.model.segmenter(x, self.model.segmenter_input(x0_g).to(x.dtype))
+            losses = self.loss_fn(eps_s, noise_s, eps_b, noise_b, mask_hat.float(), mask, normal)
+        if not torch.isfinite(losses["loss"]):
+            raise TrainingError(f"loss became {losses['loss'].item()} at step {self.step + 1}")
+        self.opt_denoiser.zero_grad(set_to_none=True)
+        self.opt_segmenter.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.opt_denoiser.step()
+        self.opt_segmenter.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # ---- validation, preview, checkpoint -------------------------------------------------
+    @torch.inference_mode()
+    def _predict(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from .inference import fixed_noise
+
+        self.model.eval()
+        recons, maps, scores = [], [], []
+        for i in range(0, len(images), 8):
+            x = to_tensor(images[i : i + 8], self.device)
+            ns, nb = fixed_noise(x.shape, self.device)
+            pred = self.model(x, ns, nb)
+            recons.append(pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy())
+            maps.append(pred.anomaly_map[:, 0].cpu().numpy())
+            scores.append(pred.score.cpu().numpy())
+        return np.concatenate(recons), np.concatenate(maps), np.concatenate(scores)
+
+    def validate(self) -> dict[str, float]:
+        """Scores on held-out good images and on synthetic defects made from them (fixed seed)."""
+        if not self.data.val:
+            return {}
+        good = [im.astype(np.float32) / 255.0 for im in self.data.val]
+        cfg = self.train_config.synthesis.__class__(**{**self.train_config.synthesis.__dict__, "anomaly_prob": 1.0})
+        synth = AnomalySynthesizer(cfg, self.synth.textures, seed=12345)
+        bad, masks = zip(*(synth(g) for g in good))
+        _, good_maps, good_scores = self._predict(good)
+        _, bad_maps, bad_scores = self._predict(list(bad))
+        labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+        pix_masks = np.concatenate([np.zeros_like(good_maps), np.stack(masks)]) > 0.5
+        metrics = {
+            "val_good_score_mean": float(good_scores.mean()),
+            "val_good_score_std": float(good_scores.std()),
+            "val_good_score_max": float(good_scores.max()),
+            "val_synthetic_image_auroc": image_auroc(labels, np.r_[good_scores, bad_scores]),
+            "val_synthetic_pixel_auroc": pixel_auroc(pix_masks, np.concatenate([good_maps, bad_maps])),
+        }
+        self.metrics = metrics
+        # suggested threshold: mean + 3 sigma of held-out good scores, and never below their maximum
+        self.threshold = max(threshold_mean_k_sigma(good_scores, 3.0), threshold_zero_false_ng(good_scores))
+        return metrics
+
+    def preview(self) -> dict[str, np.ndarray]:
+        """Reconstruction and map of one fixed image (first held-out, else first training image)."""
+        img = (self.data.val or self.data.train)[0].astype(np.float32) / 255.0
+        recon, amap, _ = self._predict([img])
+        return {"input": img, "reconstruction": recon[0], "anomaly_map": amap[0]}
+
+    def save(self) -> Path:
+        ckpt = Checkpoint(
+            model_config=self.model_config, state_dict=self.model.state_dict(), step=self.step,
+            train_config=self.train_config,
+            optimizer={"denoiser": self.opt_denoiser.state_dict(), "segmenter": self.opt_segmenter.state_dict()},
+            metrics=self.metrics, threshold=self.threshold,
+            info={**self.info, "train_images": len(self.data.train), "val_images": len(self.data.val),
+                  "train_sources": self.data.sources, "saved": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        )
+        save_checkpoint(ckpt, self.checkpoint_path)
+        self.last_checkpoint = self.checkpoint_path
+        return self.checkpoint_path
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self, cancel: Callable[[], bool] | None = None) -> Iterator[TrainProgress]:
+        """Train until ``train_config.steps``; yields one :class:`TrainProgress` per step.
+
+        Checkpoints every ``checkpoint_every`` steps and at the end, also when cancelled (by
+        ``cancel()`` returning True, or by closing the generator). A non-finite loss raises
+        :class:`TrainingError` and keeps the last good checkpoint untouched.
+        """
+        cfg = self.train_config
+        total = cfg.steps
+        times: deque[float] = deque(maxlen=20)
+        healthy, saved_at = True, -1
+        try:
+            while self.step < total:
+                if cancel is not None and cancel():
+                    break
+                t0 = time.perf_counter()
+                try:
+                    losses = self.train_step()
+                except TrainingError:
+                    healthy = False
+                    kept = f"; last good checkpoint kept: {self.last_checkpoint}" if self.last_checkpoint else ""
+                    raise TrainingError(f"training stopped: loss is not finite at step {self.step + 1}{kept}") from None
+                except torch.OutOfMemoryError:
+                    healthy = False
+                    raise TrainingError(
+                        f"out of memory at batch size {cfg.batch_size}; retry with a smaller batch "
+                        f"(e.g. {max(1, cfg.batch_size // 2)})") from None
+                times.append(time.perf_counter() - t0)
+                per_step = sum(times) / len(times)
+                validation = ckpt = preview = None
+                if cfg.validate_every and self.step % cfg.validate_every == 0:
+                    validation = self.validate()
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    ckpt, saved_at = str(self.save()), self.step
+                if self.preview_every and self.step % self.preview_every == 0:
+                    preview = self.preview()
+                yield TrainProgress(
+                    step=self.step, total=total, losses=losses,
+                    images_per_s=cfg.batch_size / per_step, eta_s=per_step * (total - self.step),
+                    checkpoint=ckpt, validation=validation or None, preview=preview,
+                )
+        finally:
+            if healthy and saved_at != self.step and self.step > 0:
+                if self.step == total and self.data.val:
+                    self.validate()
+                self.save()
+        yield TrainProgress(
+            step=self.step, total=total, losses={}, images_per_s=0.0, eta_s=0.0,
+            checkpoint=str(self.checkpoint_path), validation=self.metrics or None,
+            done=True, cancelled=self.step < total,
+            message=("cancelled" if self.step < total else "finished") + f" at step {self.step}",
+        )
+
+
+def fit(trainer: Trainer, cancel: Callable[[], bool] | None = None) -> TrainProgress:
+    """Drain :meth:`Trainer.run` and return the last record (for scripts)."""
+    return deque(trainer.run(cancel), maxlen=1)[0]
+
+
+__all__ = ["Trainer", "TrainData", "TrainProgress", "TrainingError", "CheckpointError", "fit", "pick_device"]

@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny configs and generated image folders (no external data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from core.config import replace  # noqa: E402
+from core.presets import get_preset  # noqa: E402
+
+
+def make_good(rng: np.random.Generator, h: int = 48, w: int = 56) -> np.ndarray:
+    """A textured 'product surface': smooth gradient plus fine noise, uint8 BGR."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 110 + 30 * np.sin(xx / 6.0) + 10 * (yy / h)
+    img = base[..., None] + rng.normal(0, 4, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_defect(rng: np.random.Generator, h: int = 48, w: int = 56) -> tuple[np.ndarray, np.ndarray]:
+    img = make_good(rng, h, w)
+    mask = np.zeros((h, w), np.uint8)
+    cy, cx = int(rng.integers(10, h - 10)), int(rng.integers(10, w - 10))
+    cv2.circle(mask, (cx, cy), int(rng.integers(4, 8)), 255, -1)
+    img[mask > 0] = (20, 20, 200)
+    return img, mask
+
+
+@pytest.fixture
+def tiny_configs():
+    model_cfg, train_cfg = get_preset("tiny")
+    return model_cfg, replace(train_cfg, steps=6, checkpoint_every=3, validate_every=3)
+
+
+@pytest.fixture
+def good_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "good"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        cv2.imwrite(str(folder / f"g{i:02d}.png"), make_good(rng))
+    return folder
+
+
+@pytest.fixture
+def mvtec_folder(tmp_path: Path) -> Path:
+    """An MVTec-AD-layout folder: train/good, test/good, test/spot with ground_truth masks."""
+    root = tmp_path / "product"
+    rng = np.random.default_rng(1)
+    for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (root / sub).mkdir(parents=True)
+    for i in range(10):
+        cv2.imwrite(str(root / "train/good" / f"{i:03d}.png"), make_good(rng))
+    for i in range(4):
+        cv2.imwrite(str(root / "test/good" / f"{i:03d}.png"), make_good(rng))
+        img, mask = make_defect(rng)
+        cv2.imwrite(str(root / "test/spot" / f"{i:03d}.png"), img)
+        cv2.imwrite(str(root / "ground_truth/spot" / f"{i:03d}_mask.png"), mask)
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread_torch():
+    """Tiny test models gain nothing from threads; one thread avoids OpenMP oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,77 @@
+import csv
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from core.checkpoint import load_checkpoint
+from core.cli import main
+
+
+def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(mvtec_folder), "--preset", "tiny", "--steps", "4", "--out", str(run)]) == 0
+    ckpt = run / "last.safetensors"
+    assert load_checkpoint(ckpt).step == 4
+
+    test_good = mvtec_folder / "test" / "good"
+    (test_good / "broken.png").write_bytes(b"\x89PNG truncated")
+    out_csv, overlays = tmp_path / "res.csv", tmp_path / "ov"
+    assert main(["infer", str(ckpt), str(test_good), "--csv", str(out_csv), "--overlays", str(overlays)]) == 0
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
+    assert len(rows) == 5
+    broken = [r for r in rows if r["file"].endswith("broken.png")][0]
+    assert broken["verdict"] == "error" and broken["error"]
+    ok_rows = [r for r in rows if r["verdict"] != "error"]
+    assert all(r["verdict"] in {"OK", "NG"} and 0 <= float(r["score"]) <= 1 for r in ok_rows)
+    panel = cv2.imread(str(overlays / "000_overlay.png"))
+    assert panel.shape == (48, 3 * 56, 3)  # input | reconstruction | heatmap at input size
+
+    (test_good / "broken.png").unlink()
+    report_path = tmp_path / "metrics.json"
+    assert main(["eval", str(ckpt), str(mvtec_folder), "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert {"image_auroc", "pixel_auroc", "aupro", "pixel_ap"} <= set(report)
+    assert report["images"] == 8 and 0 <= report["image_auroc"] <= 1
+    assert "image_auroc" in capsys.readouterr().out
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    assert main(["infer", str(bad), str(tmp_path)]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", str(empty), "--preset", "tiny", "--out", str(tmp_path / "r")]) == 2
+    assert "no image" in capsys.readouterr().err
+
+
+def test_infer_exit_code_when_nothing_readable(tmp_path):
+    from core.checkpoint import Checkpoint, save_checkpoint
+    from core.model import DiffusionAD
+    from core.presets import get_preset
+
+    cfg = get_preset("tiny")[0]
+    save_checkpoint(Checkpoint(cfg, DiffusionAD(cfg).state_dict()), tmp_path / "m.safetensors")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    assert main(["infer", str(tmp_path / "m.safetensors"), str(folder), "--csv", str(tmp_path / "r.csv")]) == 1
+    cv2.imwrite(str(folder / "b.png"), np.zeros((9, 9, 3), np.uint8))
+    assert main(["infer", str(tmp_path / "m.safetensors"), str(folder), "--csv", str(tmp_path / "r.csv")]) == 0
+
+
+def test_presets_lists_parameter_counts(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "paper" in out and "131.65" in out and "fast" in out
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["infer"], ["eval"], ["presets"]])
+def test_help(cmd):
+    res = subprocess.run([sys.executable, "-m", "core.cli", *cmd, "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "usage: dad" in res.stdout

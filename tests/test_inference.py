@@ -1,0 +1,66 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from core.inference import Inspector
+from core.model import DiffusionAD
+from core.presets import get_preset
+
+
+@pytest.fixture
+def inspector():
+    torch.manual_seed(0)
+    model = DiffusionAD(get_preset("tiny")[0])
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    return Inspector(model, torch.device("cpu"))
+
+
+def test_same_image_same_score_whatever_the_batch(inspector):
+    rng = np.random.default_rng(0)
+    imgs = [rng.random((50, 40, 3), dtype=np.float32) for _ in range(4)]
+    alone = inspector.predict(imgs[:1])[0].score
+    again = inspector.predict(imgs[:1])[0].score
+    in_batch = inspector.predict(imgs)[0].score
+    assert alone == again
+    assert alone == pytest.approx(in_batch, abs=1e-5)
+
+
+def test_any_size_and_maps_back_to_input_size(inspector):
+    rng = np.random.default_rng(1)
+    imgs = [rng.random((17, 91, 3), dtype=np.float32), rng.random((300, 120, 3), dtype=np.float32)]
+    res = inspector.predict(imgs)
+    for img, r in zip(imgs, res):
+        assert r.anomaly_map.shape == (32, 32) and r.reconstruction.shape == (32, 32, 3)
+        assert r.anomaly_map_full().shape == img.shape[:2]
+        assert r.reconstruction_full().shape == img.shape
+        assert np.isfinite(r.score) and 0 <= r.score <= 1
+
+
+def test_inspect_files_reports_bad_files_and_goes_on(inspector, tmp_path):
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), np.full((20, 20, 3), 40 * i, np.uint8))
+        paths.append(p)
+    paths[2].write_bytes(b"broken")
+    paths.insert(3, tmp_path / "missing.png")
+    results = list(inspector.inspect_files(paths, batch_size=2))
+    assert [r.path for r in results] == paths  # same order as asked
+    errors = {r.path.name: r.error for r in results if r.error}
+    assert set(errors) == {"2.png", "missing.png"}
+    assert "not a readable image" in errors["2.png"] and "not found" in errors["missing.png"]
+    assert sum(r.result is not None for r in results) == 4
+
+
+def test_inspect_files_can_be_cancelled(inspector, tmp_path):
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i}.png"
+        cv2.imwrite(str(p), np.zeros((8, 8, 3), np.uint8))
+        paths.append(p)
+    seen = []
+    for r in inspector.inspect_files(paths, batch_size=1, cancel=lambda: len(seen) >= 2):
+        seen.append(r)
+    assert len(seen) == 2

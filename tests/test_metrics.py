@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from core import metrics as M
+
+
+def test_auroc_and_ap_match_sklearn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.random(200) + 0.3 * labels
+    assert M.image_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    masks = rng.random((3, 16, 16)) > 0.8
+    maps = rng.random((3, 16, 16)) + 0.2 * masks
+    assert M.pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+    assert M.pixel_ap(masks, maps) == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()))
+
+
+def test_single_class_is_an_error():
+    with pytest.raises(ValueError):
+        M.image_auroc(np.zeros(5), np.arange(5))
+
+
+def test_f1_max_perfect_and_hand_case():
+    assert M.f1_max([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == pytest.approx(1.0)
+    # best: threshold 0.6 -> tp 2, fp 1, fn 0 -> F1 = 0.8
+    assert M.f1_max([0, 1, 0, 1], [0.1, 0.6, 0.7, 0.9]) == pytest.approx(0.8)
+
+
+def _square_mask():
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 8:16, 8:16] = True
+    return masks
+
+
+def test_aupro_perfect_prediction_is_one():
+    masks = _square_mask()
+    assert M.aupro(masks, masks.astype(float)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_aupro_inverted_prediction_is_zero():
+    masks = _square_mask()
+    assert M.aupro(masks, (~masks).astype(float)) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_aupro_averages_over_regions_not_pixels():
+    # two regions: a big one detected perfectly, a small one never -> PRO = 0.5 at low FPR
+    masks = np.zeros((1, 64, 64), bool)
+    masks[0, 0:20, 0:20] = True
+    masks[0, 50:52, 50:52] = True
+    maps = np.random.default_rng(0).uniform(0.1, 0.9, (1, 64, 64))  # normal pixels spread out
+    maps[0, 0:20, 0:20] = 1.0
+    maps[0, 50:52, 50:52] = 0.0
+    assert M.aupro(masks, maps) == pytest.approx(0.5, abs=0.01)
+
+
+def test_aupro_fills_holes_in_regions():
+    masks = np.zeros((1, 32, 32), bool)
+    masks[0, 4:20, 4:20] = True
+    masks[0, 10:14, 10:14] = False  # a ring: its hole counts as part of the region
+    maps = masks.astype(float)
+    # the hole's pixels are never detected, so the region overlap stays below 1
+    assert M.aupro(masks, maps) < 0.99
+
+
+def test_threshold_pickers_on_crafted_scores():
+    good = np.array([0.1, 0.2, 0.3, 0.4])
+    bad = np.array([0.35, 0.8, 0.9])
+    labels = np.r_[np.zeros(4), np.ones(3)]
+    scores = np.r_[good, bad]
+    assert M.threshold_f1(labels, scores) == pytest.approx(0.35)  # F1 = 6/7 at 0.35 vs 0.8 at 0.8
+    assert M.threshold_zero_false_ng(good) > 0.4
+    assert M.threshold_zero_false_ng(good) == pytest.approx(0.4)
+    assert M.threshold_max_fpr(good, 0.25) == pytest.approx(0.4)  # 1 of 4 good flagged
+    assert M.threshold_max_fpr(good, 0.0) > 0.4
+    assert M.threshold_mean_k_sigma(good, 2) == pytest.approx(good.mean() + 2 * good.std())
+    c = M.confusion(labels, scores, 0.35)
+    assert c == {"true_ng": 3, "false_ng": 1, "true_ok": 3, "false_ok": 0}

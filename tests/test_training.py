@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoint import load_checkpoint
+from core.config import replace
+from core.data import list_images
+from core.training import TrainData, Trainer, TrainingError, fit, pick_device
+
+
+@pytest.fixture
+def data(good_folder, tiny_configs):
+    model_cfg, train_cfg = tiny_configs
+    return TrainData.from_paths(list_images(good_folder), model_cfg.image_size, 0.2, 0)
+
+
+def test_split_holds_out_good_images(data):
+    assert len(data.train) == 8 and len(data.val) == 2
+
+
+def test_short_fit_lowers_the_loss(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    train_cfg = replace(train_cfg, steps=60, batch_size=4, checkpoint_every=0, validate_every=0, seed=1)
+    trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
+    losses = [rec.losses["loss"] for rec in trainer.run() if not rec.done]
+    assert len(losses) == 60 and all(np.isfinite(losses))
+    assert np.mean(losses[-15:]) < 0.8 * np.mean(losses[:15])
+
+
+def test_progress_records_checkpoints_and_validation(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu", preview_every=2)
+    records = list(trainer.run())
+    steps = [r.step for r in records if not r.done]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert [r.step for r in records if r.checkpoint and not r.done] == [3, 6]
+    assert records[2].validation and 0.0 <= records[2].validation["val_synthetic_image_auroc"] <= 1.0
+    assert records[1].preview["reconstruction"].shape == (32, 32, 3)
+    assert records[-1].done and not records[-1].cancelled
+    assert {"noise", "focal", "smooth_l1", "loss"} <= set(records[0].losses)
+    assert records[0].eta_s > 0 and records[0].images_per_s > 0
+    ckpt = load_checkpoint(tmp_path / "last.safetensors")
+    assert ckpt.step == 6 and ckpt.threshold is not None and "val_good_score_mean" in ckpt.metrics
+
+
+def test_cancel_saves_and_resume_continues(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    train_cfg = replace(train_cfg, checkpoint_every=100)
+    trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
+    records = list(trainer.run(cancel=lambda: trainer.step >= 4))
+    assert records[-1].cancelled and records[-1].step == 4
+    saved = load_checkpoint(tmp_path / "last.safetensors", with_optimizer=True)
+    assert saved.step == 4 and saved.optimizer is not None
+
+    resumed = Trainer(model_cfg, replace(train_cfg, steps=6), data, tmp_path, device="cpu",
+                      resume_from=tmp_path / "last.safetensors")
+    assert resumed.step == 4
+    adam_state = resumed.opt_denoiser.state_dict()["state"]
+    assert adam_state and int(next(iter(adam_state.values()))["step"]) == 4
+    steps = [r.step for r in resumed.run() if not r.done]
+    assert steps == [5, 6]
+    assert load_checkpoint(tmp_path / "last.safetensors").step == 6
+
+
+def test_closing_the_generator_still_checkpoints(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    trainer = Trainer(model_cfg, replace(train_cfg, checkpoint_every=100), data, tmp_path, device="cpu")
+    run = trainer.run()
+    next(run)
+    next(run)
+    run.close()
+    assert load_checkpoint(tmp_path / "last.safetensors").step == 2
+
+
+def test_fine_tune_starts_from_base_weights(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    base = Trainer(model_cfg, train_cfg, data, tmp_path / "base", device="cpu")
+    fit(base)
+    ft = Trainer(model_cfg, replace(train_cfg, steps=2), data, tmp_path / "ft", device="cpu",
+                 init_from=tmp_path / "base" / "last.safetensors")
+    assert ft.step == 0
+    for k, v in base.model.state_dict().items():
+        torch.testing.assert_close(ft.model.state_dict()[k], v)
+    fit(ft)
+    assert load_checkpoint(tmp_path / "ft" / "last.safetensors").info["base_model"].endswith("last.safetensors")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
+    run = trainer.run()
+    for _ in range(3):
+        next(run)  # step 3 writes a checkpoint
+    good = (tmp_path / "last.safetensors").read_bytes()
+    with torch.no_grad():
+        next(trainer.model.segmenter.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match="not finite.*last good checkpoint"):
+        next(run)
+    assert (tmp_path / "last.safetensors").read_bytes() == good
+
+
+def test_all_anomalous_batches_train_without_nan(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    synth = replace(train_cfg.synthesis, anomaly_prob=1.0)
+    trainer = Trainer(model_cfg, replace(train_cfg, synthesis=synth, steps=3), data, tmp_path, device="cpu")
+    recs = [r for r in trainer.run() if not r.done]
+    assert all(r.losses["noise"] == 0.0 and np.isfinite(r.losses["loss"]) for r in recs)
+
+
+def test_no_readable_images_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(TrainingError, match="bad.png"):
+        TrainData.from_paths([tmp_path / "bad.png"], 32, 0.1, 0)
+
+
+def test_pick_device_on_cpu_machine():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device().type in {"cpu", "cuda", "mps"}
