@@ -8,15 +8,21 @@ Usage: python bench/preset_sweep.py [--quick]
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from core.config import DenoiserConfig, ModelConfig, SegmenterConfig
-from core.inference import Inspector
-from core.model import DiffusionAD, count_parameters
-from core.runtime import tune_cpu
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import git_rev, machine, write_section  # noqa: E402
+
+from core.config import DenoiserConfig, ModelConfig, SegmenterConfig  # noqa: E402
+from core.inference import Inspector  # noqa: E402
+from core.model import DiffusionAD, count_parameters  # noqa: E402
+from core.runtime import tune_cpu  # noqa: E402
 
 
 def candidates() -> dict[str, ModelConfig]:
@@ -55,11 +61,24 @@ def main() -> None:
     args = ap.parse_args()
     tune_cpu()
     print(f"{'config':34s} {'params M':>8s} {'b1 ms/img':>9s} {'b8 ms/img':>9s}")
+    rows = []
     for name, cfg in candidates().items():
         params = count_parameters(DiffusionAD(cfg)) / 1e6
         b1 = time_config(cfg, 1, args.repeats)
         b8 = time_config(cfg, 8, args.repeats)
         print(f"{name:34s} {params:8.2f} {b1:9.1f} {b8:9.1f}", flush=True)
+        rows.append(f"| {name} | {params:.2f} | {b1:.0f} | {b8:.0f} |")
+    body = (
+        "## Preset sweep: choosing `fast`\n\n"
+        f"Machine: {machine()}. Commit {git_rev()}.\n\n"
+        "Command: `python bench/preset_sweep.py`. Whole pipeline per 256² input, best of "
+        f"{args.repeats}. Name = working size / base channels / channel multipliers / res blocks / "
+        "attention sizes / segmenter width. Goal: <= 100 ms per image at batch 8.\n\n"
+        "| candidate | parameters M | ms/img batch 1 | ms/img batch 8 |\n|---|---|---|---|\n"
+        + "\n".join(rows) + "\n\n`fast` = 128/ch16/1248/r1/a16/seg16: the fastest 128 px candidate (small defects "
+        "need the resolution) inside the budget.\n"
+    )
+    write_section("preset-sweep", body)
 
 
 if __name__ == "__main__":

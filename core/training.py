@@ -312,3 +312,12 @@ def fit(trainer: Trainer, cancel: Callable[[], bool] | None = None) -> TrainProg
 
 
 __all__ = ["Trainer", "TrainData", "TrainProgress", "TrainingError", "CheckpointError", "fit", "pick_device"]
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device (GPU model, or CPU)."""
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"

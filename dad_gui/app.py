@@ -1,0 +1,64 @@
+"""QApplication setup: names, theme, logging, and an excepthook that shows one dialog."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from logging.handlers import RotatingFileHandler
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from . import APP_NAME, __version__
+from .paths import log_file
+
+log = logging.getLogger("dad_gui")
+
+
+def setup_logging() -> None:
+    if log.handlers:
+        return
+    try:
+        handler: logging.Handler = RotatingFileHandler(log_file(), maxBytes=2_000_000, backupCount=3,
+                                                       encoding="utf-8")
+    except OSError:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def apply_theme(app: QApplication, theme: str) -> None:
+    import qdarkstyle
+
+    palette = qdarkstyle.LightPalette if theme == "light" else qdarkstyle.DarkPalette
+    app.setStyleSheet(qdarkstyle.load_stylesheet(qt_api="pyside6", palette=palette))
+
+
+def show_error(title: str, message: str, details: str = "") -> None:
+    """Log an error and show it once in a dialog (when a GUI exists)."""
+    log.error("%s: %s\n%s", title, message, details)
+    if QApplication.instance() is None:
+        return
+    box = QMessageBox(QMessageBox.Icon.Critical, title, message)
+    if details:
+        box.setDetailedText(details)
+    box.exec()
+
+
+def _excepthook(exc_type, exc, tb) -> None:  # noqa: ANN001
+    details = "".join(traceback.format_exception(exc_type, exc, tb))
+    show_error("Unexpected error", f"{exc_type.__name__}: {exc}\n\nThe application keeps running; "
+               f"details are in {log_file()}.", details)
+
+
+def create_app(argv: list[str]) -> QApplication:
+    app = QApplication.instance() or QApplication(argv)
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName("DiffusionAD")
+    app.setApplicationVersion(__version__)
+    setup_logging()
+    sys.excepthook = _excepthook
+    apply_theme(app, str(QSettings().value("theme", "dark")))
+    return app

@@ -1,0 +1,72 @@
+"""Fine-tuning jobs in a child process (no Qt), so a crash cannot take the GUI down.
+
+The parent starts :func:`run_job` with a spawn context, sends nothing but a cancel event, and
+reads plain-dict messages from a queue: ``progress``, ``preview``, ``done``, ``error``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class JobSpec:
+    folders: list[str]  # good-image folders (MVTec roots use train/good)
+    out_dir: str
+    preset: str = "fast"
+    steps: int = 200
+    base_checkpoint: str | None = None  # fine-tune from this model version
+    resume_checkpoint: str | None = None
+    extra_images: list[str] = field(default_factory=list)  # "marked as good" files
+    textures: str | None = None
+    batch_size: int | None = None
+    preview_every: int = 10
+    checkpoint_every: int = 50
+    device: str = "auto"
+    threads: int = 0  # torch threads in the child (0: torch's default)
+
+
+def run_job(spec: JobSpec, queue: Any, cancel: Any) -> None:
+    """Child-process entry point; never raises (errors become an ``error`` message)."""
+    try:
+        _run(spec, queue, cancel)
+    except BaseException as exc:  # noqa: BLE001 - report anything to the GUI
+        queue.put({"type": "error", "message": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()})
+
+
+def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
+    import torch
+
+    from core.config import replace
+    from core.data import list_images, train_folder
+    from core.presets import get_preset
+    from core.runtime import tune_cpu
+    from core.synthesis import load_textures
+    from core.training import TrainData, Trainer
+
+    tune_cpu()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    model_cfg, train_cfg = get_preset(spec.preset)
+    batch = {"batch_size": spec.batch_size} if spec.batch_size else {}
+    train_cfg = replace(train_cfg, steps=spec.steps, checkpoint_every=spec.checkpoint_every,
+                        validate_every=max(spec.steps, 1), **batch)
+    paths = [str(p) for folder in spec.folders for p in list_images(train_folder(folder))] + list(spec.extra_images)
+    data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, train_cfg.seed)
+    textures = load_textures(spec.textures, model_cfg.image_size) if spec.textures else []
+    trainer = Trainer(model_cfg, train_cfg, data, spec.out_dir, device=spec.device, textures=textures,
+                      init_from=spec.base_checkpoint, resume_from=spec.resume_checkpoint,
+                      preview_every=spec.preview_every, info={"preset": spec.preset})
+    queue.put({"type": "started", "device": str(trainer.device), "train_images": len(data.train),
+               "skipped": data.errors, "step": trainer.step, "total": trainer.train_config.steps})
+    for rec in trainer.run(cancel=cancel.is_set):
+        if rec.done:
+            queue.put({"type": "done", "checkpoint": rec.checkpoint, "cancelled": rec.cancelled,
+                       "step": rec.step, "message": rec.message})
+            return
+        queue.put({"type": "progress", "step": rec.step, "total": rec.total, "losses": rec.losses,
+                   "eta_s": rec.eta_s, "images_per_s": rec.images_per_s, "checkpoint": rec.checkpoint})
+        if rec.preview is not None:
+            queue.put({"type": "preview", "step": rec.step, **rec.preview})

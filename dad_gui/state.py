@@ -1,0 +1,153 @@
+"""Application state: one QObject with change signals and no widgets.
+
+Views are built from it and subscribe; they never hold results themselves. Scores live in a
+numpy array so thresholds, counts and histograms update from cached values without the model.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from core.data import Sample
+
+CACHE_SIZE = 400  # images whose reconstruction and map stay in memory (about 80 kB each)
+
+
+@dataclass(frozen=True)
+class ImageDetail:
+    """What the compare view shows for one image (detached numpy, model resolution)."""
+
+    reconstruction: np.ndarray  # uint8 [S, S, 3]
+    anomaly_map: np.ndarray  # float16 [S, S], fixed 0..1 scale
+
+
+ResultRow = tuple[int, "float | None", "str | None", "ImageDetail | None"]  # index, score, error, detail
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    name: str
+    preset: str
+    device: str
+    image_size: int
+    version_id: str | None = None
+
+
+class AppState(QObject):
+    folder_changed = Signal()
+    model_changed = Signal()
+    results_updated = Signal(int, int)  # first row, last row
+    thresholds_changed = Signal()
+    current_changed = Signal(int)
+    detail_ready = Signal(int)
+    busy_changed = Signal(str, int, int)  # task label, done, total (total 0: idle)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder: Path | None = None
+        self.samples: list[Sample] = []
+        self.scores = np.zeros(0)
+        self.errors: dict[int, str] = {}
+        self.labels = np.zeros(0, int)
+        self.model: ModelInfo | None = None
+        self.threshold = 0.5
+        self.pixel_threshold = 0.5
+        self.current = -1
+        self.generation = 0  # bumped when folder or model changes: stale results are dropped
+        self.marked_good: set[str] = set()
+        self._cache: OrderedDict[int, ImageDetail] = OrderedDict()
+
+    # ---- folder and model ----------------------------------------------------------------
+    def set_samples(self, folder: Path, samples: list[Sample]) -> None:
+        self.folder = folder
+        self.samples = samples
+        self.labels = np.array([s.label for s in samples], int)
+        self.clear_results()
+        self.current = -1
+        self.folder_changed.emit()
+
+    def set_model(self, info: ModelInfo, threshold: float | None, pixel_threshold: float = 0.5) -> None:
+        self.model = info
+        self.clear_results()
+        if threshold is not None:
+            self.threshold = float(threshold)
+        self.pixel_threshold = float(pixel_threshold)
+        self.model_changed.emit()
+        self.thresholds_changed.emit()
+
+    def clear_results(self) -> None:
+        self.generation += 1
+        self.scores = np.full(len(self.samples), np.nan)
+        self.errors = {}
+        self._cache.clear()
+
+    # ---- results ---------------------------------------------------------------------------
+    def add_results(self, generation: int, rows: list[ResultRow]) -> None:
+        """Store a streamed batch; ignored when it belongs to an older folder/model."""
+        if generation != self.generation or not rows:
+            return
+        for idx, score, error, detail in rows:
+            if error is not None:
+                self.errors[idx] = error
+            else:
+                self.scores[idx] = score
+            if detail is not None:
+                self.put_detail(idx, detail)
+        self.results_updated.emit(min(r[0] for r in rows), max(r[0] for r in rows))
+
+    def put_detail(self, idx: int, detail: ImageDetail) -> None:
+        self._cache[idx] = detail
+        self._cache.move_to_end(idx)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def detail(self, idx: int) -> ImageDetail | None:
+        d = self._cache.get(idx)
+        if d is not None:
+            self._cache.move_to_end(idx)
+        return d
+
+    # ---- thresholds and verdicts -------------------------------------------------------------
+    def set_threshold(self, value: float) -> None:
+        if value != self.threshold:
+            self.threshold = float(value)
+            self.thresholds_changed.emit()
+
+    def set_pixel_threshold(self, value: float) -> None:
+        if value != self.pixel_threshold:
+            self.pixel_threshold = float(value)
+            self.thresholds_changed.emit()
+
+    def verdict(self, idx: int) -> str:
+        if idx in self.errors:
+            return "error"
+        s = self.scores[idx]
+        if np.isnan(s):
+            return ""
+        return "NG" if s >= self.threshold else "OK"
+
+    def counts(self) -> dict[str, int]:
+        done = ~np.isnan(self.scores)
+        ng = int(np.sum(self.scores[done] >= self.threshold))
+        return {"OK": int(done.sum()) - ng, "NG": ng, "error": len(self.errors),
+                "pending": len(self.samples) - int(done.sum()) - len(self.errors)}
+
+    def scored(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, labels) of the images that have a score."""
+        done = ~np.isnan(self.scores)
+        return self.scores[done], self.labels[done]
+
+    def has_labels(self) -> bool:
+        _, labels = self.scored()
+        return bool(len(labels)) and set(np.unique(labels)) == {0, 1}
+
+    def set_current(self, idx: int) -> None:
+        if idx != self.current:
+            self.current = idx
+            self.current_changed.emit(idx)

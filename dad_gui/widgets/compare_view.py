@@ -1,0 +1,183 @@
+"""Input | reconstruction | heatmap overlay | ground truth, with linked zoom and pan."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QVBoxLayout, QWidget
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+COLORMAPS = ("inferno", "turbo", "viridis", "CET-L3")
+
+
+class _Panel:
+    def __init__(self, layout: pg.GraphicsLayoutWidget, col: int, title: str):
+        self.view = layout.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMenu=False)
+        self.label = layout.addLabel(title, row=0, col=col)
+        self.image = pg.ImageItem()
+        self.view.addItem(self.image)
+
+
+class CompareView(QWidget):
+    """Shows one image's input, reconstruction and anomaly map; render-only, never writes state."""
+
+    hovered = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.layout_widget = pg.GraphicsLayoutWidget()
+        self.layout_widget.setBackground("#19232d")
+        self.panels = [_Panel(self.layout_widget, i, t) for i, t in
+                       enumerate(("Input", "Reconstruction", "Anomaly heatmap", "Ground truth"))]
+        for p in self.panels[1:]:
+            p.view.setXLink(self.panels[0].view)
+            p.view.setYLink(self.panels[0].view)
+        self.overlay = pg.ImageItem()
+        self.overlay.setZValue(10)
+        self.panels[2].view.addItem(self.overlay)
+        self.contour = pg.IsocurveItem(pen=pg.mkPen("#00e5ff", width=2))
+        self.contour.setZValue(20)
+        self.panels[2].view.addItem(self.contour)
+        self.gt_contour = pg.IsocurveItem(pen=pg.mkPen("#3fb950", width=2))
+        self.gt_contour.setZValue(21)
+        self.panels[2].view.addItem(self.gt_contour)
+
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setFixedWidth(140)
+        self.opacity.valueChanged.connect(self._apply_opacity)
+        self.cmap = QComboBox()
+        self.cmap.addItems(COLORMAPS)
+        self.cmap.currentTextChanged.connect(self._apply_cmap)
+        self.fit_btn = QToolButton(text="Fit")
+        self.fit_btn.setToolTip("Fit to window (F)")
+        self.fit_btn.clicked.connect(self.fit)
+        self.one_btn = QToolButton(text="1:1")
+        self.one_btn.setToolTip("One image pixel per screen pixel (1)")
+        self.one_btn.clicked.connect(self.one_to_one)
+        self.info = QLabel("")
+        self.info.setMinimumWidth(260)
+        self.hovered.connect(self.info.setText)
+
+        bar = QHBoxLayout()
+        for w in (QLabel("Overlay"), self.opacity, QLabel("Colormap"), self.cmap, self.fit_btn, self.one_btn):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(self.info)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(bar)
+        lay.addWidget(self.layout_widget, 1)
+        self._image: np.ndarray | None = None
+        self._map: np.ndarray | None = None
+        self._pixel_threshold = 0.5
+        self._apply_cmap(self.cmap.currentText())
+        self.layout_widget.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.set_gt(None)
+
+    # ---- rendering ------------------------------------------------------------------------
+    def clear(self) -> None:
+        for p in self.panels:
+            p.image.clear()
+        self.overlay.clear()
+        self.contour.setData(None)
+        self.gt_contour.setData(None)
+        self._image = self._map = None
+
+    def set_images(self, image: np.ndarray, reconstruction: np.ndarray | None,
+                   anomaly_map: np.ndarray | None, gt: np.ndarray | None) -> None:
+        """``image`` float RGB [H, W, 3]; reconstruction and map at model size, resized to H x W here."""
+        h, w = image.shape[:2]
+        first = self._image is None or self._image.shape[:2] != (h, w)
+        self._image = image
+        rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        self.panels[0].image.setImage(rgb, levels=(0, 255))
+        self.panels[2].image.setImage(rgb, levels=(0, 255))
+        if reconstruction is not None:
+            rec = cv2.resize(reconstruction, (w, h), interpolation=cv2.INTER_LINEAR)
+            self.panels[1].image.setImage(rec, levels=(0, 255))
+        else:
+            self.panels[1].image.clear()
+        if anomaly_map is not None:
+            self._map = cv2.resize(anomaly_map.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            # fixed 0..1 scale across images: a good part must not look red
+            self.overlay.setImage(self._map, levels=(0.0, 1.0))
+            self.contour.setData(self._map, level=self._pixel_threshold)
+        else:
+            self._map = None
+            self.overlay.clear()
+            self.contour.setData(None)
+        self.set_gt(gt)
+        if first:
+            self.fit()
+
+    def set_gt(self, gt: np.ndarray | None) -> None:
+        has = gt is not None
+        self.panels[3].view.setVisible(has)
+        self.panels[3].label.setVisible(has)
+        self.layout_widget.ci.layout.setColumnMaximumWidth(3, 10000 if has else 0)
+        if has:
+            self.panels[3].image.setImage((gt > 0).astype(np.uint8) * 255, levels=(0, 255))
+            self.gt_contour.setData((gt > 0).astype(np.float32), level=0.5)
+        else:
+            self.panels[3].image.clear()
+            self.gt_contour.setData(None)
+
+    def set_pixel_threshold(self, value: float) -> None:
+        self._pixel_threshold = value
+        if self._map is not None:
+            self.contour.setLevel(value)
+
+    def set_overlay_visible(self, visible: bool) -> None:
+        self.overlay.setVisible(visible)
+        self.contour.setVisible(visible)
+
+    def toggle_overlay(self) -> None:
+        self.set_overlay_visible(not self.overlay.isVisible())
+
+    def _apply_opacity(self, value: int) -> None:
+        self.overlay.setOpacity(value / 100)
+
+    def _apply_cmap(self, name: str) -> None:
+        self.overlay.setColorMap(pg.colormap.get(name))
+        self._apply_opacity(self.opacity.value())
+
+    # ---- zoom --------------------------------------------------------------------------------
+    def fit(self) -> None:
+        if self._image is not None:
+            h, w = self._image.shape[:2]
+            self.panels[0].view.setRange(xRange=(0, w), yRange=(0, h), padding=0.02)
+
+    def one_to_one(self) -> None:
+        if self._image is None:
+            return
+        vb = self.panels[0].view
+        pw, ph = vb.width(), vb.height()
+        (x0, x1), (y0, y1) = vb.viewRange()
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        vb.setRange(xRange=(cx - pw / 2, cx + pw / 2), yRange=(cy - ph / 2, cy + ph / 2), padding=0)
+
+    def zoom(self, factor: float, centre: tuple[float, float] | None = None) -> None:
+        vb = self.panels[0].view
+        (x0, x1), (y0, y1) = vb.viewRange()
+        cx, cy = centre or ((x0 + x1) / 2, (y0 + y1) / 2)
+        hw, hh = (x1 - x0) / (2 * factor), (y1 - y0) / (2 * factor)
+        vb.setRange(xRange=(cx - hw, cx + hw), yRange=(cy - hh, cy + hh), padding=0)
+
+    def _mouse_moved(self, pos) -> None:  # noqa: ANN001 - QPointF from pyqtgraph
+        if self._image is None:
+            return
+        for p in self.panels:
+            if p.view.isVisible() and p.view.sceneBoundingRect().contains(pos):
+                pt = p.view.mapSceneToView(pos)
+                x, y = int(pt.x()), int(pt.y())
+                h, w = self._image.shape[:2]
+                if 0 <= x < w and 0 <= y < h:
+                    r, g, b = (self._image[y, x] * 255).astype(int)
+                    score = f"  anomaly {self._map[y, x]:.3f}" if self._map is not None else ""
+                    self.hovered.emit(f"x {x}  y {y}  RGB {r},{g},{b}{score}")
+                return

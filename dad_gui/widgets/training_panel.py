@@ -1,0 +1,218 @@
+"""Fine-tuning panel: data, base model, preset, budget; progress, ETA, live loss curve and preview."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.presets import PRESETS
+
+from ..jobs import JobSpec
+from ..registry import Registry
+from ..state import AppState
+
+
+def _fmt_eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TrainingPanel(QWidget):
+    """Builds a :class:`JobSpec` from the form and renders job messages; it runs nothing itself."""
+
+    start_requested = Signal(object)  # JobSpec
+    cancel_requested = Signal()
+
+    def __init__(self, state: AppState, registry: Registry, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state, self.registry = state, registry
+        self.folders = QListWidget()
+        self.folders.setMaximumHeight(70)
+        self.add_folder = QPushButton("Add folder…")
+        self.add_folder.clicked.connect(self._pick_folder)
+        self.clear_folders = QPushButton("Clear")
+        self.clear_folders.clicked.connect(self.folders.clear)
+        self.base = QComboBox()
+        self.preset = QComboBox()
+        self.preset.addItems([p for p in PRESETS if p != "tiny"] + ["tiny"])
+        self.preset.setCurrentText("fast")
+        self.steps = QSpinBox(minimum=1, maximum=1_000_000, value=200, singleStep=50)
+        self.marked = QLabel()
+        self.start_btn = QPushButton("Start")
+        self.resume_btn = QPushButton("Resume")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.resume_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status = QLabel("No job running.")
+        self.status.setWordWrap(True)
+        self.loss_plot = pg.PlotWidget(background="#19232d")
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_plot.setLabel("left", "loss")
+        self.loss_plot.setLogMode(y=True)
+        self.loss_plot.setMinimumHeight(150)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#58a6ff", width=2))
+        self.preview_widget = pg.GraphicsLayoutWidget()
+        self.preview_widget.setBackground("#19232d")
+        self.preview_widget.setMinimumHeight(130)
+        self.preview_items = []
+        for i, title in enumerate(("input", "reconstruction", "anomaly map")):
+            self.preview_widget.addLabel(title, row=0, col=i)
+            vb = self.preview_widget.addViewBox(row=1, col=i, lockAspect=True, invertY=True, enableMenu=False)
+            vb.setMouseEnabled(False, False)
+            item = pg.ImageItem()
+            vb.addItem(item)
+            self.preview_items.append(item)
+        self.preview_items[2].setColorMap(pg.colormap.get("inferno"))
+        self.preview_step = QLabel("")
+        self._losses: list[tuple[int, float]] = []
+        self.last_checkpoint: str | None = None
+        self._last_spec: JobSpec | None = None
+        self._started_at = 0.0
+
+        form = QFormLayout()
+        frow = QHBoxLayout()
+        frow.addWidget(self.add_folder)
+        frow.addWidget(self.clear_folders)
+        form.addRow("Good images", self.folders)
+        form.addRow("", frow)
+        form.addRow("Marked as good", self.marked)
+        form.addRow("Start from", self.base)
+        form.addRow("Preset", self.preset)
+        form.addRow("Steps", self.steps)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.resume_btn, self.cancel_btn):
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addWidget(self.loss_plot, 1)
+        lay.addWidget(self.preview_step)
+        lay.addWidget(self.preview_widget, 1)
+        self.start_btn.clicked.connect(lambda: self._request(resume=False))
+        self.resume_btn.clicked.connect(lambda: self._request(resume=True))
+        self.cancel_btn.clicked.connect(self.cancel_requested)
+        self.base.currentIndexChanged.connect(self._base_changed)
+        self.refresh_models()
+        self.refresh_marked()
+
+    # ---- form ------------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        current = self.base.currentData()
+        self.base.blockSignals(True)
+        self.base.clear()
+        self.base.addItem("New model (from scratch)", None)
+        for v in self.registry.list():
+            self.base.addItem(f"{v.name} ({v.preset}, {v.steps} steps)", v.id)
+        idx = self.base.findData(current if current is not None else self.registry.current)
+        self.base.setCurrentIndex(max(idx, 0))
+        self.base.blockSignals(False)
+        self._base_changed()
+
+    def _base_changed(self) -> None:
+        vid = self.base.currentData()
+        version = self.registry.versions.get(vid) if vid else None
+        self.preset.setEnabled(version is None)  # fine-tuning keeps the base model's architecture
+        if version is not None and version.preset:
+            self.preset.setCurrentText(version.preset)
+
+    def refresh_marked(self) -> None:
+        self.marked.setText(f"{len(self.state.marked_good)} image(s) from the results table")
+
+    def add_folder_path(self, path: str) -> None:
+        if path and not self.folders.findItems(path, Qt.MatchFlag.MatchExactly):
+            self.folders.addItem(path)
+
+    def _pick_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of good images")
+        self.add_folder_path(path)
+
+    def build_spec(self, out_dir: str, resume: bool = False) -> JobSpec | None:
+        if resume and self._last_spec is not None and self.last_checkpoint:
+            spec = self._last_spec
+            spec.resume_checkpoint = self.last_checkpoint
+            spec.base_checkpoint = None
+            spec.steps = max(spec.steps, self.steps.value())
+            return spec
+        folders = [self.folders.item(i).text() for i in range(self.folders.count())]
+        if not folders and not self.state.marked_good:
+            self.status.setText("Add at least one folder of good images (or mark images as good).")
+            return None
+        vid = self.base.currentData()
+        return JobSpec(folders=folders, out_dir=out_dir, preset=self.preset.currentText(), steps=self.steps.value(),
+                       base_checkpoint=str(self.registry.path(vid)) if vid else None,
+                       extra_images=sorted(self.state.marked_good))
+
+    def _request(self, resume: bool) -> None:
+        self.start_requested.emit(resume)
+
+    # ---- job messages ----------------------------------------------------------------------
+    def job_started(self, spec: JobSpec) -> None:
+        self._last_spec = spec
+        self._losses = [] if not spec.resume_checkpoint else self._losses
+        self._started_at = time.monotonic()
+        self.start_btn.setEnabled(False)
+        self.resume_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText("Starting the training process…")
+
+    def on_started(self, msg: dict) -> None:
+        self.progress.setRange(0, msg["total"])
+        self.progress.setValue(msg["step"])
+        skipped = f", {len(msg['skipped'])} unreadable file(s) skipped" if msg.get("skipped") else ""
+        self.status.setText(f"Training on {msg['train_images']} images on {msg['device']}{skipped}.")
+
+    def on_progress(self, msg: dict) -> None:
+        self.progress.setMaximum(msg["total"])
+        self.progress.setValue(msg["step"])
+        self._losses.append((msg["step"], max(msg["losses"]["loss"], 1e-6)))
+        steps, losses = zip(*self._losses)
+        self.loss_curve.setData(np.array(steps), np.array(losses))
+        self.status.setText(f"Step {msg['step']} / {msg['total']} · loss {msg['losses']['loss']:.4f} · "
+                            f"{msg['images_per_s']:.1f} images/s · ETA {_fmt_eta(msg['eta_s'])}")
+
+    def on_preview(self, msg: dict) -> None:
+        self.preview_items[0].setImage((np.clip(msg["input"], 0, 1) * 255).astype(np.uint8), levels=(0, 255))
+        self.preview_items[1].setImage((np.clip(msg["reconstruction"], 0, 1) * 255).astype(np.uint8),
+                                       levels=(0, 255))
+        self.preview_items[2].setImage(msg["anomaly_map"].astype(np.float32), levels=(0.0, 1.0))
+        self.preview_step.setText(f"Preview of a held-out good image at step {msg['step']}")
+
+    def on_finished(self, msg: dict, version_name: str | None) -> None:
+        self.last_checkpoint = msg.get("checkpoint")
+        self._idle()
+        self.resume_btn.setEnabled(bool(msg.get("cancelled")) and bool(self.last_checkpoint))
+        what = "Cancelled" if msg.get("cancelled") else "Finished"
+        saved = f"; registered as model version “{version_name}”" if version_name else ""
+        self.status.setText(f"{what} at step {msg.get('step')}{saved}.")
+
+    def on_failed(self, message: str) -> None:
+        self._idle()
+        self.resume_btn.setEnabled(bool(self.last_checkpoint))
+        self.status.setText(f"Training failed: {message}")
+
+    def _idle(self) -> None:
+        self.start_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)

@@ -1,0 +1,223 @@
+"""Thin background workers over ``core``: no ML logic, only threads, signals and cancel flags."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_mod
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+
+from core.inference import Inspector
+
+from .jobs import JobSpec, run_job
+from .state import ImageDetail
+
+
+class TaskSignals(QObject):
+    """One long-lived signal hub per runner (created on the GUI thread, so delivery is queued)."""
+
+    results = Signal(int, object)  # generation, list of rows
+    progressed = Signal(str, int, int, int)  # task kind, generation, done, total
+    finished = Signal(str, int, bool)  # task kind, generation, cancelled
+    failed = Signal(str, int, str)  # task kind, generation, message
+    loaded = Signal(int, object)  # generation, Inspector
+
+
+class _Task(QRunnable):
+    def __init__(self, kind: str, generation: int, signals: TaskSignals, fn: Callable[[_Task], None]):
+        super().__init__()
+        self.kind = kind
+        self.generation = generation
+        self.signals = signals
+        self.cancel_event = threading.Event()
+        self._fn = fn
+        self.setAutoDelete(True)
+
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def run(self) -> None:
+        try:
+            self._fn(self)
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI once
+            self.signals.failed.emit(self.kind, self.generation,
+                                     f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+
+
+def detail_from(result: Any) -> ImageDetail:
+    return ImageDetail((np.clip(result.reconstruction, 0, 1) * 255).astype(np.uint8),
+                       result.anomaly_map.astype(np.float16))
+
+
+class TaskRunner(QObject):
+    """One inference task at a time (a new one cancels the old); model loading off the GUI thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = QThreadPool()
+        self.pool.setMaxThreadCount(1)
+        self.detail_pool = QThreadPool()
+        self.detail_pool.setMaxThreadCount(1)
+        self.current: _Task | None = None
+        self.signals = TaskSignals()
+
+    def load_model(self, generation: int, path: str, device: str = "auto") -> None:
+        def work(task: _Task) -> None:
+            insp = Inspector.from_checkpoint(path, device=device)
+            task.signals.loaded.emit(task.generation, insp)
+
+        self._start(_Task("load", generation, self.signals, work))
+
+    def inspect(self, generation: int, inspector: Inspector, paths: list[Path], batch_size: int = 8) -> None:
+        def work(task: _Task) -> None:
+            total, done, rows = len(paths), 0, []
+            for fr in inspector.inspect_files(paths, batch_size=batch_size, cancel=task.cancelled):
+                idx = done
+                if fr.result is not None:
+                    rows.append((idx, fr.result.score, None, detail_from(fr.result)))
+                else:
+                    rows.append((idx, None, fr.error, None))
+                done += 1
+                if len(rows) >= batch_size or done == total:
+                    task.signals.results.emit(task.generation, rows)
+                    task.signals.progressed.emit(task.kind, task.generation, done, total)
+                    rows = []
+            if rows:
+                task.signals.results.emit(task.generation, rows)
+            task.signals.finished.emit(task.kind, task.generation, task.cancelled())
+
+        self._start(_Task("inspect", generation, self.signals, work))
+
+    def detail(self, generation: int, inspector: Inspector, idx: int, path: Path) -> None:
+        """Recompute one image's reconstruction and map (cache miss) on a separate thread."""
+        def work(task: _Task) -> None:
+            fr = next(iter(inspector.inspect_files([path], batch_size=1)))
+            row = (idx, fr.result.score if fr.result else None, fr.error,
+                   detail_from(fr.result) if fr.result else None)
+            task.signals.results.emit(task.generation, [row])
+
+        self.detail_pool.start(_Task("detail", generation, self.signals, work))
+
+    def export_overlays(self, generation: int, inspector: Inspector, paths: list[Path], folder: str,
+                        write: Callable[[Path, Any, Path], None]) -> None:
+        """Write side-by-side overlay PNGs (recomputed; nothing held in memory)."""
+        def work(task: _Task) -> None:
+            done = 0
+            for fr in inspector.inspect_files(paths, cancel=task.cancelled):
+                if fr.result is not None:
+                    write(fr.path, fr.result, Path(folder) / f"{fr.path.stem}_overlay.png")
+                done += 1
+                task.signals.progressed.emit(task.kind, task.generation, done, len(paths))
+            task.signals.finished.emit(task.kind, task.generation, task.cancelled())
+
+        self._start(_Task("export", generation, self.signals, work))
+
+    def _start(self, task: _Task) -> None:
+        self.cancel()
+        self.current = task
+        self.pool.start(task)
+
+    def cancel(self) -> None:
+        if self.current is not None:
+            self.current.cancel_event.set()
+
+    def wait(self, msecs: int = 30000) -> bool:
+        self.cancel()
+        ok = self.pool.waitForDone(msecs)
+        return self.detail_pool.waitForDone(msecs) and ok
+
+
+class JobController(QObject):
+    """Runs one fine-tuning job in a child process and relays its messages as signals."""
+
+    started = Signal(dict)
+    progressed = Signal(dict)
+    preview = Signal(dict)
+    finished = Signal(dict)
+    failed = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._queue: Any = None
+        self._cancel: Any = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._poll)
+
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def start(self, spec: JobSpec) -> None:
+        if self.running():
+            raise RuntimeError("a training job is already running; cancel it first")
+        self._queue = self._ctx.Queue()
+        self._cancel = self._ctx.Event()
+        self._proc = self._ctx.Process(target=run_job, args=(spec, self._queue, self._cancel), daemon=True)
+        self._proc.start()
+        self._timer.start()
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def wait(self, timeout_s: float = 60.0) -> None:
+        """Cancel, let the child checkpoint and exit; kill it if it does not."""
+        if self._proc is None:
+            return
+        self.cancel()
+        self._proc.join(timeout_s)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+        self._poll()
+        self._cleanup()
+
+    def _poll(self) -> None:
+        if self._queue is None:
+            return
+        latest_progress = None
+        while True:
+            try:
+                msg = self._queue.get_nowait()
+            except (queue_mod.Empty, OSError, EOFError, ValueError):
+                break
+            kind = msg.get("type")
+            if kind == "progress":
+                latest_progress = msg  # throttle: only the newest progress per poll
+            elif kind == "preview":
+                self.preview.emit(msg)
+            elif kind == "started":
+                self.started.emit(msg)
+            elif kind == "done":
+                if latest_progress:
+                    self.progressed.emit(latest_progress)
+                    latest_progress = None
+                self._cleanup()
+                self.finished.emit(msg)
+                return
+            elif kind == "error":
+                self._cleanup()
+                self.failed.emit(msg.get("message", "training failed"))
+                return
+        if latest_progress:
+            self.progressed.emit(latest_progress)
+        if self._proc is not None and not self._proc.is_alive():
+            code = self._proc.exitcode
+            self._cleanup()
+            self.failed.emit(f"the training process stopped unexpectedly (exit code {code})")
+
+    def _cleanup(self) -> None:
+        self._timer.stop()
+        if self._proc is not None:
+            self._proc.join(1)
+        self._proc = None
+        self._queue = None
+        self._cancel = None

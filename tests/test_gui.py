@@ -1,0 +1,228 @@
+"""GUI tests (pytest-qt, offscreen): tiny models, generated folders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QSettings
+
+from core.checkpoint import Checkpoint, save_checkpoint
+from core.inference import Inspector
+from core.model import DiffusionAD
+from core.presets import get_preset
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch, qapp):
+    """Per-test settings file and data folder; errors are collected instead of shown in dialogs."""
+    monkeypatch.setenv("DAD_DATA_DIR", str(tmp_path / "data"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    qapp.setOrganizationName("DiffusionADTest")
+    errors: list[tuple] = []
+    import dad_gui.main_window as mw
+
+    monkeypatch.setattr(mw, "show_error", lambda *a: errors.append(a))
+    return errors
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    cfg = get_preset("tiny")[0]
+    torch.manual_seed(0)
+    model = DiffusionAD(cfg)
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(Checkpoint(cfg, model.state_dict(), threshold=0.5, info={"preset": "tiny"}), path)
+    return path
+
+
+@pytest.fixture
+def window(qtbot, isolated):
+    from dad_gui.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.runner.wait()
+    w.jobs.wait()
+
+
+def load(qtbot, w, ckpt, folder):
+    w.open_model_file(ckpt)
+    qtbot.waitUntil(lambda: w.inspector is not None, timeout=20000)
+    w.open_folder(folder)
+    qtbot.waitUntil(lambda: w.state.counts()["pending"] == 0, timeout=30000)
+
+
+def test_window_opens_and_loads_folder(window, qtbot, tiny_ckpt, mvtec_folder):
+    (mvtec_folder / "test" / "good" / "broken.png").write_bytes(b"this is not a png")
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    st = window.state
+    assert len(st.samples) == 9 and window.proxy.rowCount() == 9
+    c = st.counts()
+    assert c["error"] == 1 and c["OK"] + c["NG"] == 8
+    broken = [i for i, s in enumerate(st.samples) if s.path.name == "broken.png"][0]
+    text = window.table_model.data(window.table_model.index(broken, 2))
+    assert text.startswith("error:") and "not a readable image" in text
+    gt_col = {window.table_model.data(window.table_model.index(i, 3)) for i in range(9)}
+    assert gt_col == {"good", "spot"}
+    assert "CPU" in window.device_label.text() or "GPU" in window.device_label.text()
+    # the compare view shows the current image with its reconstruction and map
+    qtbot.waitUntil(lambda: window.compare._map is not None, timeout=10000)
+    assert window.compare.panels[1].image.image is not None
+
+
+def test_threshold_slider_updates_counts_without_the_model(window, qtbot, tiny_ckpt, mvtec_folder, monkeypatch):
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    calls = []
+    original = Inspector.predict
+    monkeypatch.setattr(Inspector, "predict", lambda self, imgs: calls.append(1) or original(self, imgs))
+    panel = window.threshold_panel
+    scores = window.state.scores
+    panel.slider.setValue(0)
+    assert window.state.counts()["NG"] == 8 and "NG 8" in panel.counts.text()
+    panel.slider.setValue(10000)
+    assert window.state.counts()["NG"] == int(np.sum(scores >= 1.0))
+    assert window.table_model.data(window.table_model.index(0, 2)) == "OK"
+    assert calls == []
+
+
+def test_dragging_histogram_line_moves_slider(window, qtbot, tiny_ckpt, mvtec_folder):
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    panel = window.threshold_panel
+    panel.line.setValue(0.3)  # what a drag does
+    assert window.state.threshold == pytest.approx(0.3)
+    assert panel.slider.value() == 3000 and panel.spin.value() == pytest.approx(0.3)
+    panel.spin.setValue(0.42)
+    assert panel.line.value() == pytest.approx(0.42) and panel.slider.value() == 4200
+
+
+def test_auto_thresholds_on_crafted_scores(window, isolated):
+    from core.data import Sample
+
+    st = window.state
+    good = [0.1, 0.2, 0.3, 0.4]
+    bad = [0.35, 0.8, 0.9]
+    samples = [Sample(f"g{i}.png", 0, "good", None) for i in range(4)] + \
+              [Sample(f"b{i}.png", 1, "x", None) for i in range(3)]
+    st.samples = samples
+    st.labels = np.array([s.label for s in samples])
+    st.scores = np.array(good + bad, float)
+    panel = window.threshold_panel
+    panel.refresh()
+    panel.apply_auto("f1")
+    assert st.threshold == pytest.approx(0.35)
+    panel.apply_auto("zero")
+    assert st.threshold > 0.4 and st.counts()["NG"] == 2
+    panel.fpr_spin.setValue(25.0)
+    panel.apply_auto("fpr")
+    assert st.threshold == pytest.approx(0.4)
+    panel.k_spin.setValue(1.0)
+    panel.apply_auto("sigma")
+    assert st.threshold == pytest.approx(np.mean(good) + np.std(good))
+    assert panel.metrics_box.isVisibleTo(panel)
+
+
+def test_cancel_stops_inference(window, qtbot, tiny_ckpt, tmp_path):
+    import cv2
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(300):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((40, 40, 3), i % 255, np.uint8))
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    window.open_folder(folder)
+    qtbot.waitUntil(lambda: window.state.counts()["OK"] + window.state.counts()["NG"] > 0, timeout=20000)
+    window.cancel_inspection()
+    qtbot.waitUntil(lambda: not window._inspecting, timeout=20000)
+    assert window.state.counts()["pending"] > 0
+    assert "cancelled" in window.status_text.text()
+
+
+def test_changing_folder_drops_stale_results(window, qtbot, tiny_ckpt, mvtec_folder, good_folder):
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    window.open_folder(mvtec_folder)
+    old_gen = window.state.generation
+    window.open_folder(good_folder)
+    window.state.add_results(old_gen, [(0, 0.99, None, None)])  # a late result of the old run
+    qtbot.waitUntil(lambda: window.state.counts()["pending"] == 0, timeout=30000)
+    assert len(window.state.samples) == 10 and 0.99 not in window.state.scores
+
+
+def test_wrong_checkpoint_keeps_previous_model(window, qtbot, tiny_ckpt, isolated, tmp_path):
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    first = window.inspector
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    window.open_model_file(bad)
+    qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
+    assert window.inspector is first and "bad.safetensors" in isolated[0][2]
+
+
+def test_export_csv_and_session_roundtrip(window, qtbot, tiny_ckpt, mvtec_folder, tmp_path):
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    window.state.set_threshold(0.25)
+    out = tmp_path / "res.csv"
+    assert window.export_csv(out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "file,score,verdict,threshold,model_version,time" and len(lines) == 9
+    session = tmp_path / "s.dadsession"
+    assert window.save_session(session)
+    window.state.set_threshold(0.9)
+    assert window.open_session(session)
+    assert window.state.threshold == pytest.approx(0.25)
+
+
+def test_mark_as_good_feeds_the_next_job(window, qtbot, tiny_ckpt, mvtec_folder):
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    window.table.selectRow(0)
+    window.mark_selected_good()
+    assert len(window.state.marked_good) == 1
+    spec = window.training_panel.build_spec("/tmp/x")
+    assert spec is not None and spec.extra_images == sorted(window.state.marked_good)
+
+
+def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder):
+    panel = window.training_panel
+    panel.add_folder_path(str(good_folder))
+    panel.preset.setCurrentText("tiny")
+    panel.steps.setValue(6)
+    previews, progress = [], []
+    window.jobs.preview.connect(previews.append)
+    window.jobs.progressed.connect(progress.append)
+    with qtbot.waitSignal(window.jobs.finished, timeout=120000) as done:
+        window._start_job_with(preview_every=2, threads=1)
+    assert not done.args[0]["cancelled"]
+    assert progress and progress[-1]["step"] == 6
+    assert previews and previews[0]["reconstruction"].shape == (32, 32, 3)
+    assert len(window.registry.versions) == 1
+    assert "registered" in panel.status.text()
+    version = next(iter(window.registry.versions.values()))
+    assert version.steps == 6 and version.preset == "tiny"
+
+
+def test_closing_during_a_job_is_clean(window, qtbot, good_folder, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    panel = window.training_panel
+    panel.add_folder_path(str(good_folder))
+    panel.preset.setCurrentText("tiny")
+    panel.steps.setValue(100000)
+    with qtbot.waitSignal(window.jobs.started, timeout=60000):
+        window._start_job_with(preview_every=0, threads=1)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    window.close()
+    assert not window.jobs.running()
+    from pathlib import Path
+
+    ckpts = list((Path(window.registry.root) / "jobs").glob("*/last.safetensors"))
+    assert ckpts, "the cancelled job keeps its last checkpoint"
