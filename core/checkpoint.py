@@ -204,3 +204,15 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path = "c
         detail = " ".join(first[:2])[:300]
         raise CheckpointError(f"{path}: weights do not match the model architecture ({detail})") from None
 
+
+
+def export_for_inference(src: str | Path, dst: str | Path, half: bool = True) -> None:
+    """Copy a checkpoint without its optimizer state, float weights stored as float16 if ``half``.
+
+    Float16 storage halves the file; weights are cast back to float32 when loaded.
+    """
+    ckpt = load_checkpoint(src)
+    if half:
+        ckpt.state_dict = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
+    ckpt.optimizer = None
+    save_checkpoint(ckpt, dst)
