@@ -152,10 +152,20 @@ def mvtec_test_samples(root: str | Path) -> list[Sample]:
 
 
 def folder_samples(folder: str | Path) -> list[Sample]:
-    """Samples of a folder: MVTec test layout when present, else plain images (label -1)."""
+    """Samples of a folder, with labels and masks where the layout gives them.
+
+    An MVTec root (or its ``test/`` folder) gives labelled test samples; a folder with images
+    gives them unlabelled (label -1); a folder with only sub-folders gives their images.
+    """
+    folder = Path(folder)
     if is_mvtec_layout(folder):
         return mvtec_test_samples(folder)
-    return [Sample(p, -1, "", None) for p in list_images(folder)]
+    if folder.name == "test" and (folder.parent / "ground_truth").is_dir():
+        return mvtec_test_samples(folder.parent)
+    paths = list_images(folder)
+    if not paths:
+        paths = list_images(folder, recursive=True)
+    return [Sample(p, -1, "", None) for p in paths]
 
 
 # ---- training data -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         window.open_model_file(args.model)
     if args.demo:
         window.open_model_file(str(resource_path("demo", "model.safetensors")))
-        window.open_folder(str(resource_path("demo", "images", "test")))
+        window.open_folder(str(resource_path("demo", "images")))
     if args.folder:
         window.open_folder(args.folder)
     code = app.exec()

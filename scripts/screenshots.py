@@ -41,11 +41,13 @@ def main() -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     w = MainWindow()
+    w.registry.add(resource_path("demo", "model.safetensors"), name="Demo: metal plates", make_current=False)
+    w._registry_changed()
     w.resize(1560, 940)
     w.show()
     w.open_model_file(str(resource_path("demo", "model.safetensors")))
     pump(30, lambda: w.inspector is not None)
-    w.open_folder(str(resource_path("demo", "images", "test")))
+    w.open_folder(str(resource_path("demo", "images")))
     pump(60, lambda: w.state.counts()["pending"] == 0)
     # show a defective image: the highest-scoring one
     w.table.sortByColumn(1, w.table.horizontalHeader().sortIndicatorOrder().DescendingOrder)
@@ -73,8 +75,7 @@ def main() -> int:
     panel = w.training_panel
     panel.add_folder_path(str(resource_path("demo", "images", "train", "good")))
     panel.steps.setValue(60)
-    panel.base.setCurrentIndex(0)
-    panel.preset.setCurrentText("fast")
+    panel.base.setCurrentIndex(1)  # fine-tune the demo model
     w._start_job_with(preview_every=5)
     pump(240, lambda: len(panel._losses) >= 12 and panel.preview_step.text() != "")
     pump(1)

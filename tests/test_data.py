@@ -77,6 +77,15 @@ def test_mvtec_layout(mvtec_folder):
     assert folder_samples(mvtec_folder) == samples
 
 
+def test_test_folder_and_nested_folders(mvtec_folder, tmp_path):
+    from_test = folder_samples(mvtec_folder / "test")
+    assert from_test == mvtec_test_samples(mvtec_folder)
+    nested = tmp_path / "line1"
+    (nested / "cam_a").mkdir(parents=True)
+    write(nested / "cam_a" / "x.png", np.zeros((3, 3, 3), np.uint8))
+    assert [s.path.name for s in folder_samples(nested)] == ["x.png"]
+
+
 def test_plain_folder_samples(good_folder):
     samples = folder_samples(good_folder)
     assert len(samples) == 10 and all(s.label == -1 for s in samples)

@@ -45,6 +45,7 @@ class ThresholdPanel(QWidget):
         self.hist.setLabel("left", "images")
         self.hist.addLegend(offset=(-10, 10))
         self.hist.setMouseEnabled(x=True, y=False)
+        self.hist.getAxis("bottom").enableAutoSIPrefix(False)
         self.line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#ffd33d", width=2),
                                     hoverPen=pg.mkPen("#ffffff", width=3), label="threshold",
                                     labelOpts={"position": 0.92, "color": "#ffd33d"})

@@ -67,6 +67,7 @@ class TrainingPanel(QWidget):
         self.loss_plot.setLabel("bottom", "step")
         self.loss_plot.setLabel("left", "loss")
         self.loss_plot.setLogMode(y=True)
+        self.loss_plot.getAxis("left").enableAutoSIPrefix(False)
         self.loss_plot.setMinimumHeight(150)
         self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#58a6ff", width=2))
         self.preview_widget = pg.GraphicsLayoutWidget()
