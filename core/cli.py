@@ -108,13 +108,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---- infer ----------------------------------------------------------------------------------
 def cmd_infer(args: argparse.Namespace) -> int:
-    from .data import list_images
+    from .data import folder_samples, list_images
     from .inference import Inspector
     from .overlay import overlay_png
 
     try:
         insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
-        paths = list_images(args.folder, recursive=args.recursive)
+        paths = (list_images(args.folder, recursive=True) if args.recursive
+                 else [s.path for s in folder_samples(args.folder)])
     except (CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("infer", help="inspect a folder of images",
                        description="Score every image of a folder; unreadable files are reported and skipped.")
     i.add_argument("checkpoint")
-    i.add_argument("folder")
+    i.add_argument("folder", help="folder of images (an MVTec-layout folder: its test/ images)")
     i.add_argument("--csv", help="write results here (default: print to stdout)")
     i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder")
     i.add_argument("--threshold", type=float, help="NG when score >= threshold (default: the model's)")

@@ -29,7 +29,7 @@ from core.training import TrainData, Trainer, fit  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--out", default=str(ROOT / "resources" / "demo"))
     args = ap.parse_args()
     tune_cpu()

@@ -47,7 +47,7 @@ class CompareView(QWidget):
 
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(60)
+        self.opacity.setValue(85)
         self.opacity.setFixedWidth(140)
         self.opacity.valueChanged.connect(self._apply_opacity)
         self.cmap = QComboBox()
@@ -143,7 +143,11 @@ class CompareView(QWidget):
         self.overlay.setOpacity(value / 100)
 
     def _apply_cmap(self, name: str) -> None:
-        self.overlay.setColorMap(pg.colormap.get(name))
+        # fixed 0..1 colour scale whose alpha also grows with the anomaly value, so normal
+        # areas stay close to the plain input and only anomalous ones are painted
+        lut = pg.colormap.get(name).getLookupTable(0.0, 1.0, 256, alpha=True)
+        lut[:, 3] = np.linspace(0, 255, 256).astype(np.uint8)
+        self.overlay.setLookupTable(lut)
         self._apply_opacity(self.opacity.value())
 
     # ---- zoom --------------------------------------------------------------------------------
