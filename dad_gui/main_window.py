@@ -334,8 +334,7 @@ class MainWindow(QMainWindow):
                 self.registry.set_current(vid)
             except RegistryError as exc:
                 log.warning("%s", exc)
-        self.model_label.setText(f"Model: {name} · {preset or 'custom'} · {info.image_size} px · "
-                                 f"threshold {self.state.threshold:.4f}")
+        self._render_model_label()
         self.device_label.setText(info.device)
         self._refresh_model_combo()
         self.models_panel.refresh()
@@ -441,12 +440,15 @@ class MainWindow(QMainWindow):
     # ---- thresholds ------------------------------------------------------------------------------
     def _thresholds_changed(self) -> None:
         self.compare.set_pixel_threshold(self.state.pixel_threshold)
-        if self.state.model:
-            m = self.state.model
+        self._render_model_label()
+        if self.state.model and self.state.model.version_id:
+            self._save_thr_timer.start()
+
+    def _render_model_label(self) -> None:
+        m = self.state.model
+        if m:
             self.model_label.setText(f"Model: {m.name} · {m.preset or 'custom'} · {m.image_size} px · "
                                      f"threshold {self.state.threshold:.4f}")
-            if m.version_id:
-                self._save_thr_timer.start()
 
     def _save_thresholds(self) -> None:
         m = self.state.model
