@@ -205,7 +205,6 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path = "c
         raise CheckpointError(f"{path}: weights do not match the model architecture ({detail})") from None
 
 
-
 def export_for_inference(src: str | Path, dst: str | Path, half: bool = True) -> None:
     """Copy a checkpoint without its optimizer state, float weights stored as float16 if ``half``.
 

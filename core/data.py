@@ -96,6 +96,16 @@ def to_float_rgb(img: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
     return np.ascontiguousarray(np.clip(img[..., ::-1], 0.0, 1.0))
 
 
+def write_png(path: str | Path, bgr: np.ndarray) -> None:
+    """Encode an OpenCV (BGR or grey) array as PNG and write it atomically."""
+    from .checkpoint import atomic_write_bytes
+
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, buf.tobytes())
+
+
 def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Ground-truth mask resized to ``size`` = (H, W) with nearest neighbour, as bool."""
     raw = np.fromfile(str(path), dtype=np.uint8) if Path(path).exists() else np.zeros(0, np.uint8)

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
+from .data import write_png
 
 DEFECTS = ("scratch", "dent", "stain", "crack")
 
@@ -70,25 +70,18 @@ def add_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np
     return np.clip(out, 0, 255).astype(np.uint8), mask
 
 
-def _write_png(path: Path, img: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
-
-
 def make_demo_dataset(root: str | Path, n_train: int = 40, n_test_good: int = 8, n_per_defect: int = 3,
                       size: int = 256, seed: int = 0) -> Path:
     """Write the demo dataset (MVTec layout) under ``root``; returns ``root``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     for i in range(n_train):
-        _write_png(root / "train" / "good" / f"{i:03d}.png", plate(rng, size))
+        write_png(root / "train" / "good" / f"{i:03d}.png", plate(rng, size))
     for i in range(n_test_good):
-        _write_png(root / "test" / "good" / f"{i:03d}.png", plate(rng, size))
+        write_png(root / "test" / "good" / f"{i:03d}.png", plate(rng, size))
     for kind in DEFECTS:
         for i in range(n_per_defect):
             img, mask = add_defect(plate(rng, size), kind, rng)
-            _write_png(root / "test" / kind / f"{i:03d}.png", img)
-            _write_png(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask)
+            write_png(root / "test" / kind / f"{i:03d}.png", img)
+            write_png(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask)
     return root

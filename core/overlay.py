@@ -7,8 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
-from .data import read_image
+from .data import read_image, write_png
 from .inference import InspectionResult
 
 
@@ -30,7 +29,4 @@ def side_by_side(image: np.ndarray, result: InspectionResult) -> np.ndarray:
 def overlay_png(path: str | Path, result: InspectionResult, out: str | Path) -> None:
     """Write the side-by-side panel of ``path`` as a PNG (atomically)."""
     panel = side_by_side(read_image(path), result)
-    ok, buf = cv2.imencode(".png", panel[..., ::-1])
-    if not ok:
-        raise OSError(f"could not encode overlay for {path}")
-    atomic_write_bytes(out, buf.tobytes())
+    write_png(out, panel[..., ::-1])

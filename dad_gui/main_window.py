@@ -494,7 +494,7 @@ class MainWindow(QMainWindow):
                 name = version.name
                 self.state.marked_good.clear()
                 self.training_panel.refresh_marked()
-            except (RegistryError, Exception) as exc:  # noqa: BLE001 - report, keep running
+            except Exception as exc:  # noqa: BLE001 - report, keep running
                 show_error("Model not registered", f"{msg['checkpoint']}: {exc}")
         self.training_panel.on_finished(msg, name)
         self._registry_changed()
@@ -582,9 +582,8 @@ class MainWindow(QMainWindow):
             self.open_model_file(mpath)
         if isinstance(data.get("folder"), str):
             self.open_folder(data["folder"])
-        self._session_thresholds = (min(max(thr, 0.0), 1.0), min(max(pix, 0.0), 1.0))
-        self.state.set_threshold(self._session_thresholds[0])
-        self.state.set_pixel_threshold(self._session_thresholds[1])
+        self.state.set_threshold(min(max(thr, 0.0), 1.0))
+        self.state.set_pixel_threshold(min(max(pix, 0.0), 1.0))
         return True
 
     def _save_session_dialog(self) -> None:
