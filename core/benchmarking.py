@@ -17,7 +17,7 @@ def time_inference(model: DiffusionAD, batch: int, repeats: int = 3, input_size:
     dev = torch.device(device)
     model = model.to(dev)
     if dev.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     insp = Inspector(model, dev)
     rng = np.random.default_rng(0)
     images = [rng.random((input_size, input_size, 3), dtype=np.float32) for _ in range(batch)]

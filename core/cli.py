@@ -23,7 +23,9 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self._last = 0.0
 
-    def update(self, done: int, extra: str = "", force: bool = False) -> None:
+    def update(self, done: int, extra: str = "", force: bool = False, total: int | None = None) -> None:
+        if total is not None:
+            self.total = max(total, 1)
         now = time.monotonic()
         if not force and now - self._last < 0.1 and done < self.total:
             return
@@ -167,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bar = ProgressBar(1, "eval")
     try:
         report = evaluate(insp, args.data_dir, batch_size=args.batch_size,
-                          progress=lambda done, total: (setattr(bar, "total", total), bar.update(done)))
+                          progress=lambda done, total: bar.update(done, total=total))
     except (FileNotFoundError, ValueError) as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)

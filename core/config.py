@@ -94,7 +94,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
-    defaults = cls()  # type: ignore[call-arg]
+    defaults = cls()
     for name, value in data.items():
         default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):

@@ -18,8 +18,9 @@ DEFECTS = ("scratch", "dent", "stain", "crack")
 
 def plate(rng: np.random.Generator, size: int = 256) -> np.ndarray:
     """A good part: brushed metal with two drilled holes and soft light falloff, uint8 BGR."""
-    streaks = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), sigmaX=12, sigmaY=0.6)
-    streaks /= max(float(np.abs(streaks).max()), 1e-6)
+    noise = rng.normal(0, 1, (size, size)).astype(np.float32)
+    streaks: np.ndarray = cv2.GaussianBlur(noise, (0, 0), sigmaX=12, sigmaY=0.6)
+    streaks = streaks / max(float(np.abs(streaks).max()), 1e-6)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     light = 0.85 + 0.15 * np.cos((xx - rng.uniform(0.3, 0.7)) * 2.0) * np.cos((yy - 0.5) * 1.5)
     grey = (150 + 22 * streaks + rng.normal(0, 2.5, (size, size))) * light
@@ -50,7 +51,7 @@ def add_defect(img: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[np
         shade = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), r / 2)[..., None]
         out = out * (1 - 0.6 * shade)
     elif kind == "stain":
-        blob = np.zeros(img.shape[:2], np.float32)
+        blob: np.ndarray = np.zeros(img.shape[:2], np.float32)
         for _ in range(4):
             cv2.circle(blob, (cx + int(rng.normal(0, 8)), cy + int(rng.normal(0, 8))),
                        int(rng.uniform(6, 14)), 1.0, -1)

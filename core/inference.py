@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,19 @@ class Inspector:
         load_weights(model, ckpt, path)
         model = model.to(dev)
         if dev.type == "cpu":
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         ckpt.state_dict = {}  # weights live in the model now
         return cls(model, dev, ckpt)
+
+    def on_device(self, device: str | torch.device) -> Inspector:
+        """A copy of this inspector on another device (this one keeps working meanwhile)."""
+        dev = pick_device(str(device))
+        if dev == self.device:
+            return self
+        model = copy.deepcopy(self.model).to(dev)
+        model = model.to(memory_format=torch.channels_last if dev.type == "cpu"  # type: ignore[call-overload]
+                         else torch.contiguous_format)
+        return Inspector(model, dev, self.checkpoint)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,15 @@ def pick_device(preference: str = "auto") -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def inference_device(preference: str = "auto", busy: str | None = None) -> torch.device:
+    """Where inference should run while a training job uses ``busy``: one GPU job at a time, so
+    inference falls back to the CPU when training holds the accelerator it would use."""
+    dev = pick_device(preference)
+    if busy and dev.type != "cpu" and torch.device(busy).type == dev.type:
+        return torch.device("cpu")
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -137,7 +146,7 @@ class Trainer:
         if init_from:
             self.info.setdefault("base_model", str(init_from))
         if self.device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.opt_denoiser = torch.optim.Adam(self.model.denoiser.parameters(), lr=train_config.lr_denoiser)
         self.opt_segmenter = torch.optim.Adam(self.model.segmenter.parameters(), lr=train_config.lr_segmenter)
         if self._opt_state:
@@ -252,7 +261,7 @@ class Trainer:
         return self.checkpoint_path
 
     # ---- the loop --------------------------------------------------------------------------
-    def run(self, cancel: Callable[[], bool] | None = None) -> Iterator[TrainProgress]:
+    def run(self, cancel: Callable[[], bool] | None = None) -> Generator[TrainProgress, None, None]:
         """Train until ``train_config.steps``; yields one :class:`TrainProgress` per step.
 
         Checkpoints every ``checkpoint_every`` steps and at the end, also when cancelled (by
@@ -317,7 +326,10 @@ __all__ = ["Trainer", "TrainData", "TrainProgress", "TrainingError", "Checkpoint
 def device_name(device: torch.device) -> str:
     """A human-readable name of the device (GPU model, or CPU)."""
     if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
+        try:
+            return f"GPU: {torch.cuda.get_device_name(device)}"
+        except (RuntimeError, AssertionError):  # driver gone or CUDA not compiled in
+            return f"GPU: {device}"
     if device.type == "mps":
         return "GPU: Apple MPS"
     return f"CPU ({torch.get_num_threads()} threads)"

@@ -1,4 +1,7 @@
-"""``dad-inspect`` / ``python -m dad_gui``: start the inspection application."""
+"""``dad-inspect`` / ``python -m dad_gui``: start the inspection application.
+
+Absolute imports only: PyInstaller runs this file as the entry script of the bundle.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +18,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", help="session file to reopen")
     parser.add_argument("--demo", action="store_true", help="open the built-in demo images and model")
     parser.add_argument("--self-test", action="store_true",
-                        help="inspect the demo images headless with the demo model and exit (0 = pass)")
+                        help="headless check: demo inference, the main window, a 2-step fine-tuning job; exit 0 = pass")
+    parser.add_argument("--screenshot", metavar="PNG", help="with --self-test: save the main window to this file")
     args = parser.parse_args(argv)
     if args.self_test:
-        return self_test()
+        from dad_gui.selftest import run
+
+        return run(screenshot=args.screenshot)
 
     from core.runtime import tune_cpu
-
-    from .app import create_app
-    from .main_window import MainWindow
-    from .paths import resource_path
+    from dad_gui.app import create_app
+    from dad_gui.main_window import MainWindow
+    from dad_gui.paths import resource_path
 
     tune_cpu()
     app = create_app(sys.argv[:1])
@@ -43,28 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     window.deleteLater()  # tear widgets down before the interpreter exits
     app.processEvents()
     return code
-
-
-def self_test() -> int:
-    """Load the demo model, inspect the demo test images, check scores; prints a verdict."""
-    import numpy as np
-
-    from core.data import mvtec_test_samples
-    from core.inference import Inspector
-
-    from .paths import resource_path
-
-    model = resource_path("demo", "model.safetensors")
-    samples = mvtec_test_samples(resource_path("demo", "images"))
-    insp = Inspector.from_checkpoint(model, device="cpu")
-    results = list(insp.inspect_files([s.path for s in samples]))
-    scores = np.array([r.result.score if r.result else np.nan for r in results])
-    labels = np.array([s.label for s in samples])
-    good, bad = scores[labels == 0], scores[labels == 1]
-    ok = bool(np.isfinite(scores).all() and len(good) and len(bad) and bad.mean() > good.mean())
-    print(f"self-test {'passed' if ok else 'FAILED'}: {len(scores)} images, good mean {np.nanmean(good):.4f}, "
-          f"defective mean {np.nanmean(bad):.4f}, model {model}")
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def _excepthook(exc_type, exc, tb) -> None:  # noqa: ANN001
 
 
 def create_app(argv: list[str]) -> QApplication:
-    app = QApplication.instance() or QApplication(argv)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(argv)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName("DiffusionAD")
     app.setApplicationVersion(__version__)

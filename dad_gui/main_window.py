@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.checkpoint import atomic_write_text
-from core.data import ImageReadError, folder_samples, read_image, read_mask
 from core.inference import Inspector
-from core.training import device_name
+from core.training import device_name, inference_device
 
 from . import APP_NAME, __version__
 from .app import apply_theme, log, show_error
@@ -60,6 +60,11 @@ SHORTCUTS = (
 MAX_RECENT = 8
 
 
+def torch_type(device: str) -> str:
+    """'cuda:0' -> 'cuda' (no torch import in the GUI module)."""
+    return device.split(":", 1)[0]
+
+
 class MainWindow(QMainWindow):
     def __init__(self, registry_root: str | Path | None = None):
         super().__init__()
@@ -72,7 +77,12 @@ class MainWindow(QMainWindow):
         self.jobs = JobController()
         self.inspector: Inspector | None = None
         self._pending_model: tuple[str, str | None] | None = None
+        self._session_thresholds: tuple[float, float] | None = None
+        self._job_device: str | None = None  # the device a running training job holds
         self._inspecting = False
+        self._folder_token = self._listed_token = 0  # folder listing requests (newest wins)
+        self._view_token = 0  # image-on-screen read requests (newest wins)
+        self._view: tuple | None = None  # (Sample, image, mask) on screen
         self._build_widgets()
         self._build_actions()
         self._connect()
@@ -93,6 +103,7 @@ class MainWindow(QMainWindow):
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for c in (1, 2, 3):
@@ -126,7 +137,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.compare)
         self.splitter.addWidget(self.tabs)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([330, 820, 400])
+        self.splitter.setSizes([400, 720, 420])
         self.setCentralWidget(self.splitter)
 
         self.model_combo = QComboBox()
@@ -206,13 +217,16 @@ class MainWindow(QMainWindow):
         self.models_panel.changed.connect(self._registry_changed)
         self.training_panel.start_requested.connect(self.start_job)
         self.training_panel.cancel_requested.connect(self.jobs.cancel)
-        self.jobs.started.connect(self.training_panel.on_started)
+        self.jobs.started.connect(self._job_started)
         self.jobs.progressed.connect(self.training_panel.on_progress)
         self.jobs.preview.connect(self.training_panel.on_preview)
         self.jobs.finished.connect(self._job_finished)
         self.jobs.failed.connect(self._job_failed)
         rs = self.runner.signals
         rs.loaded.connect(self._model_loaded)
+        rs.listed.connect(self._folder_listed)
+        rs.moved.connect(self._inspector_moved)
+        rs.viewed.connect(self._image_viewed)
         rs.results.connect(self._on_results)
         rs.progressed.connect(self._on_progress)
         rs.finished.connect(self._on_finished)
@@ -229,23 +243,36 @@ class MainWindow(QMainWindow):
             self.open_folder(path)
 
     def open_folder(self, path: str | Path) -> bool:
+        """List the folder in the background; inspection starts when the listing arrives."""
         folder = Path(path)
-        try:
-            samples = folder_samples(folder)
-        except OSError as exc:
-            show_error("Cannot open folder", f"{folder}: {exc.strerror or exc}")
+        if not folder.is_dir():
+            show_error("Cannot open folder", f"{folder}: not a folder (or not readable).")
             return False
+        self._folder_token += 1
         self.cancel_inspection()
+        self._busy(f"Listing {folder}…")
+        self.runner.list_folder(self._folder_token, folder)
+        return True
+
+    def _folder_listed(self, token: int, folder_text: str, samples: list) -> None:
+        if token != self._folder_token:
+            return  # another folder was opened meanwhile
+        self._listed_token = token
+        folder = Path(folder_text)
+        self._view = None
         self.state.set_samples(folder, samples)
         self.settings.setValue("last_folder", str(folder))
         self._remember_recent(str(folder))
         if not samples:
-            self.status_text.setText(f"{folder}: no images found.")
+            self._idle(f"{folder}: no images found.")
         else:
             layout = "MVTec layout, ground truth shown" if any(s.label >= 0 for s in samples) else "plain folder"
-            self.status_text.setText(f"{folder}: {len(samples)} images ({layout}).")
+            self._idle(f"{folder}: {len(samples)} images ({layout}).")
         self.start_inspection()
-        return True
+
+    def folder_pending(self) -> bool:
+        """A folder listing is still running (tests and the self-test wait on it)."""
+        return self._folder_token != self._listed_token
 
     def _remember_recent(self, folder: str) -> None:
         recent = [f for f in self._recent() if f != folder]
@@ -254,12 +281,12 @@ class MainWindow(QMainWindow):
 
     def _recent(self) -> list[str]:
         value = self.settings.value("recent_folders", [])
-        return [value] if isinstance(value, str) else list(value or [])
+        return [value] if isinstance(value, str) else [str(v) for v in (value or [])]  # type: ignore[attr-defined]
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
         for f in self._recent():
-            self.recent_menu.addAction(f, lambda f=f: self.open_folder(f))
+            self.recent_menu.addAction(f, partial(self.open_folder, f))
         self.recent_menu.setEnabled(bool(self._recent()))
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
@@ -313,7 +340,7 @@ class MainWindow(QMainWindow):
         self._pending_model = (path, version_id)
         self.cancel_inspection()
         self._busy(f"Loading model {Path(path).name}…")
-        self.runner.load_model(self.state.generation, path)
+        self.runner.load_model(self.state.generation, path, device=str(inference_device("auto", self._job_device)))
 
     def _model_loaded(self, _generation: int, inspector: Inspector) -> None:
         if self._pending_model is None:
@@ -328,6 +355,9 @@ class MainWindow(QMainWindow):
         info = ModelInfo(path, name, preset, device_name(inspector.device), inspector.config.image_size, vid)
         threshold = version.threshold if version and version.threshold is not None else inspector.threshold
         pixel = version.pixel_threshold if version else 0.5
+        if self._session_thresholds is not None:
+            threshold, pixel = self._session_thresholds
+            self._session_thresholds = None
         self.state.set_model(info, threshold, pixel)
         if vid:
             try:
@@ -335,7 +365,7 @@ class MainWindow(QMainWindow):
             except RegistryError as exc:
                 log.warning("%s", exc)
         self._render_model_label()
-        self.device_label.setText(info.device)
+        self._render_device()
         self._refresh_model_combo()
         self.models_panel.refresh()
         self._idle(f"Model {name} loaded on {info.device}.")
@@ -344,6 +374,10 @@ class MainWindow(QMainWindow):
     def _model_failed(self, _generation: int, message: str) -> None:
         path = self._pending_model[0] if self._pending_model else "model"
         self._pending_model = None
+        if self._session_thresholds is not None:
+            self.state.set_threshold(self._session_thresholds[0])
+            self.state.set_pixel_threshold(self._session_thresholds[1])
+            self._session_thresholds = None
         self._idle("Model not loaded; the previous model stays in use.")
         self._refresh_model_combo()
         show_error("Cannot load model", f"{message.split(chr(10))[0]}\n\nThe previous model stays in use.",
@@ -354,7 +388,6 @@ class MainWindow(QMainWindow):
         if self.inspector is None or not self.state.samples:
             return
         self.state.clear_results()
-        self.table_model._reset()
         gen = self.state.generation
         self._inspecting = True
         self._busy(f"Inspecting {len(self.state.samples)} images…", len(self.state.samples))
@@ -385,6 +418,15 @@ class MainWindow(QMainWindow):
     def _on_failed(self, kind: str, generation: int, message: str) -> None:
         if kind == "load":
             self._model_failed(generation, message)
+        elif kind == "move":
+            self._render_device()
+            where = device_name(self.inspector.device) if self.inspector else "its device"
+            show_error("Model not moved", f"The model stays on {where}: {message.split(chr(10))[0]}", message)
+        elif kind == "list":
+            if generation == self._folder_token:
+                self._listed_token = generation
+                self._idle("Folder not opened.")
+                show_error("Cannot open folder", message)
         elif kind == "detail":
             log.warning("detail view failed: %s", message)
         elif generation == self.state.generation:
@@ -407,35 +449,46 @@ class MainWindow(QMainWindow):
             self.state.set_current(self.proxy.mapToSource(current).row())
 
     def _show_current(self, idx: int) -> None:
+        """Render image idx: the image is read off the GUI thread, then :meth:`_image_viewed` draws it."""
         if not (0 <= idx < len(self.state.samples)):
             self.compare.clear()
             return
         sample = self.state.samples[idx]
-        try:
-            image = read_image(sample.path)
-        except ImageReadError as err:
-            self.compare.clear()
-            self.status_text.setText(f"{sample.path.name}: {err.reason}")
+        if self._view is not None and self._view[0] is sample:
+            self._render_current(idx, *self._view[1:])
             return
-        gt = None
-        if sample.mask_path is not None:
-            try:
-                gt = read_mask(sample.mask_path, image.shape[:2])
-            except ImageReadError as err:
-                self.status_text.setText(f"{sample.mask_path.name}: {err.reason}")
+        self._view_token += 1
+        self.runner.view_image(self._view_token, sample, lambda: self._view_token)
+
+    def _image_viewed(self, token: int, sample, image, mask, error: str) -> None:  # noqa: ANN001
+        idx = self.state.current
+        if token != self._view_token or not (0 <= idx < len(self.state.samples)) \
+                or self.state.samples[idx] is not sample:
+            return
+        if image is None:
+            self._view = None
+            self.compare.clear()
+            self.status_text.setText(error)
+            return
+        self._view = (sample, image, mask)
+        self._render_current(idx, image, mask)
+        if error:
+            self.status_text.setText(error)
+
+    def _render_current(self, idx: int, image: np.ndarray, mask: np.ndarray | None) -> None:
+        sample = self.state.samples[idx]
         detail = self.state.detail(idx)
         if detail is None and self.inspector is not None and idx not in self.state.errors \
                 and not np.isnan(self.state.scores[idx]):
             self.runner.detail(self.state.generation, self.inspector, idx, sample.path)
+        gt = mask if sample.label == 1 else (np.zeros(image.shape[:2], bool) if sample.label == 0 else None)
         self.compare.set_images(image, detail.reconstruction if detail else None,
-                                detail.anomaly_map if detail else None,
-                                gt if sample.label == 1 else (np.zeros(image.shape[:2], bool) if sample.label == 0
-                                                              else None))
+                                detail.anomaly_map if detail else None, gt)
         self.compare.set_pixel_threshold(self.state.pixel_threshold)
         score = self.state.scores[idx]
         verdict = self.state.verdict(idx) or "pending"
-        self.status_text.setText(f"{sample.path.name}: " + (f"score {score:.4f}, {verdict}" if not np.isnan(score)
-                                                             else verdict))
+        self.status_text.setText(f"{self.state.names[idx]}: " + (f"score {score:.4f}, {verdict}"
+                                                                   if not np.isnan(score) else verdict))
 
     # ---- thresholds ------------------------------------------------------------------------------
     def _thresholds_changed(self) -> None:
@@ -486,7 +539,44 @@ class MainWindow(QMainWindow):
         self.training_panel.job_started(spec)
         self.tabs.setCurrentWidget(self.training_panel)
 
+    def _job_started(self, msg: dict) -> None:
+        self.training_panel.on_started(msg)
+        self._job_device = str(msg.get("device") or "cpu")
+        self._place_inspector()
+
+    def _place_inspector(self) -> None:
+        """One GPU job at a time: inspection moves to the CPU while training holds the GPU, and back."""
+        if self.inspector is None:
+            return
+        target = inference_device("auto", self._job_device)
+        if target != self.inspector.device:
+            self.runner.move(self.state.generation, self.inspector, str(target))
+        self._render_device()
+
+    def _inspector_moved(self, _generation: int, inspector: Inspector) -> None:
+        if self.inspector is None or inspector.checkpoint is not self.inspector.checkpoint:
+            return  # another model was loaded meanwhile
+        self.inspector = inspector
+        if self.state.model is not None:
+            self.state.model.device = device_name(inspector.device)
+        self._render_device()
+
+    def _render_device(self) -> None:
+        if self.inspector is None:
+            self.device_label.setText("")
+            return
+        text = device_name(self.inspector.device)
+        job = self._job_device
+        if job and torch_type(job) != "cpu" and self.inspector.device.type == "cpu":
+            text += f" · {torch_type(job).upper()} busy with training"
+        self.device_label.setText(text)
+
+    def _job_done(self) -> None:
+        self._job_device = None
+        self._place_inspector()
+
     def _job_finished(self, msg: dict) -> None:
+        self._job_done()
         name = None
         if not msg.get("cancelled") and msg.get("checkpoint"):
             try:
@@ -500,6 +590,7 @@ class MainWindow(QMainWindow):
         self._registry_changed()
 
     def _job_failed(self, message: str) -> None:
+        self._job_done()
         self.training_panel.on_failed(message)
         show_error("Training failed", message.split("\n")[0], message)
 
@@ -575,15 +666,18 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError, TypeError) as exc:
             show_error("Cannot open session", f"{path}: {exc}")
             return False
+        thresholds = (min(max(thr, 0.0), 1.0), min(max(pix, 0.0), 1.0))
         vid, mpath = data.get("model_version"), data.get("model_path")
         if isinstance(vid, str) and vid in self.registry.versions:
             self.use_version(vid)
         elif isinstance(mpath, str) and mpath:
             self.open_model_file(mpath)
+        if self._pending_model is not None:
+            self._session_thresholds = thresholds  # the session's, not the model's, once it has loaded
         if isinstance(data.get("folder"), str):
             self.open_folder(data["folder"])
-        self.state.set_threshold(min(max(thr, 0.0), 1.0))
-        self.state.set_pixel_threshold(min(max(pix, 0.0), 1.0))
+        self.state.set_threshold(thresholds[0])
+        self.state.set_pixel_threshold(thresholds[1])
         return True
 
     def _save_session_dialog(self) -> None:
@@ -613,7 +707,7 @@ class MainWindow(QMainWindow):
     def set_theme(self, theme: str) -> None:
         self.settings.setValue("theme", theme)
         app = QApplication.instance()
-        if app is not None:
+        if isinstance(app, QApplication):
             apply_theme(app, theme)
 
     def show_shortcuts(self) -> None:

@@ -18,8 +18,7 @@ class ResultsTableModel(QAbstractTableModel):
     def __init__(self, state: AppState):
         super().__init__()
         self.state = state
-        state.folder_changed.connect(self._reset)
-        state.model_changed.connect(self._reset)
+        state.results_cleared.connect(self._reset)
         state.results_updated.connect(self._rows_changed)
         state.thresholds_changed.connect(self._verdicts_changed)
 
@@ -41,7 +40,7 @@ class ResultsTableModel(QAbstractTableModel):
         sample = st.samples[row]
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
-                return sample.path.name
+                return st.names[row]
             if col == 1:
                 s = st.scores[row]
                 return "" if np.isnan(s) else f"{s:.4f}"

@@ -39,9 +39,19 @@ class ModelInfo:
     version_id: str | None = None
 
 
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        rel = path.relative_to(folder)
+    except ValueError:
+        return path.name
+    parts = rel.parts[1:] if rel.parts[0] == "test" and len(rel.parts) > 2 else rel.parts  # MVTec root
+    return "/".join(parts)
+
+
 class AppState(QObject):
     folder_changed = Signal()
     model_changed = Signal()
+    results_cleared = Signal()  # every score dropped (new folder, new model, new run)
     results_updated = Signal(int, int)  # first row, last row
     thresholds_changed = Signal()
     current_changed = Signal(int)
@@ -52,6 +62,7 @@ class AppState(QObject):
         super().__init__()
         self.folder: Path | None = None
         self.samples: list[Sample] = []
+        self.names: list[str] = []  # what the table shows: the path relative to the folder
         self.scores = np.zeros(0)
         self.errors: dict[int, str] = {}
         self.labels = np.zeros(0, int)
@@ -67,6 +78,7 @@ class AppState(QObject):
     def set_samples(self, folder: Path, samples: list[Sample]) -> None:
         self.folder = folder
         self.samples = samples
+        self.names = [_relative(s.path, folder) for s in samples]
         self.labels = np.array([s.label for s in samples], int)
         self.clear_results()
         self.current = -1
@@ -86,6 +98,7 @@ class AppState(QObject):
         self.scores = np.full(len(self.samples), np.nan)
         self.errors = {}
         self._cache.clear()
+        self.results_cleared.emit()
 
     # ---- results ---------------------------------------------------------------------------
     def add_results(self, generation: int, rows: list[ResultRow]) -> None:

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
 
+from core.data import ImageReadError, Sample, folder_samples, read_image, read_mask
 from core.inference import Inspector
 
 from .jobs import JobSpec, run_job
-from .state import ImageDetail
+from .state import ImageDetail, ResultRow
 
 
 class TaskSignals(QObject):
@@ -27,6 +28,9 @@ class TaskSignals(QObject):
     finished = Signal(str, int, bool)  # task kind, generation, cancelled
     failed = Signal(str, int, str)  # task kind, generation, message
     loaded = Signal(int, object)  # generation, Inspector
+    moved = Signal(int, object)  # generation, Inspector on its new device
+    listed = Signal(int, str, object)  # request token, folder, list of Sample
+    viewed = Signal(int, object, object, object, str)  # request token, Sample, image, mask, error
 
 
 class _Task(QRunnable):
@@ -64,6 +68,8 @@ class TaskRunner(QObject):
         self.pool.setMaxThreadCount(1)
         self.detail_pool = QThreadPool()
         self.detail_pool.setMaxThreadCount(1)
+        self.io_pool = QThreadPool()  # folder listing and reading the image on screen
+        self.io_pool.setMaxThreadCount(1)
         self.current: _Task | None = None
         self.signals = TaskSignals()
 
@@ -76,7 +82,8 @@ class TaskRunner(QObject):
 
     def inspect(self, generation: int, inspector: Inspector, paths: list[Path], batch_size: int = 8) -> None:
         def work(task: _Task) -> None:
-            total, done, rows = len(paths), 0, []
+            total, done = len(paths), 0
+            rows: list[ResultRow] = []
             for fr in inspector.inspect_files(paths, batch_size=batch_size, cancel=task.cancelled):
                 idx = done
                 if fr.result is not None:
@@ -104,6 +111,45 @@ class TaskRunner(QObject):
 
         self.detail_pool.start(_Task("detail", generation, self.signals, work))
 
+    def move(self, generation: int, inspector: Inspector, device: str) -> None:
+        """Copy the model to another device (GPU freed for training, or given back)."""
+        def work(task: _Task) -> None:
+            task.signals.moved.emit(task.generation, inspector.on_device(device))
+
+        self.io_pool.start(_Task("move", generation, self.signals, work))
+
+    def list_folder(self, token: int, folder: Path) -> None:
+        """List a folder (can take seconds for 10,000 files or a network share)."""
+        def work(task: _Task) -> None:
+            try:
+                samples = folder_samples(folder)
+            except OSError as exc:
+                task.signals.failed.emit("list", token, f"{folder}: {exc.strerror or exc}")
+                return
+            task.signals.listed.emit(token, str(folder), samples)
+
+        self.io_pool.start(_Task("list", token, self.signals, work))
+
+    def view_image(self, token: int, sample: Sample, latest: Callable[[], int]) -> None:
+        """Read the image (and ground-truth mask) to show; skipped when a newer request exists."""
+        def work(task: _Task) -> None:
+            if latest() != token:  # the user already moved on (holding the arrow key)
+                return
+            try:
+                image = read_image(sample.path)
+            except ImageReadError as err:
+                task.signals.viewed.emit(token, sample, None, None, f"{sample.path.name}: {err.reason}")
+                return
+            mask, error = None, ""
+            if sample.mask_path is not None:
+                try:
+                    mask = read_mask(sample.mask_path, image.shape[:2])
+                except ImageReadError as err:
+                    error = f"{sample.mask_path.name}: {err.reason}"
+            task.signals.viewed.emit(token, sample, image, mask, error)
+
+        self.io_pool.start(_Task("view", token, self.signals, work))
+
     def export_overlays(self, generation: int, inspector: Inspector, paths: list[Path], folder: str,
                         write: Callable[[Path, Any, Path], None]) -> None:
         """Write side-by-side overlay PNGs (recomputed; nothing held in memory)."""
@@ -130,6 +176,7 @@ class TaskRunner(QObject):
     def wait(self, msecs: int = 30000) -> bool:
         self.cancel()
         ok = self.pool.waitForDone(msecs)
+        ok = self.io_pool.waitForDone(msecs) and ok
         return self.detail_pool.waitForDone(msecs) and ok
 
 

@@ -56,8 +56,8 @@ def window(qtbot, isolated):
 def load(qtbot, w, ckpt, folder):
     w.open_model_file(ckpt)
     qtbot.waitUntil(lambda: w.inspector is not None, timeout=20000)
-    w.open_folder(folder)
-    qtbot.waitUntil(lambda: w.state.counts()["pending"] == 0, timeout=30000)
+    assert w.open_folder(folder)
+    qtbot.waitUntil(lambda: not w.folder_pending() and w.state.counts()["pending"] == 0, timeout=30000)
 
 
 def test_window_opens_and_loads_folder(window, qtbot, tiny_ckpt, mvtec_folder):
@@ -150,10 +150,11 @@ def test_changing_folder_drops_stale_results(window, qtbot, tiny_ckpt, mvtec_fol
     window.open_model_file(tiny_ckpt)
     qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
     window.open_folder(mvtec_folder)
+    qtbot.waitUntil(lambda: not window.folder_pending(), timeout=20000)
     old_gen = window.state.generation
     window.open_folder(good_folder)
     window.state.add_results(old_gen, [(0, 0.99, None, None)])  # a late result of the old run
-    qtbot.waitUntil(lambda: window.state.counts()["pending"] == 0, timeout=30000)
+    qtbot.waitUntil(lambda: not window.folder_pending() and window.state.counts()["pending"] == 0, timeout=30000)
     assert len(window.state.samples) == 10 and 0.99 not in window.state.scores
 
 
@@ -178,8 +179,12 @@ def test_export_csv_and_session_roundtrip(window, qtbot, tiny_ckpt, mvtec_folder
     session = tmp_path / "s.dadsession"
     assert window.save_session(session)
     window.state.set_threshold(0.9)
+    window.open_model_file(tiny_ckpt)  # the model's own threshold (0.5) differs from the session's
+    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    window.state.set_threshold(0.9)
     assert window.open_session(session)
-    assert window.state.threshold == pytest.approx(0.25)
+    qtbot.waitUntil(lambda: window._pending_model is None and not window.folder_pending(), timeout=20000)
+    assert window.state.threshold == pytest.approx(0.25)  # still the session's after the model loaded
 
 
 def test_mark_as_good_feeds_the_next_job(window, qtbot, tiny_ckpt, mvtec_folder):
@@ -226,3 +231,38 @@ def test_closing_during_a_job_is_clean(window, qtbot, good_folder, monkeypatch):
 
     ckpts = list((Path(window.registry.root) / "jobs").glob("*/last.safetensors"))
     assert ckpts, "the cancelled job keeps its last checkpoint"
+
+
+def test_compare_view_uses_a_grid_on_squarish_areas(qtbot, isolated):
+    from dad_gui.widgets.compare_view import CompareView
+
+    view = CompareView()
+    qtbot.addWidget(view)
+    view.show()
+    view.set_images(np.zeros((64, 64, 3), np.float32), None, None, np.zeros((64, 64), bool))
+    view.resize(1600, 420)
+    qtbot.waitUntil(lambda: view.columns() == 4)
+    view.resize(800, 800)
+    qtbot.waitUntil(lambda: view.columns() == 2)
+    qtbot.waitUntil(lambda: view._cols == 2)  # re-arranged, not only computed
+
+
+def test_inference_leaves_the_gpu_to_a_training_job(window, qtbot, tiny_ckpt):
+    """One GPU job at a time: while training holds the GPU, inspection runs on a CPU copy, then moves back."""
+    import dad_gui.main_window as mw
+
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    first = window.inspector
+    first.device = torch.device("cuda")  # pretend the model sits on a GPU
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mw, "inference_device", lambda pref="auto", busy=None:
+                   torch.device("cpu") if busy else torch.device("cuda"))
+        window._job_started({"device": "cuda:0", "train_images": 4, "skipped": [], "step": 0, "total": 5})
+        qtbot.waitUntil(lambda: window.inspector is not first, timeout=10000)
+        assert window.inspector.device.type == "cpu" and window.inspector.checkpoint is first.checkpoint
+        assert "busy with training" in window.device_label.text()
+        requests = []
+        mp.setattr(window.runner, "move", lambda gen, insp, device: requests.append(device))
+        window._job_done()  # training finished: the model goes back to the GPU
+        assert requests == ["cuda"] and "busy" not in window.device_label.text()

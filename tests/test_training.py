@@ -116,3 +116,15 @@ def test_no_readable_images_is_a_clear_error(tmp_path):
 def test_pick_device_on_cpu_machine():
     assert pick_device("cpu").type == "cpu"
     assert pick_device().type in {"cpu", "cuda", "mps"}
+
+
+def test_inference_device_gives_the_gpu_to_training(monkeypatch):
+    import torch
+
+    from core import training
+
+    monkeypatch.setattr(training, "pick_device", lambda pref="auto": torch.device("cuda" if pref == "auto" else pref))
+    assert training.inference_device("auto", None).type == "cuda"
+    assert training.inference_device("auto", "cuda:0").type == "cpu"  # training holds the GPU
+    assert training.inference_device("auto", "cpu").type == "cuda"  # a CPU job leaves the GPU free
+    assert training.inference_device("cpu", None).type == "cpu"

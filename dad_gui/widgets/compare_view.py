@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QVBoxLayout, QWidget
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -14,9 +14,9 @@ COLORMAPS = ("inferno", "turbo", "viridis", "CET-L3")
 
 
 class _Panel:
-    def __init__(self, layout: pg.GraphicsLayoutWidget, col: int, title: str):
-        self.view = layout.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMenu=False)
-        self.label = layout.addLabel(title, row=0, col=col)
+    def __init__(self, title: str):
+        self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.label = pg.LabelItem(title)
         self.image = pg.ImageItem()
         self.view.addItem(self.image)
 
@@ -30,8 +30,9 @@ class CompareView(QWidget):
         super().__init__(parent)
         self.layout_widget = pg.GraphicsLayoutWidget()
         self.layout_widget.setBackground("#19232d")
-        self.panels = [_Panel(self.layout_widget, i, t) for i, t in
-                       enumerate(("Input", "Reconstruction", "Anomaly heatmap", "Ground truth"))]
+        self.panels = [_Panel(t) for t in ("Input", "Reconstruction", "Anomaly heatmap", "Ground truth")]
+        self._cols = 0
+        self._has_gt = False
         for p in self.panels[1:]:
             p.view.setXLink(self.panels[0].view)
             p.view.setYLink(self.panels[0].view)
@@ -53,10 +54,12 @@ class CompareView(QWidget):
         self.cmap = QComboBox()
         self.cmap.addItems(COLORMAPS)
         self.cmap.currentTextChanged.connect(self._apply_cmap)
-        self.fit_btn = QToolButton(text="Fit")
+        self.fit_btn = QToolButton()
+        self.fit_btn.setText("Fit")
         self.fit_btn.setToolTip("Fit to window (F)")
         self.fit_btn.clicked.connect(self.fit)
-        self.one_btn = QToolButton(text="1:1")
+        self.one_btn = QToolButton()
+        self.one_btn.setText("1:1")
         self.one_btn.setToolTip("One image pixel per screen pixel (1)")
         self.one_btn.clicked.connect(self.one_to_one)
         self.info = QLabel("")
@@ -78,6 +81,48 @@ class CompareView(QWidget):
         self._apply_cmap(self.cmap.currentText())
         self.layout_widget.scene().sigMouseMoved.connect(self._mouse_moved)
         self.set_gt(None)
+        self._arrange()
+
+    # ---- layout ------------------------------------------------------------------------------
+    def columns(self) -> int:
+        """Panels in a row: one row on wide areas, a 2 x 2 grid on squarish ones (bigger images)."""
+        n = 4 if self._has_gt else 3
+        w, h = max(self.layout_widget.width(), 1), max(self.layout_widget.height(), 1)
+        # choose the grid whose square panels come out largest
+        best, best_side = n, 0.0
+        for cols in (n, 2):
+            rows = -(-n // cols)
+            side = min(w / cols, h / rows)
+            if side > best_side + 1:
+                best, best_side = cols, side
+        return best
+
+    def _arrange(self) -> None:
+        cols = self.columns()
+        if cols == self._cols:
+            return
+        self._cols = cols
+        ci = self.layout_widget.ci
+        for p in self.panels:
+            for item in (p.label, p.view):
+                if item in ci.items:
+                    ci.removeItem(item)
+        for i, p in enumerate(self.panels):
+            r, c = divmod(i, cols)
+            ci.addItem(p.label, row=2 * r, col=c)
+            ci.addItem(p.view, row=2 * r + 1, col=c)
+        rows = -(-len(self.panels) // cols)
+        for c in range(4):
+            ci.layout.setColumnStretchFactor(c, 1 if c < cols else 0)
+        for r in range(4):
+            ci.layout.setRowStretchFactor(2 * r, 0)
+            ci.layout.setRowStretchFactor(2 * r + 1, 1 if r < rows else 0)
+        if self._image is not None:
+            QTimer.singleShot(0, self.fit)  # after the layout has settled
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
+        super().resizeEvent(event)
+        self._arrange()
 
     # ---- rendering ------------------------------------------------------------------------
     def clear(self) -> None:
@@ -119,8 +164,10 @@ class CompareView(QWidget):
         has = gt is not None
         self.panels[3].view.setVisible(has)
         self.panels[3].label.setVisible(has)
-        self.layout_widget.ci.layout.setColumnMaximumWidth(3, 10000 if has else 0)
-        if has:
+        if has != self._has_gt:
+            self._has_gt = has
+            self._arrange()
+        if gt is not None:
             self.panels[3].image.setImage((gt > 0).astype(np.uint8) * 255, levels=(0, 255))
             self.gt_contour.setData((gt > 0).astype(np.float32), level=0.5)
         else:

@@ -1,0 +1,189 @@
+"""Benchmark: does the main window stay fluid on a 10,000-image folder?
+
+Starts the real main window (offscreen), opens a folder of N images with a model and measures the
+event-loop stalls seen by a 5 ms heartbeat timer while the folder is listed, while results stream
+into the table (sorted by score, the worst case for the proxy model), and while the operator walks
+through the table with the arrow key. A stall is the gap between two heartbeats; anything above
+~50 ms is a visible freeze, above ~200 ms a frustrating one.
+
+    QT_QPA_PLATFORM=offscreen python bench/gui_fluidity.py [--images 10000] [--model M.safetensors]
+
+Without --model a randomly initialised ``tiny`` model is used: the GUI load is then the highest
+(results arrive fastest), which is what this benchmark is about; model speed is measured elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import git_rev, machine, write_section  # noqa: E402
+
+
+class Heartbeat:
+    def __init__(self, app) -> None:  # noqa: ANN001
+        from PySide6.QtCore import QTimer
+
+        self.app = app
+        self.gaps: list[float] = []
+        self.last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append((now - self.last) * 1000)
+        self.last = now
+
+    def reset(self) -> None:
+        self.gaps = []
+        self.last = time.perf_counter()
+
+    def stats(self) -> dict:
+        g = np.array(self.gaps or [0.0])
+        return {"max": float(g.max()), "p99": float(np.percentile(g, 99)), "over50": int(np.sum(g > 50)),
+                "ticks": len(g)}
+
+
+def run_until(app, cond, timeout_s: float) -> float:  # noqa: ANN001
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError("benchmark phase timed out")
+        app.processEvents()
+        time.sleep(0.001)
+    return time.perf_counter() - t0
+
+
+def make_folder(folder: Path, n: int) -> None:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    first = folder / "img_00000.png"
+    cv2.imwrite(str(first), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    for i in range(1, n):
+        shutil.copyfile(first, folder / f"img_{i:05d}.png")
+
+
+def tiny_model(path: Path) -> None:
+    import torch
+
+    from core.checkpoint import Checkpoint, save_checkpoint
+    from core.model import DiffusionAD
+    from core.presets import get_preset
+
+    cfg = get_preset("tiny")[0]
+    torch.manual_seed(0)
+    save_checkpoint(Checkpoint(cfg, DiffusionAD(cfg).state_dict(), threshold=0.5, info={"preset": "tiny"}), path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--model", help="checkpoint; default: a random tiny model")
+    ap.add_argument("--steps", type=int, default=300, help="arrow-key presses to time")
+    args = ap.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    tmp = Path(tempfile.mkdtemp(prefix="dad-fluidity-"))
+    os.environ["DAD_DATA_DIR"] = str(tmp / "data")
+    from PySide6.QtCore import QSettings, Qt
+    from PySide6.QtTest import QTest
+
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
+    from dad_gui import main_window as mw
+    from dad_gui.app import create_app
+
+    errors: list[str] = []
+    mw.show_error = lambda title, message, details="": errors.append(f"{title}: {message}")
+    folder = tmp / "images"
+    t0 = time.perf_counter()
+    make_folder(folder, args.images)
+    print(f"made {args.images} images in {time.perf_counter() - t0:.1f} s")
+    model = Path(args.model) if args.model else tmp / "tiny.safetensors"
+    if not args.model:
+        tiny_model(model)
+
+    app = create_app(["bench"])
+    win = mw.MainWindow()
+    win.resize(1500, 900)
+    win.show()
+    hb = Heartbeat(app)
+    win.open_model_file(model)
+    run_until(app, lambda: win.inspector is not None, 60)
+    win.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)  # worst case: re-sorted as results stream
+
+    rows = []
+    hb.reset()
+    t_open = time.perf_counter()
+    win.open_folder(folder)
+    run_until(app, lambda: not win.folder_pending(), 120)
+    t_listed = time.perf_counter() - t_open
+    rows.append(("listing the folder", t_listed, hb.stats()))
+    hb.reset()
+    t_first = run_until(app, lambda: win.state.counts()["OK"] + win.state.counts()["NG"] > 0, 120)
+    run_until(app, lambda: win.state.counts()["pending"] == 0 and not win._inspecting, 3600)
+    t_all = time.perf_counter() - t_open
+    rows.append(("results streaming in (sorted by score)", t_all - t_listed, hb.stats()))
+
+    win.table.setFocus()
+    win.table.selectRow(0)
+    hb.reset()
+    step_ms = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        QTest.keyClick(win.table, Qt.Key.Key_Down)
+        app.processEvents()
+        step_ms.append((time.perf_counter() - t) * 1000)
+        for _ in range(2):  # let the image read and detail arrive between presses, as when holding the key
+            app.processEvents()
+            time.sleep(0.005)
+    rows.append((f"{args.steps} arrow-key presses", sum(step_ms) / 1000, hb.stats()))
+
+    hb.reset()
+    t = time.perf_counter()
+    win.state.set_threshold(0.3)
+    app.processEvents()
+    thr_ms = (time.perf_counter() - t) * 1000
+    win.filter_combo.setCurrentText("NG")
+    app.processEvents()
+    filt_ms = (time.perf_counter() - t) * 1000 - thr_ms
+
+    win.runner.wait()
+    win.close()
+    win.deleteLater()
+    app.processEvents()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    lines = [f"## GUI fluidity on a {args.images:,}-image folder (`bench/gui_fluidity.py`)", "",
+             f"Machine: {machine()}. Commit {git_rev()}. Model: {'given' if args.model else 'random tiny'}; "
+             "offscreen Qt. A stall is the gap between two ticks of a 5 ms timer on the GUI thread.", "",
+             "| phase | wall time | longest stall | p99 gap | gaps > 50 ms |", "|---|---|---|---|---|"]
+    for name, wall, s in rows:
+        lines.append(f"| {name} | {wall:.2f} s | {s['max']:.0f} ms | {s['p99']:.0f} ms | {s['over50']} |")
+    lines += ["", f"Time to the first result row: {t_first * 1000:.0f} ms after the listing. "
+              f"One arrow-key press is handled in {np.median(step_ms):.1f} ms (median), "
+              f"{np.max(step_ms):.1f} ms (max). Moving the threshold re-evaluates {args.images:,} verdicts in "
+              f"{thr_ms:.0f} ms; switching the filter to NG takes {filt_ms:.0f} ms.",
+              f"Errors reported: {len(errors)}."]
+    body = "\n".join(lines)
+    print(body)
+    write_section("gui-fluidity", body)
+
+
+if __name__ == "__main__":
+    main()
