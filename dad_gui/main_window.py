@@ -105,9 +105,13 @@ class MainWindow(QMainWindow):
         self.table.verticalHeader().setVisible(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.verticalHeader().setDefaultSectionSize(22)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in (1, 2, 3):
-            self.table.horizontalHeader().setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # fixed widths: ResizeToContents would read every one of 10,000 rows on each streamed batch
+        for c, width in ((1, 70), (2, 80), (3, 100)):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(c, width)
         self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
         self.filter_combo = QComboBox()
         self.filter_combo.addItems(FILTERS)
@@ -231,6 +235,9 @@ class MainWindow(QMainWindow):
         rs.progressed.connect(self._on_progress)
         rs.finished.connect(self._on_finished)
         rs.failed.connect(self._on_failed)
+        self._progress_value: tuple[int, int] | None = None
+        self._progress_timer = QTimer(self, singleShot=True, interval=100)
+        self._progress_timer.timeout.connect(self._apply_progress)
         self._save_thr_timer = QTimer(self, singleShot=True, interval=600)
         self._save_thr_timer.timeout.connect(self._save_thresholds)
         self._refresh_model_combo()
@@ -400,7 +407,16 @@ class MainWindow(QMainWindow):
         self.state.add_results(generation, rows)
 
     def _on_progress(self, _kind: str, generation: int, done: int, total: int) -> None:
+        # QProgressBar.setValue repaints at once: apply the newest value at most 10 times a second
         if generation == self.state.generation:
+            self._progress_value = (done, total)
+            if not self._progress_timer.isActive():
+                self._progress_timer.start()
+
+    def _apply_progress(self) -> None:
+        if self._progress_value is not None:
+            done, total = self._progress_value
+            self._progress_value = None
             self.progress.setMaximum(total)
             self.progress.setValue(done)
 
@@ -700,6 +716,8 @@ class MainWindow(QMainWindow):
         self.cancel_btn.setVisible(total > 0)
 
     def _idle(self, text: str) -> None:
+        self._progress_timer.stop()
+        self._progress_value = None
         self.status_text.setText(text)
         self.progress.setVisible(False)
         self.cancel_btn.setVisible(False)

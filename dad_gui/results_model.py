@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import (
+    QAbstractItemModel,
+    QAbstractProxyModel,
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+)
 from PySide6.QtGui import QBrush, QColor
 
 from .state import AppState
 
 COLUMNS = ("File", "Score", "Verdict", "Ground truth")
-VERDICT_COLOURS = {"OK": QColor("#3fb950"), "NG": QColor("#f85149"), "error": QColor("#d29922")}
+VERDICT_COLOURS = {"OK": QBrush(QColor("#3fb950")), "NG": QBrush(QColor("#f85149")),
+                   "error": QBrush(QColor("#d29922"))}
 AnyIndex = QModelIndex | QPersistentModelIndex
 ROOT = QModelIndex()
 
@@ -34,9 +43,12 @@ class ResultsTableModel(QAbstractTableModel):
         return None
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
+        return self.cell(index.row(), index.column(), role) if index.isValid() else None
+
+    def cell(self, row: int, col: int, role: int):  # noqa: ANN201 - whatever Qt expects for the role
+        st = self.state
+        if not (0 <= row < len(st.samples)):
             return None
-        row, col, st = index.row(), index.column(), self.state
         sample = st.samples[row]
         if role == Qt.ItemDataRole.DisplayRole:
             if col == 0:
@@ -49,14 +61,8 @@ class ResultsTableModel(QAbstractTableModel):
                 return f"error: {st.errors[row]}" if v == "error" else v
             if col == 3:
                 return {0: "good", 1: sample.defect}.get(sample.label, "")
-        if role == Qt.ItemDataRole.UserRole:  # sort key
-            if col == 1:
-                s = st.scores[row]
-                return -1.0 if np.isnan(s) else float(s)
-            return self.data(index, Qt.ItemDataRole.DisplayRole)
         if role == Qt.ItemDataRole.ForegroundRole and col == 2:
-            colour = VERDICT_COLOURS.get(st.verdict(row))
-            return QBrush(colour) if colour else None
+            return VERDICT_COLOURS.get(st.verdict(row))
         if role == Qt.ItemDataRole.ToolTipRole:
             return st.errors.get(row) or str(sample.path)
         return None
@@ -74,35 +80,152 @@ class ResultsTableModel(QAbstractTableModel):
 
 
 FILTERS = ("All", "NG", "OK", "Errors", "Disagrees with ground truth")
+REORDER_MS = 300  # while results stream, sort and filter at most this often
 
 
-class ResultsFilter(QSortFilterProxyModel):
-    """Filter rows by verdict or by disagreement with the ground truth; sort by real values."""
+class ResultsFilter(QAbstractProxyModel):
+    """Sorted and filtered rows, computed with numpy over the cached scores.
+
+    A ``QSortFilterProxyModel`` asks ``data()`` for every comparison and re-sorts on every streamed
+    batch, which freezes the window for seconds on 10,000 rows; here one ``argsort`` orders them in
+    milliseconds, and re-ordering while results stream is throttled. The selection survives
+    re-ordering (persistent indexes are moved, not reset).
+    """
 
     def __init__(self, state: AppState):
         super().__init__()
         self.state = state
         self.mode = "All"
-        self.setSortRole(Qt.ItemDataRole.UserRole)
-        state.thresholds_changed.connect(self._refilter)
+        self.sort_column = -1
+        self.sort_order = Qt.SortOrder.AscendingOrder
+        self._rows = np.zeros(0, np.int64)  # view row -> source row
+        self._inverse = np.zeros(0, np.int64)  # source row -> view row, -1 when filtered out
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REORDER_MS)
+        self._timer.timeout.connect(self.reorder)
+        self._repaint = QTimer(self)  # streamed batches repaint the table at most 10 times a second
+        self._repaint.setSingleShot(True)
+        self._repaint.setInterval(100)
+        self._repaint.timeout.connect(self._emit_changed)
 
+    # ---- QAbstractProxyModel --------------------------------------------------------------------
+    def setSourceModel(self, model: QAbstractItemModel) -> None:  # noqa: N802 - Qt override
+        if not isinstance(model, ResultsTableModel):
+            raise TypeError("ResultsFilter views a ResultsTableModel")
+        super().setSourceModel(model)
+        self._source = model
+        model.modelReset.connect(self._source_reset)
+        model.dataChanged.connect(self._source_changed)
+        self._source_reset()
+
+    def mapToSource(self, index: AnyIndex) -> QModelIndex:  # noqa: N802
+        if not index.isValid() or not (0 <= index.row() < len(self._rows)):
+            return QModelIndex()
+        return self.sourceModel().index(int(self._rows[index.row()]), index.column())
+
+    def mapFromSource(self, index: AnyIndex) -> QModelIndex:  # noqa: N802
+        if not index.isValid() or not (0 <= index.row() < len(self._inverse)):
+            return QModelIndex()
+        row = int(self._inverse[index.row()])
+        return self.index(row, index.column()) if row >= 0 else QModelIndex()
+
+    def index(self, row: int, column: int, parent: AnyIndex = ROOT) -> QModelIndex:
+        if parent.isValid() or not (0 <= row < len(self._rows)) or not (0 <= column < len(COLUMNS)):
+            return QModelIndex()
+        return self.createIndex(row, column)
+
+    def parent(self, _index: AnyIndex = ROOT) -> QModelIndex:  # type: ignore[override]
+        return QModelIndex()
+
+    def rowCount(self, parent: AnyIndex = ROOT) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: AnyIndex = ROOT) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        # straight to the source's cell(): no QModelIndex round trip per painted cell
+        if not index.isValid() or not (0 <= index.row() < len(self._rows)):
+            return None
+        return self._source.cell(int(self._rows[index.row()]), index.column(), role)
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.sort_column, self.sort_order = column, order
+        self.reorder()
+
+    # ---- filter and order --------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
         self.mode = mode
-        self._refilter()
+        self.reorder()
 
-    def _refilter(self) -> None:
-        if self.mode != "All":
-            self.invalidateFilter()
+    def source_rows(self) -> np.ndarray:
+        """Source rows in view order (a copy)."""
+        return self._rows.copy()
 
-    def filterAcceptsRow(self, row: int, parent: AnyIndex) -> bool:  # noqa: N802
-        v = self.state.verdict(row)
-        if self.mode == "NG":
-            return v == "NG"
-        if self.mode == "OK":
-            return v == "OK"
-        if self.mode == "Errors":
-            return v == "error"
+    def _order(self) -> np.ndarray:
+        st = self.state
+        n = len(st.samples)
+        scores = st.scores if len(st.scores) == n else np.full(n, np.nan)
+        err = np.zeros(n, bool)
+        if st.errors:
+            err[np.fromiter(st.errors, np.int64)] = True
+        done = ~np.isnan(scores) & ~err
+        ng = done & (np.nan_to_num(scores, nan=-1.0) >= st.threshold)
+        keep = {"NG": ng, "OK": done & ~ng, "Errors": err}.get(self.mode)
         if self.mode == "Disagrees with ground truth":
-            label = self.state.labels[row]
-            return v in ("OK", "NG") and label in (0, 1) and (v == "NG") != (label == 1)
-        return True
+            labels = st.labels if len(st.labels) == n else np.full(n, -1)
+            keep = done & (labels >= 0) & (ng != (labels == 1))
+        col = self.sort_column
+        if col == 0:
+            key = st.name_rank
+        elif col == 1:
+            key = np.where(done, scores, -1.0)
+        elif col == 2:
+            key = np.select([err, ng, done], [3, 1, 2], 0)  # pending, NG, OK, error
+        elif col == 3:
+            key = st.truth_rank
+        else:
+            key = None
+        order = np.arange(n) if key is None or len(key) != n else np.argsort(key, kind="stable")
+        if key is not None and self.sort_order == Qt.SortOrder.DescendingOrder:
+            order = order[::-1]
+        return order if keep is None else order[keep[order]]
+
+    def _apply(self, rows: np.ndarray) -> None:
+        self._rows = rows.astype(np.int64)
+        self._inverse = np.full(len(self.state.samples), -1, np.int64)
+        self._inverse[self._rows] = np.arange(len(self._rows))
+
+    def _source_reset(self) -> None:
+        self._timer.stop()
+        self._repaint.stop()
+        self.beginResetModel()
+        self._apply(self._order())
+        self.endResetModel()
+
+    def reorder(self) -> None:
+        """Re-sort and re-filter now, keeping the selection and the current row."""
+        self._timer.stop()
+        rows = self._order()
+        if np.array_equal(rows, self._rows):
+            return
+        self.layoutAboutToBeChanged.emit()
+        old = self.persistentIndexList()
+        sources = [(int(self._rows[i.row()]), i.column()) if 0 <= i.row() < len(self._rows) else None for i in old]
+        self._apply(rows)
+        new = [self.index(int(self._inverse[s[0]]), s[1]) if s is not None and self._inverse[s[0]] >= 0
+               else QModelIndex() for s in sources]
+        self.changePersistentIndexList(old, new)
+        self.layoutChanged.emit()
+
+    def _emit_changed(self) -> None:
+        n = len(self._rows)
+        if n:  # the view repaints only the cells on screen
+            self.dataChanged.emit(self.index(0, 1), self.index(n - 1, 2))
+
+    def _source_changed(self, _top_left: QModelIndex, _bottom_right: QModelIndex, _roles: object = None) -> None:
+        if not self._repaint.isActive():
+            self._repaint.start()
+        if (self.mode != "All" or self.sort_column in (1, 2)) and not self._timer.isActive():
+            self._timer.start()

@@ -39,6 +39,14 @@ class ModelInfo:
     version_id: str | None = None
 
 
+def _rank(values: list[str]) -> np.ndarray:
+    """Rank of each string in sorted order (numpy sorts ranks fast; strings once per folder)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    rank = np.empty(len(values), np.int64)
+    rank[order] = np.arange(len(values))
+    return rank
+
+
 def _relative(path: Path, folder: Path) -> str:
     try:
         rel = path.relative_to(folder)
@@ -63,6 +71,8 @@ class AppState(QObject):
         self.folder: Path | None = None
         self.samples: list[Sample] = []
         self.names: list[str] = []  # what the table shows: the path relative to the folder
+        self.name_rank = np.zeros(0, np.int64)
+        self.truth_rank = np.zeros(0, np.int64)
         self.scores = np.zeros(0)
         self.errors: dict[int, str] = {}
         self.labels = np.zeros(0, int)
@@ -79,6 +89,8 @@ class AppState(QObject):
         self.folder = folder
         self.samples = samples
         self.names = [_relative(s.path, folder) for s in samples]
+        self.name_rank = _rank(self.names)  # sort keys for the table
+        self.truth_rank = _rank([{0: "good", 1: s.defect}.get(s.label, "") for s in samples])
         self.labels = np.array([s.label for s in samples], int)
         self.clear_results()
         self.current = -1

@@ -266,3 +266,48 @@ def test_inference_leaves_the_gpu_to_a_training_job(window, qtbot, tiny_ckpt):
         mp.setattr(window.runner, "move", lambda gen, insp, device: requests.append(device))
         window._job_done()  # training finished: the model goes back to the GPU
         assert requests == ["cuda"] and "busy" not in window.device_label.text()
+
+
+def test_table_sorts_and_filters_from_cached_scores(qtbot, isolated, tmp_path):
+    from pathlib import Path
+
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QTableView
+
+    from core.data import Sample
+    from dad_gui.results_model import ResultsFilter, ResultsTableModel
+    from dad_gui.state import AppState
+
+    st = AppState()
+    names = ["d.png", "a.png", "c.png", "b.png", "e.png"]
+    labels = [0, 1, 1, 0, -1]
+    st.set_samples(tmp_path, [Sample(Path(tmp_path / n), lab, "spot" if lab == 1 else "", None) for n, lab in
+                              zip(names, labels)])
+    src = ResultsTableModel(st)
+    proxy = ResultsFilter(st)
+    proxy.setSourceModel(src)
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(proxy)
+    st.set_threshold(0.5)
+    st.add_results(st.generation, [(0, 0.7, None, None), (1, 0.2, None, None), (2, 0.9, None, None),
+                                   (3, None, "not a readable image", None), (4, 0.4, None, None)])
+    shown = lambda: [proxy.data(proxy.index(r, 0)) for r in range(proxy.rowCount())]  # noqa: E731
+    proxy.sort(1, Qt.SortOrder.DescendingOrder)
+    assert shown() == ["c.png", "d.png", "e.png", "a.png", "b.png"]  # the error row sorts last
+    proxy.sort(0, Qt.SortOrder.AscendingOrder)
+    assert shown() == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    proxy.set_mode("NG")
+    assert shown() == ["c.png", "d.png"]
+    proxy.set_mode("Errors")
+    assert shown() == ["b.png"]
+    proxy.set_mode("Disagrees with ground truth")
+    assert shown() == ["a.png", "d.png"]  # a defective part passed, a good one failed
+    # the selection follows its image through re-sorting, and a threshold change re-filters
+    proxy.set_mode("NG")
+    view.selectRow(1)  # d.png
+    proxy.sort(1, Qt.SortOrder.AscendingOrder)
+    assert shown() == ["d.png", "c.png"]
+    assert [proxy.data(i) for i in view.selectionModel().selectedRows()] == ["d.png"]
+    st.set_threshold(0.8)
+    qtbot.waitUntil(lambda: shown() == ["c.png"], timeout=2000)
