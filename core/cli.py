@@ -121,6 +121,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not paths:
+        print(f"error: {args.folder}: no images found", file=sys.stderr)
+        return 1
     threshold = args.threshold if args.threshold is not None else insp.threshold
     rows, ok_count = [], 0
     bar = ProgressBar(len(paths), "inspect")
@@ -139,6 +142,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"\ncould not write overlay for {fr.path}: {exc}", file=sys.stderr)
     bar.close()
+    for row in rows:
+        if row[2] == "error":
+            print(f"error: {row[0]}: {row[4]}", file=sys.stderr)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["file", "score", "verdict", "threshold", "error"])
@@ -153,7 +159,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         sys.stdout.write(buf.getvalue())
     errors = len(rows) - ok_count
     print(f"{ok_count} images inspected, {errors} errors", file=sys.stderr)
-    return 0 if ok_count or not rows else 1
+    return 0 if ok_count else 1
 
 
 # ---- eval -----------------------------------------------------------------------------------

@@ -8,15 +8,20 @@ A file that cannot be read raises :class:`ImageReadError` naming the file and th
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+MAX_PIXELS = 100_000_000  # larger images are refused from their header, before decoding
+# OpenCV's own decoder limit as a second guard (read when cv2 loads; core sets it before importing cv2)
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+import cv2  # noqa: E402
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-MAX_PIXELS = 120_000_000  # larger images are refused before decoding (memory bound)
+MAX_SIDE = 4096  # decoded images with a longer side are shrunk before float conversion (memory bound)
 
 
 class ImageReadError(Exception):
@@ -61,15 +66,92 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(raw, path)
 
 
+def header_size(raw: np.ndarray | bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP, GIF, WebP or TIFF header without decoding; None if unknown."""
+    b = bytes(raw[:65536]) if isinstance(raw, np.ndarray) else raw[:65536]
+    try:
+        if b[:8] == b"\x89PNG\r\n\x1a\n":
+            w, h = struct.unpack(">II", b[16:24])
+            return w, h
+        if b[:2] == b"BM":
+            w, h = struct.unpack("<ii", b[18:26])
+            return abs(w), abs(h)
+        if b[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", b[6:10])
+        if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+            chunk = b[12:16]
+            if chunk == b"VP8X":
+                return 1 + int.from_bytes(b[24:27], "little"), 1 + int.from_bytes(b[27:30], "little")
+            if chunk == b"VP8L":
+                bits = int.from_bytes(b[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            if chunk == b"VP8 ":
+                w, h = struct.unpack("<HH", b[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+        if b[:2] == b"\xff\xd8":
+            return _jpeg_size(b)
+        if b[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(b)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(b):
+        if b[i] != 0xFF:
+            return None
+        marker = b[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack(">H", b[i + 2:i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", b[i + 5:i + 9])
+            return w, h
+        i += 2 + length
+    return None
+
+
+def _tiff_size(b: bytes) -> tuple[int, int] | None:
+    e = "<" if b[:2] == b"II" else ">"
+    off = struct.unpack(e + "I", b[4:8])[0]
+    n = struct.unpack(e + "H", b[off:off + 2])[0]
+    size: dict[int, int] = {}
+    for k in range(n):
+        tag, typ, _count = struct.unpack(e + "HHI", b[off + 2 + 12 * k:off + 10 + 12 * k])
+        if tag in (256, 257):
+            val = b[off + 10 + 12 * k:off + 14 + 12 * k]
+            size[tag] = struct.unpack(e + "H", val[:2])[0] if typ == 3 else struct.unpack(e + "I", val)[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
 def decode_image(raw: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
-    """Decode encoded bytes (uint8 array) to float32 RGB [H, W, 3] in [0, 1]."""
+    """Decode encoded bytes (uint8 array) to float32 RGB [H, W, 3] in [0, 1].
+
+    Memory stays bounded: an image over :data:`MAX_PIXELS` is refused from its header before any
+    pixel is decoded, and one whose longer side exceeds :data:`MAX_SIDE` is shrunk in its native
+    pixel type before the float conversion.
+    """
     if raw.size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    dims = header_size(raw)
+    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+        raise ImageReadError(path, f"image too large ({dims[0]}x{dims[1]} pixels; the limit is "
+                                   f"{MAX_PIXELS // 1_000_000} megapixels)")
+    try:
+        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV's own limits (e.g. OPENCV_IO_MAX_IMAGE_PIXELS)
+        img = None
     if img is None or img.size == 0:
-        raise ImageReadError(path, "not a readable image (corrupt, truncated or unsupported format)")
+        raise ImageReadError(path, "not a readable image (corrupt, truncated, too large or unsupported format)")
     if img.shape[0] * img.shape[1] > MAX_PIXELS:
         raise ImageReadError(path, f"image too large ({img.shape[1]}x{img.shape[0]} pixels)")
+    h, w = img.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        scale = MAX_SIDE / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return to_float_rgb(img, path)
 
 

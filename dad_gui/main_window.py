@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from functools import partial
 from pathlib import Path
@@ -679,6 +680,8 @@ class MainWindow(QMainWindow):
                 raise ValueError("not a session object")
             thr = float(data.get("threshold", self.state.threshold))
             pix = float(data.get("pixel_threshold", self.state.pixel_threshold))
+            if not (math.isfinite(thr) and math.isfinite(pix)):
+                raise ValueError("thresholds must be finite numbers")
         except (OSError, ValueError, TypeError) as exc:
             show_error("Cannot open session", f"{path}: {exc}")
             return False

@@ -99,9 +99,10 @@ class AppState(QObject):
     def set_model(self, info: ModelInfo, threshold: float | None, pixel_threshold: float = 0.5) -> None:
         self.model = info
         self.clear_results()
-        if threshold is not None:
+        if threshold is not None and np.isfinite(threshold):
             self.threshold = float(threshold)
-        self.pixel_threshold = float(pixel_threshold)
+        if np.isfinite(pixel_threshold):
+            self.pixel_threshold = float(pixel_threshold)
         self.model_changed.emit()
         self.thresholds_changed.emit()
 
@@ -140,11 +141,15 @@ class AppState(QObject):
 
     # ---- thresholds and verdicts -------------------------------------------------------------
     def set_threshold(self, value: float) -> None:
+        if not np.isfinite(value):
+            return  # a NaN threshold would make every verdict silently OK
         if value != self.threshold:
             self.threshold = float(value)
             self.thresholds_changed.emit()
 
     def set_pixel_threshold(self, value: float) -> None:
+        if not np.isfinite(value):
+            return
         if value != self.pixel_threshold:
             self.pixel_threshold = float(value)
             self.thresholds_changed.emit()

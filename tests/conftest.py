@@ -71,3 +71,18 @@ def _single_thread_torch():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_ckpt_file(tmp_path: Path, tiny_configs) -> Path:
+    """A saved tiny model with seeded random weights."""
+    import torch
+
+    from core.checkpoint import Checkpoint, save_checkpoint
+    from core.model import DiffusionAD
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny model.safetensors"
+    save_checkpoint(Checkpoint(tiny_configs[0], DiffusionAD(tiny_configs[0]).state_dict(), threshold=0.5,
+                               info={"preset": "tiny"}), path)
+    return path

@@ -311,3 +311,45 @@ def test_table_sorts_and_filters_from_cached_scores(qtbot, isolated, tmp_path):
     assert [proxy.data(i) for i in view.selectionModel().selectedRows()] == ["d.png"]
     st.set_threshold(0.8)
     qtbot.waitUntil(lambda: shown() == ["c.png"], timeout=2000)
+
+
+def test_worker_exception_is_one_message_and_the_app_goes_on(window, qtbot, tiny_ckpt, mvtec_folder, isolated,
+                                                            monkeypatch):
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+
+    def boom(*_a, **_k):
+        raise RuntimeError("sensor cable unplugged")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(window.inspector, "inspect_files", boom)
+    window.open_folder(mvtec_folder)
+    qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
+    assert len(isolated) == 1 and "sensor cable unplugged" in isolated[0][1]
+    assert not window._inspecting and "failed" in window.status_text.text()
+    monkeypatch.undo()  # the next run works again
+    window.start_inspection()
+    qtbot.waitUntil(lambda: window.state.counts()["pending"] == 0 and not window._inspecting, timeout=30000)
+    assert window.state.counts()["OK"] + window.state.counts()["NG"] == 8
+
+
+def test_second_job_is_refused_while_one_runs(window, qtbot, good_folder, isolated):
+    panel = window.training_panel
+    panel.add_folder_path(str(good_folder))
+    panel.preset.setCurrentText("tiny")
+    panel.steps.setValue(100000)
+    window._start_job_with(preview_every=0, threads=1)
+    window._start_job_with(preview_every=0, threads=1)
+    assert window.jobs.running() and len(isolated) == 1 and "already running" in isolated[0][1]
+    window.jobs.wait()
+
+
+def test_model_deleted_from_disk_keeps_the_loaded_one(window, qtbot, tiny_ckpt, isolated):
+    version = window.registry.add(tiny_ckpt, name="soon gone")
+    window.use_version(version.id)
+    qtbot.waitUntil(lambda: window.inspector is not None and window._pending_model is None, timeout=20000)
+    first = window.inspector
+    window.registry.path(version.id).unlink()  # deleted behind the app's back
+    window.use_version(version.id)
+    qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
+    assert window.inspector is first and "Cannot load model" in isolated[0][0]
