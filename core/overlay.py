@@ -10,12 +10,25 @@ import numpy as np
 from .data import read_image, write_png
 from .inference import InspectionResult
 
+ALPHA_RAMP = (0.25, 0.75)  # anomaly values where the overlay starts to show and where it is fully opaque
 
-def heat_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+
+def overlay_alpha(values: np.ndarray) -> np.ndarray:
+    """Overlay opacity for anomaly values on the fixed 0..1 scale (the same for every image).
+
+    A smooth step over :data:`ALPHA_RAMP`: the low background response of normal surfaces leaves the
+    input untouched, anomalous areas are painted, and nothing is rescaled per image.
+    """
+    lo, hi = ALPHA_RAMP
+    t = np.clip((np.asarray(values, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def heat_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Blend a fixed-scale (0..1, no per-image min-max) jet heatmap over an RGB image; uint8 RGB out."""
     heat = cv2.applyColorMap((np.clip(anomaly_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     base = (np.clip(image, 0, 1) * 255).astype(np.float32)
-    weight = alpha * np.clip(anomaly_map, 0, 1)[..., None]  # good areas stay the plain image
+    weight = alpha * overlay_alpha(anomaly_map)[..., None]  # good areas stay the plain image
     return (base * (1 - weight) + heat.astype(np.float32) * weight).astype(np.uint8)
 
 

@@ -64,3 +64,18 @@ def test_inspect_files_can_be_cancelled(inspector, tmp_path):
     for r in inspector.inspect_files(paths, batch_size=1, cancel=lambda: len(seen) >= 2):
         seen.append(r)
     assert len(seen) == 2
+
+
+def test_overlay_leaves_normal_areas_untouched_on_a_fixed_scale():
+    import numpy as np
+
+    from core.overlay import heat_overlay, overlay_alpha
+
+    a = overlay_alpha(np.linspace(0, 1, 101))
+    assert a[:26].max() == 0.0 and a[75:].min() == 1.0 and np.all(np.diff(a) >= 0)
+    image = np.full((4, 8, 3), 0.5, np.float32)
+    amap = np.zeros((4, 8), np.float32)
+    amap[:, 4:] = 0.9  # right half anomalous, left half the background response of a good surface
+    amap[:, :4] = 0.2
+    out = heat_overlay(image, amap)
+    assert np.all(out[:, :4] == 127) and np.abs(out[:, 4:].astype(int) - 127).max() > 40

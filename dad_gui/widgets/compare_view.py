@@ -8,6 +8,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QVBoxLayout, QWidget
 
+from core.overlay import overlay_alpha
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 COLORMAPS = ("inferno", "turbo", "viridis", "CET-L3")
@@ -190,10 +192,10 @@ class CompareView(QWidget):
         self.overlay.setOpacity(value / 100)
 
     def _apply_cmap(self, name: str) -> None:
-        # fixed 0..1 colour scale whose alpha also grows with the anomaly value, so normal
-        # areas stay close to the plain input and only anomalous ones are painted
+        # fixed 0..1 colour scale whose opacity ramps up with the anomaly value (the same ramp for
+        # every image and for exported overlays): normal areas stay the plain input
         lut = pg.colormap.get(name).getLookupTable(0.0, 1.0, 256, alpha=True)
-        lut[:, 3] = np.linspace(0, 255, 256).astype(np.uint8)
+        lut[:, 3] = (overlay_alpha(np.linspace(0.0, 1.0, 256)) * 255).astype(np.uint8)
         self.overlay.setLookupTable(lut)
         self._apply_opacity(self.opacity.value())
 
