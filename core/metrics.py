@@ -42,6 +42,29 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(f1.max())
 
 
+def roc_summary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(fpr, tpr, AUROC, F1-max) from one sort, in plain numpy.
+
+    The same values as scikit-learn's ``roc_curve``/``roc_auc_score``/``precision_recall_curve``
+    (ties grouped, trapezoidal area), about 10x faster: the threshold panel recomputes it while
+    10,000 results stream in and while the slider moves.
+    """
+    labels = np.asarray(labels).ravel().astype(bool)
+    scores = np.asarray(scores, np.float64).ravel()
+    _check_binary(labels)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each distinct score
+    tp = np.cumsum(y)[last].astype(np.float64)
+    fp = (last + 1 - tp).astype(np.float64)
+    n_pos, n_neg = tp[-1], fp[-1]
+    fpr, tpr = np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    precision, recall = tp / np.maximum(tp + fp, 1e-12), tp / n_pos
+    f1 = float(np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12)))
+    return fpr, tpr, auroc, f1
+
+
 def _filled_regions(mask: np.ndarray) -> list[np.ndarray]:
     """Connected regions (8-connectivity) of a binary mask, each with holes filled, as bool masks."""
     n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)

@@ -76,3 +76,22 @@ def test_threshold_pickers_on_crafted_scores():
     assert M.threshold_mean_k_sigma(good, 2) == pytest.approx(good.mean() + 2 * good.std())
     c = M.confusion(labels, scores, 0.35)
     assert c == {"true_ng": 3, "false_ng": 1, "true_ok": 3, "false_ok": 0}
+
+
+def test_fast_roc_summary_matches_scikit_learn():
+    from sklearn.metrics import roc_curve
+
+    from core.metrics import f1_max, image_auroc, roc_summary
+
+    rng = np.random.default_rng(3)
+    for n, ties in ((50, False), (400, True), (7, True)):
+        labels = rng.integers(0, 2, n)
+        labels[:2] = (0, 1)
+        scores = rng.random(n) + 0.5 * labels
+        if ties:
+            scores = np.round(scores, 1)
+        fpr, tpr, auroc, f1 = roc_summary(labels, scores)
+        ref_fpr, ref_tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        assert np.allclose(fpr, ref_fpr) and np.allclose(tpr, ref_tpr)
+        assert auroc == pytest.approx(image_auroc(labels, scores), abs=1e-12)
+        assert f1 == pytest.approx(f1_max(labels, scores), abs=1e-12)

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from sklearn.metrics import roc_curve
 
 from core import metrics as M
 
@@ -50,7 +49,8 @@ class ThresholdPanel(QWidget):
                                     hoverPen=pg.mkPen("#ffffff", width=3), label="threshold",
                                     labelOpts={"position": 0.92, "color": "#ffd33d"})
         self.hist.addItem(self.line)
-        self._curves: list[pg.PlotDataItem] = []
+        self._curves: dict[str, pg.PlotDataItem] = {}  # created once, then only setData (cheap)
+        self._roc: tuple[float, float] | None = None  # (I-AUROC, F1-max) of the cached scores
 
         self.fpr_spin = QDoubleSpinBox(decimals=1, minimum=0.0, maximum=100.0, value=1.0, suffix=" %")
         self.k_spin = QDoubleSpinBox(decimals=1, minimum=0.0, maximum=10.0, value=3.0, singleStep=0.5)
@@ -90,7 +90,7 @@ class ThresholdPanel(QWidget):
         state.results_updated.connect(self._results_updated)
         state.folder_changed.connect(self.refresh)
         state.model_changed.connect(self.refresh)
-        self._refresh_timer = QTimer(self, singleShot=True, interval=150)  # throttle while results stream
+        self._refresh_timer = QTimer(self, singleShot=True, interval=250)  # throttle while results stream
         self._refresh_timer.timeout.connect(self.refresh)
         self.refresh()
         self.render_threshold()
@@ -141,7 +141,8 @@ class ThresholdPanel(QWidget):
 
     def _results_updated(self, *_args: int) -> None:
         self._render_counts()  # cheap: every batch
-        self._refresh_timer.start()  # histogram and ROC: throttled while results stream
+        if not self._refresh_timer.isActive():  # histogram and ROC: at most ~4 times a second while streaming
+            self._refresh_timer.start()
 
     def _render_counts(self) -> None:
         c = self.state.counts()
@@ -151,39 +152,48 @@ class ThresholdPanel(QWidget):
             f"<span style='color:#d29922'>errors {c['error']}</span>&nbsp;&nbsp;"
             f"<span style='color:#8b949e'>pending {c['pending']}</span>")
 
+    def _curve(self, name: str, colour: str) -> pg.PlotDataItem:
+        if name not in self._curves:
+            self._curves[name] = self.hist.plot([0, 1], [0], stepMode="center", fillLevel=0, name=name,
+                                                pen=pg.mkPen(colour, width=1.5), brush=pg.mkColor(colour + "55"))
+        return self._curves[name]
+
     def refresh(self) -> None:
-        """Histogram, ROC and button states from the cached scores."""
-        for c in self._curves:
-            self.hist.removeItem(c)
-        self._curves = []
-        self.hist.plotItem.legend.clear()
+        """Histogram, ROC and button states from the cached scores (numpy only: ~ms for 10,000)."""
         scores, labels = self.state.scored()
         has_labels = self.state.has_labels()
+        groups = ([("good", scores[labels == 0], GOOD_COLOUR), ("defective", scores[labels == 1], BAD_COLOUR)]
+                  if has_labels else [("all images", scores, ALL_COLOUR)])
+        shown = {name for name, _, _ in groups} if len(scores) else set()
+        if set(self._curves) - shown:  # layout changed (labels appeared or vanished): rebuild the legend
+            for c in self._curves.values():
+                self.hist.removeItem(c)
+            self.hist.plotItem.legend.clear()
+            self._curves = {}
         if len(scores):
             lo, hi = float(scores.min()), float(scores.max())
             pad = max((hi - lo) * 0.1, 1e-3)
             bins = np.linspace(max(lo - pad, 0), min(hi + pad, 1), 41)
-            groups = ([("good", scores[labels == 0], GOOD_COLOUR), ("defective", scores[labels == 1], BAD_COLOUR)]
-                      if has_labels else [("all images", scores, ALL_COLOUR)])
             for name, vals, colour in groups:
                 counts, edges = np.histogram(vals, bins=bins)
-                c = self.hist.plot(edges, counts, stepMode="center", fillLevel=0, name=name,
-                                   pen=pg.mkPen(colour, width=1.5), brush=pg.mkColor(colour + "55"))
-                self._curves.append(c)
+                self._curve(name, colour).setData(edges, counts)
             self.hist.setXRange(bins[0], bins[-1], padding=0)
         good_known = bool(np.any(labels == 0))
         self.btn_f1.setEnabled(has_labels)
         for b in (self.btn_zero, self.btn_fpr, self.btn_sigma):
             b.setEnabled(good_known)
         self.metrics_box.setVisible(has_labels)
+        self._roc = None
         if has_labels:
-            fpr, tpr, _ = roc_curve(labels, scores)
-            self.roc_curve.setData(fpr, tpr)
+            fpr, tpr, auroc, f1 = M.roc_summary(labels, scores)
+            keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 400)).astype(int))  # enough to draw
+            self.roc_curve.setData(fpr[keep], tpr[keep])
+            self._roc = (auroc, f1)
         self._render_counts()
         self._render_metrics_at_threshold()
 
     def _render_metrics_at_threshold(self) -> None:
-        if not self.state.has_labels():
+        if self._roc is None or not self.state.has_labels():
             return
         scores, labels = self.state.scored()
         c = M.confusion(labels, scores, self.state.threshold)
@@ -191,8 +201,9 @@ class ThresholdPanel(QWidget):
         self.roc_point.setData([c["false_ng"] / n_good], [c["true_ng"] / n_bad])
         tp, fp, fn = c["true_ng"], c["false_ng"], c["false_ok"]
         f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-        self.metrics_label.setText(f"I-AUROC <b>{M.image_auroc(labels, scores):.3f}</b> &nbsp; "
-                                   f"F1 at threshold <b>{f1:.3f}</b> &nbsp; F1-max {M.f1_max(labels, scores):.3f}")
+        auroc, f1_max = self._roc
+        self.metrics_label.setText(f"I-AUROC <b>{auroc:.3f}</b> &nbsp; "
+                                   f"F1 at threshold <b>{f1:.3f}</b> &nbsp; F1-max {f1_max:.3f}")
         self.confusion.setText(
             "<table cellspacing='0' cellpadding='4' border='1' style='border-color:#455364'>"
             "<tr><th></th><th>verdict OK</th><th>verdict NG</th></tr>"
