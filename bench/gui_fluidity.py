@@ -58,11 +58,29 @@ class Heartbeat:
                 "ticks": len(g)}
 
 
-def run_until(app, cond, timeout_s: float) -> float:  # noqa: ANN001
-    t0 = time.perf_counter()
+def rss_mib() -> float:
+    """Resident memory of this process now (Linux), MiB."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_until(app, cond, timeout_s: float, samples: list | None = None) -> float:  # noqa: ANN001
+    t0 = last = time.perf_counter()
     while not cond():
-        if time.perf_counter() - t0 > timeout_s:
+        now = time.perf_counter()
+        if now - t0 > timeout_s:
             raise TimeoutError("benchmark phase timed out")
+        if samples is not None and now - last > 1.0:
+            samples.append(rss_mib())
+            last = now
         app.processEvents()
         time.sleep(0.001)
     return time.perf_counter() - t0
@@ -136,7 +154,9 @@ def main() -> None:
     rows.append(("listing the folder", t_listed, hb.stats()))
     hb.reset()
     t_first = run_until(app, lambda: win.state.counts()["OK"] + win.state.counts()["NG"] > 0, 120)
-    run_until(app, lambda: win.state.counts()["pending"] == 0 and not win._inspecting, 3600)
+    rss: list[float] = [rss_mib()]
+    run_until(app, lambda: win.state.counts()["pending"] == 0 and not win._inspecting, 3600, rss)
+    rss.append(rss_mib())
     t_all = time.perf_counter() - t_open
     rows.append(("results streaming in (sorted by score)", t_all - t_listed, hb.stats()))
 
@@ -179,7 +199,12 @@ def main() -> None:
               f"One arrow-key press is handled in {np.median(step_ms):.1f} ms (median), "
               f"{np.max(step_ms):.1f} ms (max). Moving the threshold re-evaluates {args.images:,} verdicts in "
               f"{thr_ms:.0f} ms; switching the filter to NG takes {filt_ms:.0f} ms.",
-              f"Errors reported: {len(errors)}."]
+              f"Errors reported: {len(errors)}.", "",
+              f"Memory (resident): {rss[0]:.0f} MiB when the first result arrived, "
+              f"{rss[len(rss) // 4]:.0f} / {rss[len(rss) // 2]:.0f} / {rss[3 * len(rss) // 4]:.0f} MiB at a quarter, "
+              f"half and three quarters of the run, {rss[-1]:.0f} MiB at the end; peak {peak_rss_mib():.0f} MiB. "
+              "Scores take 8 bytes per image; reconstructions and maps are cached for the 400 most recent "
+              "images only."]
     body = "\n".join(lines)
     print(body)
     write_section("gui-fluidity", body)

@@ -44,7 +44,7 @@ from .app import apply_theme, log, show_error
 from .paths import data_dir
 from .registry import Registry, RegistryError
 from .results_model import FILTERS, ResultsFilter, ResultsTableModel
-from .state import AppState, ModelInfo
+from .state import AppState, FolderListing, ModelInfo
 from .widgets.compare_view import CompareView
 from .widgets.models_panel import ModelsPanel
 from .widgets.threshold_panel import ThresholdPanel
@@ -262,13 +262,14 @@ class MainWindow(QMainWindow):
         self.runner.list_folder(self._folder_token, folder)
         return True
 
-    def _folder_listed(self, token: int, folder_text: str, samples: list) -> None:
+    def _folder_listed(self, token: int, folder_text: str, listing: FolderListing) -> None:
         if token != self._folder_token:
             return  # another folder was opened meanwhile
         self._listed_token = token
         folder = Path(folder_text)
         self._view = None
-        self.state.set_samples(folder, samples)
+        samples = listing.samples
+        self.state.set_samples(folder, samples, listing)
         self.settings.setValue("last_folder", str(folder))
         self._remember_recent(str(folder))
         if not samples:

@@ -56,6 +56,23 @@ def _relative(path: Path, folder: Path) -> str:
     return "/".join(parts)
 
 
+@dataclass(frozen=True)
+class FolderListing:
+    """A folder's samples with what the table needs precomputed (names, sort ranks, labels)."""
+
+    samples: list[Sample]
+    names: list[str]
+    name_rank: np.ndarray
+    truth_rank: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def build(cls, folder: Path, samples: list[Sample]) -> FolderListing:
+        names = [_relative(s.path, folder) for s in samples]
+        return cls(samples, names, _rank(names), _rank([{0: "good", 1: s.defect}.get(s.label, "") for s in samples]),
+                   np.array([s.label for s in samples], int))
+
+
 class AppState(QObject):
     folder_changed = Signal()
     model_changed = Signal()
@@ -85,13 +102,16 @@ class AppState(QObject):
         self._cache: OrderedDict[int, ImageDetail] = OrderedDict()
 
     # ---- folder and model ----------------------------------------------------------------
-    def set_samples(self, folder: Path, samples: list[Sample]) -> None:
+    def set_samples(self, folder: Path, samples: list[Sample], listing: FolderListing | None = None) -> None:
+        """Show a new folder; ``listing`` (built off the GUI thread for big folders) saves the work here."""
+        listing = listing if listing is not None and listing.samples is samples else FolderListing.build(folder,
+                                                                                                        samples)
         self.folder = folder
         self.samples = samples
-        self.names = [_relative(s.path, folder) for s in samples]
-        self.name_rank = _rank(self.names)  # sort keys for the table
-        self.truth_rank = _rank([{0: "good", 1: s.defect}.get(s.label, "") for s in samples])
-        self.labels = np.array([s.label for s in samples], int)
+        self.names = listing.names
+        self.name_rank = listing.name_rank  # sort keys for the table
+        self.truth_rank = listing.truth_rank
+        self.labels = listing.labels
         self.clear_results()
         self.current = -1
         self.folder_changed.emit()

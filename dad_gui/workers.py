@@ -17,7 +17,7 @@ from core.data import ImageReadError, Sample, folder_samples, read_image, read_m
 from core.inference import Inspector
 
 from .jobs import JobSpec, run_job
-from .state import ImageDetail, ResultRow
+from .state import FolderListing, ImageDetail, ResultRow
 
 
 class TaskSignals(QObject):
@@ -29,7 +29,7 @@ class TaskSignals(QObject):
     failed = Signal(str, int, str)  # task kind, generation, message
     loaded = Signal(int, object)  # generation, Inspector
     moved = Signal(int, object)  # generation, Inspector on its new device
-    listed = Signal(int, str, object)  # request token, folder, list of Sample
+    listed = Signal(int, str, object)  # request token, folder, FolderListing
     viewed = Signal(int, object, object, object, str)  # request token, Sample, image, mask, error
 
 
@@ -126,7 +126,7 @@ class TaskRunner(QObject):
             except OSError as exc:
                 task.signals.failed.emit("list", token, f"{folder}: {exc.strerror or exc}")
                 return
-            task.signals.listed.emit(token, str(folder), samples)
+            task.signals.listed.emit(token, str(folder), FolderListing.build(folder, samples))
 
         self.io_pool.start(_Task("list", token, self.signals, work))
 
