@@ -36,8 +36,12 @@ def machine() -> str:
 
 def git_rev() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=DOC.parent.parent, check=False).stdout.strip() or "uncommitted"
+        root = DOC.parent.parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=root, check=False).stdout.strip() or "uncommitted"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=root, check=False).stdout.strip()
+        return f"{rev} with uncommitted changes" if dirty else rev
     except OSError:
         return "unknown"
 

@@ -48,11 +48,12 @@ def main() -> int:
     w.open_model_file(str(resource_path("demo", "model.safetensors")))
     pump(30, lambda: w.inspector is not None)
     w.open_folder(str(resource_path("demo", "images")))
-    pump(60, lambda: w.state.counts()["pending"] == 0)
+    pump(60, lambda: not w.folder_pending() and w.state.counts()["pending"] == 0 and not w._inspecting)
     # show a defective image: the highest-scoring one
     w.table.sortByColumn(1, w.table.horizontalHeader().sortIndicatorOrder().DescendingOrder)
+    pump(1)  # let the throttled re-sort happen
     w.table.selectRow(0)
-    pump(3, lambda: w.compare._map is not None)
+    pump(5, lambda: w.compare._map is not None)
     pump(1)
     w.grab().save(str(OUT / "main_window.png"))
 
