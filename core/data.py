@@ -8,6 +8,7 @@ A file that cannot be read raises :class:`ImageReadError` naming the file and th
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,9 +54,17 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     return sorted(found)
 
 
+MAX_FILE_BYTES = 2**30  # no camera image is 1 GiB; refuse before reading it into memory
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to float32 RGB [H, W, 3] in [0, 1]."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.png would block the reader forever
+            raise ImageReadError(path, "not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(path, f"file too large ({st.st_size / 2**30:.1f} GiB)")
         raw = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
         raise ImageReadError(path, "file not found (deleted or moved?)") from None
@@ -148,6 +157,9 @@ def decode_image(raw: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
         raise ImageReadError(path, "not a readable image (corrupt, truncated, too large or unsupported format)")
     if img.shape[0] * img.shape[1] > MAX_PIXELS:
         raise ImageReadError(path, f"image too large ({img.shape[1]}x{img.shape[0]} pixels)")
+    if img.dtype not in (np.uint8, np.uint16, np.float32, np.float64) or (
+            img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+        raise ImageReadError(path, f"unsupported pixel type {img.dtype} with shape {img.shape}")
     h, w = img.shape[:2]
     if max(h, w) > MAX_SIDE:
         scale = MAX_SIDE / max(h, w)
@@ -190,10 +202,19 @@ def write_png(path: str | Path, bgr: np.ndarray) -> None:
 
 def read_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Ground-truth mask resized to ``size`` = (H, W) with nearest neighbour, as bool."""
-    raw = np.fromfile(str(path), dtype=np.uint8) if Path(path).exists() else np.zeros(0, np.uint8)
+    try:
+        raw = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else np.zeros(0, np.uint8)
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read mask ({exc.strerror or exc})") from None
     if raw.size == 0:
         raise ImageReadError(path, "mask missing or empty")
-    m = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
+    dims = header_size(raw)
+    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+        raise ImageReadError(path, "mask too large")
+    try:
+        m = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
+    except cv2.error:
+        m = None
     if m is None:
         raise ImageReadError(path, "mask is not a readable image")
     if m.shape != size:

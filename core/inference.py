@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,9 +82,11 @@ class Inspector:
         dev = pick_device(str(device))
         if dev == self.device:
             return self
-        model = copy.deepcopy(self.model).to(dev)
-        model = model.to(memory_format=torch.channels_last if dev.type == "cpu"  # type: ignore[call-overload]
-                         else torch.contiguous_format)
+        model = DiffusionAD(self.config)  # built on the CPU; weights copied straight to the target device,
+        model.load_state_dict({k: v.detach().to(dev) for k, v in self.model.state_dict().items()})  # no 2nd GPU copy
+        model = model.to(dev)
+        if dev.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return Inspector(model, dev, self.checkpoint)
 
     @torch.inference_mode()

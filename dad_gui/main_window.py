@@ -378,6 +378,7 @@ class MainWindow(QMainWindow):
         self._refresh_model_combo()
         self.models_panel.refresh()
         self._idle(f"Model {name} loaded on {info.device}.")
+        self._place_inspector()  # a training job may have taken the GPU during the load
         self.start_inspection()
 
     def _model_failed(self, _generation: int, message: str) -> None:
@@ -410,7 +411,7 @@ class MainWindow(QMainWindow):
 
     def _on_progress(self, _kind: str, generation: int, done: int, total: int) -> None:
         # QProgressBar.setValue repaints at once: apply the newest value at most 10 times a second
-        if generation == self.state.generation:
+        if generation == self.state.generation and not self.folder_pending():
             self._progress_value = (done, total)
             if not self._progress_timer.isActive():
                 self._progress_timer.start()
@@ -425,6 +426,9 @@ class MainWindow(QMainWindow):
     def _on_finished(self, kind: str, generation: int, cancelled: bool) -> None:
         if generation != self.state.generation:
             return
+        if self.folder_pending():  # the run was cancelled for a folder still being listed: keep "Listing…"
+            self._inspecting = False
+            return
         if kind == "export":
             self._idle("Overlay export " + ("cancelled." if cancelled else "finished."))
             return
@@ -436,6 +440,11 @@ class MainWindow(QMainWindow):
     def _on_failed(self, kind: str, generation: int, message: str) -> None:
         if kind == "load":
             self._model_failed(generation, message)
+        elif kind == "view":
+            if generation == self._view_token:
+                self._view = None
+                self.compare.clear()
+                self.status_text.setText(f"Cannot show this image: {message.splitlines()[0]}")
         elif kind == "move":
             self._render_device()
             where = device_name(self.inspector.device) if self.inspector else "its device"
@@ -577,7 +586,7 @@ class MainWindow(QMainWindow):
         self.inspector = inspector
         if self.state.model is not None:
             self.state.model.device = device_name(inspector.device)
-        self._render_device()
+        self._place_inspector()  # a job may have started or ended while the copy was made
 
     def _render_device(self) -> None:
         if self.inspector is None:

@@ -68,14 +68,18 @@ def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = 
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(scratch / "settings"))
 
+    from dad_gui import app as app_module
     from dad_gui import main_window as mw
-    from dad_gui.app import create_app
     from dad_gui.paths import resource_path
 
     errors: list[str] = []
-    mw.show_error = lambda title, message, details="": errors.append(f"{title}: {message}")  # no modal dialogs
 
-    app = create_app([sys.argv[0]])
+    def collect(title: str, message: str, details: str = "") -> None:  # never a modal dialog: CI has no user
+        errors.append(f"{title}: {message}")
+
+    mw.show_error = app_module.show_error = collect
+    app = app_module.create_app([sys.argv[0]])
+    sys.excepthook = lambda kind, exc, tb: collect("Unexpected error", f"{kind.__name__}: {exc}")
     window = mw.MainWindow()
     window.show()
     ok = True
@@ -87,7 +91,8 @@ def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = 
         finished = _wait(app, lambda: not window.folder_pending() and window.inspector is not None
                          and st.counts()["pending"] == 0 and not window._inspecting, GUI_TIMEOUT_S)
         c = st.counts()
-        gui_ok = finished and not errors and c["error"] == 0 and window.table_model.rowCount() == len(st.samples)
+        gui_ok = (finished and not errors and c["error"] == 0 and len(st.samples) > 0
+                  and window.table_model.rowCount() == len(st.samples) and c["OK"] + c["NG"] == len(st.samples))
         _print(f"self-test gui {'passed' if gui_ok else 'FAILED'}: {len(st.samples)} rows, {c['OK']} OK, "
                f"{c['NG']} NG, {c['error']} errors in {time.monotonic() - t0:.1f} s "
                f"(platform {app.platformName()}){'; ' + '; '.join(errors) if errors else ''}")

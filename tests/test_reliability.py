@@ -369,3 +369,14 @@ def _bare_window(mw, state):  # noqa: ANN001, ANN202
     win.open_model_file = win.opened.append
     win.open_folder = win.opened.append
     return win
+
+
+def test_unsupported_pixel_types_and_fifos_are_error_rows(tmp_path):
+    ok, buf = cv2.imencode(".tif", np.ones((2, D.MAX_SIDE + 4), np.int32))  # large enough to need shrinking
+    assert ok
+    (tmp_path / "int32.tif").write_bytes(buf.tobytes())
+    with pytest.raises(ImageReadError, match="unsupported pixel type"):
+        read_image(tmp_path / "int32.tif")
+    os.mkfifo(tmp_path / "pipe.png")  # would block a reader forever
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        read_image(tmp_path / "pipe.png")
