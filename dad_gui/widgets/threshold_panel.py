@@ -70,7 +70,7 @@ class ThresholdPanel(QWidget):
         self.roc.setLabel("left", "detection rate")
         self.roc.setXRange(0, 1)
         self.roc.setYRange(0, 1)
-        self.roc_curve = self.roc.plot(pen=pg.mkPen(ALL_COLOUR, width=2))
+        self.roc_curve = self.roc.plot(pen=pg.mkPen(ALL_COLOUR, width=2), antialias=False)  # cheap to redraw
         self.roc_point = self.roc.plot(symbol="o", symbolBrush="#ffd33d", pen=None, symbolSize=9)
         self.metrics_label = QLabel()
         self.metrics_label.setTextFormat(Qt.TextFormat.RichText)
@@ -154,7 +154,7 @@ class ThresholdPanel(QWidget):
 
     def _curve(self, name: str, colour: str) -> pg.PlotDataItem:
         if name not in self._curves:
-            self._curves[name] = self.hist.plot([0, 1], [0], stepMode="center", fillLevel=0, name=name,
+            self._curves[name] = self.hist.plot([0, 1], [0], stepMode="center", fillLevel=0, name=name, antialias=False,
                                                 pen=pg.mkPen(colour, width=1.5), brush=pg.mkColor(colour + "55"))
         return self._curves[name]
 
