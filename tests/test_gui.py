@@ -353,3 +353,24 @@ def test_model_deleted_from_disk_keeps_the_loaded_one(window, qtbot, tiny_ckpt, 
     window.use_version(version.id)
     qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
     assert window.inspector is first and "Cannot load model" in isolated[0][0]
+
+
+def test_linked_views_show_the_same_region(qtbot, isolated):
+    """Zoom and pan are linked: every panel shows the same part of the image, in both layouts."""
+    from dad_gui.widgets.compare_view import CompareView
+
+    view = CompareView()
+    qtbot.addWidget(view)
+    view.show()
+    img = np.zeros((64, 64, 3), np.float32)
+    view.set_images(img, np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.float32), np.zeros((64, 64), bool))
+    for size in ((900, 900), (1700, 420)):
+        view.resize(*size)
+        qtbot.wait(100)
+        view.zoom(2.5, (20.0, 40.0))
+        qtbot.wait(50)
+        ranges = [np.array(p.view.viewRange()) for p in view.panels]
+        sizes = {(round(p.view.width()), round(p.view.height())) for p in view.panels}
+        assert len(sizes) == 1, sizes
+        for r in ranges[1:]:
+            assert np.allclose(r, ranges[0], atol=0.5), (size, ranges)

@@ -119,12 +119,33 @@ class CompareView(QWidget):
         for r in range(4):
             ci.layout.setRowStretchFactor(2 * r, 0)
             ci.layout.setRowStretchFactor(2 * r + 1, 1 if r < rows else 0)
+        self._size_cells()
         if self._image is not None:
             QTimer.singleShot(0, self.fit)  # after the layout has settled
+
+    def _size_cells(self) -> None:
+        """Give every panel exactly the same size: linked, aspect-locked views of different sizes
+        would show different parts of the image."""
+        cols = max(self._cols, 1)
+        rows = -(-len(self.panels) // cols)
+        lay = self.layout_widget.ci.layout
+        spacing = lay.horizontalSpacing() if lay.horizontalSpacing() >= 0 else 6
+        margins = 24
+        width = max((self.layout_widget.width() - margins - spacing * (cols - 1)) / cols, 10)
+        label_h = 24
+        height = max((self.layout_widget.height() - margins - (label_h + 2 * spacing) * rows) / rows, 10)
+        for c in range(4):
+            lay.setColumnFixedWidth(c, width if c < cols else 0)
+        for r in range(4):
+            lay.setRowFixedHeight(2 * r, label_h if r < rows else 0)
+            lay.setRowFixedHeight(2 * r + 1, height if r < rows else 0)
 
     def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
         super().resizeEvent(event)
         self._arrange()
+        self._size_cells()
+        if self._image is not None:
+            QTimer.singleShot(0, self.fit)
 
     # ---- rendering ------------------------------------------------------------------------
     def clear(self) -> None:

@@ -44,6 +44,8 @@ class TrainingPanel(QWidget):
         super().__init__(parent)
         self.state, self.registry = state, registry
         self.folders = QListWidget()
+        self.folders.setTextElideMode(Qt.TextElideMode.ElideLeft)  # the end of a path says most
+        self.folders.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.folders.setMaximumHeight(70)
         self.add_folder = QPushButton("Add folder…")
         self.add_folder.clicked.connect(self._pick_folder)
@@ -142,6 +144,7 @@ class TrainingPanel(QWidget):
     def add_folder_path(self, path: str) -> None:
         if path and not self.folders.findItems(path, Qt.MatchFlag.MatchExactly):
             self.folders.addItem(path)
+            self.folders.item(self.folders.count() - 1).setToolTip(path)
 
     def _pick_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Folder of good images")
