@@ -189,8 +189,11 @@ def main() -> None:
     app.processEvents()
     shutil.rmtree(tmp, ignore_errors=True)
 
-    lines = [f"## GUI fluidity on a {args.images:,}-image folder (`bench/gui_fluidity.py`)", "",
-             f"Machine: {machine()}. Commit {git_rev()}. Model: {'given' if args.model else 'random tiny'}; "
+    model_name = f"`{Path(args.model).name}` ({win.state.model.preset if win.state.model else '?'})" if args.model \
+        else "random tiny"
+    lines = [f"## GUI fluidity on a {args.images:,}-image folder, {'trained' if args.model else 'tiny'} model "
+             f"(`bench/gui_fluidity.py`)", "",
+             f"Machine: {machine()}. Commit {git_rev()}. Model: {model_name}; "
              "offscreen Qt. A stall is the gap between two ticks of a 5 ms timer on the GUI thread.", "",
              "| phase | wall time | longest stall | p99 gap | gaps > 50 ms |", "|---|---|---|---|---|"]
     for name, wall, s in rows:
@@ -207,7 +210,7 @@ def main() -> None:
               "images only."]
     body = "\n".join(lines)
     print(body)
-    write_section("gui-fluidity", body)
+    write_section("gui-fluidity-model" if args.model else "gui-fluidity", body)
 
 
 if __name__ == "__main__":
