@@ -115,19 +115,15 @@ def main() -> None:
     ap.add_argument("--model", help="checkpoint; default: a random tiny model")
     ap.add_argument("--steps", type=int, default=300, help="arrow-key presses to time")
     args = ap.parse_args()
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     tmp = Path(tempfile.mkdtemp(prefix="dad-fluidity-"))
-    os.environ["DAD_DATA_DIR"] = str(tmp / "data")
-    from PySide6.QtCore import QSettings, Qt
+    from dad_gui.selftest import headless_session
+
+    app, errors = headless_session(tmp, "bench")  # settings and registry under tmp, errors collected
+    from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
     from dad_gui import main_window as mw
-    from dad_gui.app import create_app
 
-    errors: list[str] = []
-    mw.show_error = lambda title, message, details="": errors.append(f"{title}: {message}")
     folder = tmp / "images"
     t0 = time.perf_counter()
     make_folder(folder, args.images)
@@ -136,7 +132,6 @@ def main() -> None:
     if not args.model:
         tiny_model(model)
 
-    app = create_app(["bench"])
     win = mw.MainWindow()
     win.resize(1500, 900)
     win.show()

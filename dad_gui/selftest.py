@@ -21,6 +21,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
 
 GUI_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 300.0
@@ -60,7 +64,9 @@ def _wait(app, done: Callable[[], bool], timeout_s: float) -> bool:  # noqa: ANN
     return False
 
 
-def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = True) -> bool:
+def headless_session(scratch: Path, argv0: str) -> tuple[QApplication, list[str]]:
+    """An application whose settings, registry and logs live under ``scratch`` and whose errors are
+    collected instead of shown in modal dialogs (no user to close them). Returns (app, errors)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ["DAD_DATA_DIR"] = str(scratch / "data")
     from PySide6.QtCore import QSettings
@@ -70,16 +76,22 @@ def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = 
 
     from dad_gui import app as app_module
     from dad_gui import main_window as mw
-    from dad_gui.paths import resource_path
 
     errors: list[str] = []
 
-    def collect(title: str, message: str, details: str = "") -> None:  # never a modal dialog: CI has no user
+    def collect(title: str, message: str, details: str = "") -> None:
         errors.append(f"{title}: {message}")
 
     mw.show_error = app_module.show_error = collect
-    app = app_module.create_app([sys.argv[0]])
+    app = app_module.create_app([argv0])
     sys.excepthook = lambda kind, exc, tb: collect("Unexpected error", f"{kind.__name__}: {exc}")
+    return app, errors
+
+
+def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = True) -> bool:
+    app, errors = headless_session(scratch, sys.argv[0])
+    from dad_gui import main_window as mw
+    from dad_gui.paths import resource_path
     window = mw.MainWindow()
     window.show()
     ok = True
