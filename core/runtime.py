@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import threading
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _tuned = False
@@ -25,3 +27,22 @@ def tune_cpu() -> None:
     except (OSError, AttributeError):
         return
     _tuned = True
+
+
+def lower_thread_priority(niceness: int = 10) -> bool:
+    """Make the calling thread (and the OpenMP threads it starts later) yield the CPU to others.
+
+    For batch inference beside a GUI: on a 2-core machine, 2 torch threads and the GUI thread share
+    2 cores and the window stutters; with the inference threads niced, the scheduler runs the GUI
+    thread as soon as it has work and inference still gets every idle cycle. Linux only (a thread's
+    nice value is per thread there, and threads inherit it); returns False where it did nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < niceness:  # raising it back would need privileges
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+        return True
+    except OSError:
+        return False

@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
 
 from core.data import ImageReadError, Sample, folder_samples, read_image, read_mask
 from core.inference import Inspector
+from core.runtime import lower_thread_priority
 
 from .jobs import JobSpec, run_job
 from .state import FolderListing, ImageDetail, ResultRow
@@ -75,6 +76,7 @@ class TaskRunner(QObject):
 
     def load_model(self, generation: int, path: str, device: str = "auto") -> None:
         def work(task: _Task) -> None:
+            lower_thread_priority()  # this pool's thread runs the batch inspection: see inspect()
             insp = Inspector.from_checkpoint(path, device=device)
             task.signals.loaded.emit(task.generation, insp)
 
@@ -82,6 +84,9 @@ class TaskRunner(QObject):
 
     def inspect(self, generation: int, inspector: Inspector, paths: list[Path], batch_size: int = 8) -> None:
         def work(task: _Task) -> None:
+            # Niced (with the torch threads it starts), a 10,000-image run never starves the GUI thread
+            # of a core; the image on screen (detail pool) keeps normal priority.
+            lower_thread_priority()
             total, done = len(paths), 0
             rows: list[ResultRow] = []
             for fr in inspector.inspect_files(paths, batch_size=batch_size, cancel=task.cancelled):

@@ -374,3 +374,75 @@ def test_linked_views_show_the_same_region(qtbot, isolated):
         assert len(sizes) == 1, sizes
         for r in ranges[1:]:
             assert np.allclose(r, ranges[0], atol=0.5), (size, ranges)
+
+
+def test_streamed_rows_repaint_only_their_cells(qtbot, isolated, tmp_path):
+    """A streamed batch repaints its own cells when on screen, nothing when off screen; painted cells
+    show the same text through multiData() (one call per cell) as through data()."""
+    from pathlib import Path
+
+    from PySide6.QtCore import QEvent, QModelRoleData, QModelRoleDataSpan, QObject, Qt
+    from PySide6.QtWidgets import QTableView
+
+    from core.data import Sample
+    from dad_gui.results_model import ResultsFilter, ResultsTableModel
+    from dad_gui.state import AppState
+
+    st = AppState()
+    st.set_samples(tmp_path, [Sample(Path(tmp_path / f"{i:04d}.png"), 0, "", None) for i in range(2000)])
+    proxy = ResultsFilter(st)
+    proxy.setSourceModel(ResultsTableModel(st))
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(proxy)
+    view.resize(400, 300)
+    view.show()
+    qtbot.waitExposed(view)
+
+    rects: list = []
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):  # noqa: ANN001, N802
+            if event.type() == QEvent.Type.Paint:
+                rects.append(event.rect())
+            return False
+
+    spy = Paints()
+    view.viewport().installEventFilter(spy)
+    qtbot.wait(50)
+    rects.clear()
+    st.add_results(st.generation, [(i, 0.5, None, None) for i in range(1500, 1508)])  # far below the fold
+    qtbot.wait(300)
+    assert rects == []
+    st.add_results(st.generation, [(1, 0.25, None, None)])  # the second row, on screen
+    qtbot.waitUntil(lambda: bool(rects), timeout=2000)
+    assert all(r.height() <= 2 * view.rowHeight(1) for r in rects)  # its cells, not the viewport
+    assert proxy.data(proxy.index(1, 1)) == "0.2500"
+    for col, role in [(0, Qt.ItemDataRole.DisplayRole), (1, Qt.ItemDataRole.DisplayRole),
+                      (2, Qt.ItemDataRole.ForegroundRole), (2, Qt.ItemDataRole.FontRole)]:
+        role_data = QModelRoleData(role.value)
+        proxy.multiData(proxy.index(1, col), QModelRoleDataSpan(role_data))
+        assert role_data.data() == proxy.data(proxy.index(1, col), role)
+
+
+def test_inference_thread_runs_niced(qapp):
+    import os
+    import sys
+    import threading
+
+    from core.runtime import lower_thread_priority
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are a Linux feature")
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def work() -> None:
+        seen["ok"] = lower_thread_priority(10)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == {"ok": True, "nice": max(10, main_nice)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the GUI thread keeps its own
