@@ -31,7 +31,7 @@ def evaluate(
     samples = mvtec_test_samples(root)
     if not samples:
         raise ValueError(f"{root}: test/ holds no images")
-    labels, scores, defects, maps, masks, errors = [], [], [], [], [], []
+    kept, scores, maps, errors = [], [], [], []
     t0 = time.perf_counter()
     results = inspector.inspect_files([s.path for s in samples], batch_size=batch_size)
     for i, (sample, fr) in enumerate(zip(samples, results), 1):
@@ -40,21 +40,39 @@ def evaluate(
         if fr.result is None:
             errors.append(f"{sample.path}: {fr.error}")
             continue
-        labels.append(sample.label)
+        kept.append(sample)
         scores.append(fr.result.score)
-        defects.append(sample.defect)
+        maps.append(cv2.resize(fr.result.anomaly_map, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR))
+    elapsed = time.perf_counter() - t0
+    report = score_report(kept, np.array(scores), maps)
+    report.update(errors=errors, seconds=elapsed, ms_per_image_incl_io=1000 * elapsed / max(len(kept), 1),
+                  model_image_size=inspector.config.image_size)
+    return report
+
+
+def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray]) -> dict[str, Any]:
+    """The metrics of any model's image scores and anomaly maps (any size) for MVTec test ``samples``.
+
+    Shared by :func:`evaluate` and the peer benchmark, so other models are scored by the same code.
+    """
+    labels_a = np.array([s.label for s in samples])
+    defects = np.array([s.defect for s in samples])
+    scores_a = np.asarray(scores, dtype=np.float64)
+    pixel_maps, masks = [], []
+    for sample, amap in zip(samples, maps):
         mask = _mask_for(sample)
         if mask is None:
             continue
-        maps.append(cv2.resize(fr.result.anomaly_map, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR))
+        amap = np.asarray(amap, dtype=np.float32)
+        if amap.shape != (EVAL_SIZE, EVAL_SIZE):
+            amap = cv2.resize(amap, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR)
+        pixel_maps.append(amap)
         masks.append(mask)
-    elapsed = time.perf_counter() - t0
-    labels_a, scores_a = np.array(labels), np.array(scores)
-    maps_a, masks_a = np.stack(maps), np.stack(masks)
+    maps_a, masks_a = np.stack(pixel_maps), np.stack(masks)
     per_defect = {
-        d: image_auroc(np.r_[np.zeros(np.sum(labels_a == 0)), np.ones(np.sum(np.array(defects) == d))],
-                       np.r_[scores_a[labels_a == 0], scores_a[np.array(defects) == d]])
-        for d in sorted(set(defects) - {"good"})
+        d: image_auroc(np.r_[np.zeros(np.sum(labels_a == 0)), np.ones(np.sum(defects == d))],
+                       np.r_[scores_a[labels_a == 0], scores_a[defects == d]])
+        for d in sorted(set(defects.tolist()) - {"good"})
     }
     return {
         "image_auroc": image_auroc(labels_a, scores_a),
@@ -63,9 +81,7 @@ def evaluate(
         "pixel_ap": pixel_ap(masks_a, maps_a),
         "image_f1_max": f1_max(labels_a, scores_a),
         "per_defect_image_auroc": per_defect,
-        "images": len(labels), "defective": int(labels_a.sum()), "pixel_images": len(maps),
-        "errors": errors, "seconds": elapsed, "ms_per_image_incl_io": 1000 * elapsed / max(len(labels), 1),
-        "model_image_size": inspector.config.image_size,
+        "images": len(samples), "defective": int(labels_a.sum()), "pixel_images": len(pixel_maps),
     }
 
 

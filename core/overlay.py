@@ -43,3 +43,21 @@ def overlay_png(path: str | Path, result: InspectionResult, out: str | Path) -> 
     """Write the side-by-side panel of ``path`` as a PNG (atomically)."""
     panel = side_by_side(read_image(path), result)
     write_png(out, panel[..., ::-1])
+
+
+def threshold_contours(values: np.ndarray, level: float) -> list[np.ndarray]:
+    """Outlines of the regions where ``values >= level``: one closed (N, 2) array of (x, y) per region.
+
+    Coordinates are in pixels with (0, 0) at the top-left corner of the first pixel, so a point lies on
+    a pixel's centre (x + 0.5); holes are outlined too. OpenCV traces a 1-megapixel map in about a
+    millisecond (a pure-Python marching squares takes tens).
+    """
+    mask = (np.nan_to_num(np.asarray(values, np.float32), nan=-np.inf) >= level).astype(np.uint8)
+    if mask.ndim != 2 or not mask.any():
+        return []
+    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for c in contours:
+        pts = c.reshape(-1, 2).astype(np.float32) + 0.5
+        out.append(np.concatenate([pts, pts[:1]]))  # closed
+    return out

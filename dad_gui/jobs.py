@@ -42,10 +42,11 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     from core.config import replace
     from core.data import list_images, train_folder
     from core.presets import get_preset
-    from core.runtime import tune_cpu
+    from core.runtime import lower_thread_priority, tune_cpu
     from core.synthesis import load_textures
     from core.training import TrainData, Trainer
 
+    lower_thread_priority()  # before torch starts its threads (they inherit it): the window stays fluid
     tune_cpu()
     if spec.threads:
         torch.set_num_threads(spec.threads)

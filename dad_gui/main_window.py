@@ -397,7 +397,8 @@ class MainWindow(QMainWindow):
     def start_inspection(self) -> None:
         if self.inspector is None or not self.state.samples:
             return
-        self.state.clear_results()
+        if self.state.has_results():  # a fresh folder is clear already: one table reset, not two
+            self.state.clear_results()
         gen = self.state.generation
         self._inspecting = True
         self._busy(f"Inspecting {len(self.state.samples)} images…", len(self.state.samples))

@@ -134,6 +134,10 @@ class AppState(QObject):
         self.results_cleared.emit()
 
     # ---- results ---------------------------------------------------------------------------
+    def has_results(self) -> bool:
+        """Some image has a score or an error for the current folder and model."""
+        return bool(self.errors) or not bool(np.isnan(self.scores).all())
+
     def add_results(self, generation: int, rows: list[ResultRow]) -> None:
         """Store a streamed batch; ignored when it belongs to an older folder/model."""
         if generation != self.generation or not rows:

@@ -48,6 +48,10 @@ class _Task(QRunnable):
         return self.cancel_event.is_set()
 
     def run(self) -> None:
+        # Every worker thread (and the torch threads it starts) runs niced: the GUI thread alone keeps
+        # normal priority, so it gets a core as soon as it has work, even on a 2-core machine running
+        # a 10,000-image inspection; workers still get every idle cycle.
+        lower_thread_priority()
         try:
             self._fn(self)
         except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI once
@@ -76,7 +80,6 @@ class TaskRunner(QObject):
 
     def load_model(self, generation: int, path: str, device: str = "auto") -> None:
         def work(task: _Task) -> None:
-            lower_thread_priority()  # this pool's thread runs the batch inspection: see inspect()
             insp = Inspector.from_checkpoint(path, device=device)
             task.signals.loaded.emit(task.generation, insp)
 
@@ -84,9 +87,6 @@ class TaskRunner(QObject):
 
     def inspect(self, generation: int, inspector: Inspector, paths: list[Path], batch_size: int = 8) -> None:
         def work(task: _Task) -> None:
-            # Niced (with the torch threads it starts), a 10,000-image run never starves the GUI thread
-            # of a core; the image on screen (detail pool) keeps normal priority.
-            lower_thread_priority()
             total, done = len(paths), 0
             rows: list[ResultRow] = []
             for fr in inspector.inspect_files(paths, batch_size=batch_size, cancel=task.cancelled):

@@ -446,3 +446,23 @@ def test_inference_thread_runs_niced(qapp):
     t.join()
     assert seen == {"ok": True, "nice": max(10, main_nice)}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the GUI thread keeps its own
+
+
+def test_compare_view_outlines_pixels_over_the_pixel_threshold(qtbot, isolated):
+    import numpy as np
+
+    from dad_gui.widgets.compare_view import CompareView
+
+    view = CompareView()
+    qtbot.addWidget(view)
+    image = np.zeros((64, 80, 3), np.float32)
+    amap = np.zeros((32, 40), np.float32)
+    amap[8:16, 20:30] = 0.9  # at model size: the view scales it to the image (x2)
+    view.set_pixel_threshold(0.5)
+    view.set_images(image, None, amap, None)
+    box = view.contour.path().boundingRect()
+    assert 38 <= box.left() <= 42 and 58 <= box.right() <= 62 and 14 <= box.top() <= 18 and 30 <= box.bottom() <= 34
+    view.set_pixel_threshold(0.95)
+    assert view.contour.path().isEmpty()
+    view.set_pixel_threshold(0.5)
+    assert not view.contour.path().isEmpty()

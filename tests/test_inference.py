@@ -79,3 +79,21 @@ def test_overlay_leaves_normal_areas_untouched_on_a_fixed_scale():
     amap[:, :4] = 0.2
     out = heat_overlay(image, amap)
     assert np.all(out[:, :4] == 127) and np.abs(out[:, 4:].astype(int) - 127).max() > 40
+
+
+def test_threshold_contours_outline_regions_and_holes():
+    from core.overlay import threshold_contours
+
+    m = np.zeros((40, 50), np.float32)
+    m[10:30, 5:25] = 0.9  # a square with a hole
+    m[18:22, 13:17] = 0.1
+    m[2:4, 40:45] = 0.6  # a small second region
+    m[0, 0] = np.nan
+    found = threshold_contours(m, 0.5)
+    assert len(found) == 3  # outer square, its hole, the small region
+    for c in found:
+        assert c.shape[1] == 2 and np.array_equal(c[0], c[-1])  # closed (x, y) polylines
+    outer = max(found, key=lambda c: np.ptp(c[:, 0]) * np.ptp(c[:, 1]))
+    assert (outer[:, 0].min(), outer[:, 0].max(), outer[:, 1].min(), outer[:, 1].max()) == (5.5, 24.5, 10.5, 29.5)
+    assert len(threshold_contours(m, 0.7)) == 2  # the small region is below 0.7
+    assert threshold_contours(m, 2.0) == [] and threshold_contours(np.full((4, 4), np.nan), 0.5) == []
