@@ -90,8 +90,7 @@ def train(args: argparse.Namespace) -> None:
     model = build_model(args.textures)
     engine = Engine(accelerator="cpu", devices=1, max_epochs=100000, max_steps=args.max_steps,
                     max_time={"minutes": args.minutes}, check_val_every_n_epoch=100000,
-                    callbacks=[StepLog()], default_root_dir=str(out / "lightning"), logger=False,
-                    enable_checkpointing=False)
+                    callbacks=[StepLog()], default_root_dir=str(out / "lightning"))
     engine.fit(model, datamodule=datamodule)
     log["train_seconds"] = time.monotonic() - t_start
     log["parameters"] = sum(p.numel() for p in model.model.parameters())

@@ -88,10 +88,14 @@ class ThresholdPanel(QWidget):
         self.btn_sigma.clicked.connect(lambda: self.apply_auto("sigma"))
         state.thresholds_changed.connect(self.render_threshold)
         state.results_updated.connect(self._results_updated)
-        state.folder_changed.connect(self.refresh)
-        state.model_changed.connect(self.refresh)
         self._refresh_timer = QTimer(self, singleShot=True, interval=250)  # throttle while results stream
         self._refresh_timer.timeout.connect(self.refresh)
+        # a new folder or model repaints the table first and the plots in the next pass: two short
+        # paints instead of one long one
+        self._soon = QTimer(self, singleShot=True, interval=0)
+        self._soon.timeout.connect(self.refresh)
+        state.folder_changed.connect(self._soon.start)
+        state.model_changed.connect(self._soon.start)
         self.refresh()
         self.render_threshold()
 

@@ -1,0 +1,308 @@
+"""Benchmark: DiffusionAD against anomalib's DRAEM on real defects (Magnetic Tile), on this machine.
+
+Both train from scratch on DATA/train/good with texture images as anomaly sources, at 256 x 256 and
+batch 8, and both are scored on DATA/test by the project's metric code (``core.evaluation.score_report``):
+the only difference is the model. anomalib lives in its own virtual environment
+(``bench/runs/peer-venv``, never in the project's dependencies); ``bench/peer_draem_worker.py`` runs there
+and hands back raw scores and maps.
+
+Two comparisons, each a table in docs/benchmarks.md:
+  (a) equal wall clock: each model trains for --minutes on all cores, one after the other;
+  (b) equal optimizer steps and batch: the steps DRAEM reached in (a), our checkpoint saved at that
+      step in our own run, and the ``paper`` preset trained for as many steps.
+
+    python bench/peer_draem.py setup                          # anomalib 2.7.0 into bench/runs/peer-venv
+    python bench/peer_draem.py draem --data D --textures T --minutes 30
+    python bench/peer_draem.py ours  --data D --textures T --minutes 30    # checkpoint at DRAEM's steps too
+    python bench/peer_draem.py paper --data D --textures T                 # DRAEM's steps, paper preset
+    python bench/peer_draem.py report --data D
+
+(D = ../shared/data/magnetic_tile, T = ../shared/data/textures_dtd10 in this project's machines.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _report import git_rev, machine, write_section  # noqa: E402
+
+OUT = ROOT / "bench" / "runs" / "peer_draem"
+VENV = ROOT / "bench" / "runs" / "peer-venv"
+WORKER = HERE / "peer_draem_worker.py"
+PEER_PACKAGES = ["torch==2.13.0", "torchvision==0.28.0", "anomalib==2.7.0"]  # pinned: see `setup`
+SIZE, BATCH = 256, 8
+
+# PyPI's torchvision 0.28.0 is built against CUDA torch: with the CPU torch its C++ ops do not load and
+# `import torchvision` fails on registering fake kernels for them. DRAEM needs none of those ops, so the
+# registrations are skipped when the ops are absent.
+TV_PATCH_OLD = "def register_meta(op_name, overload_name=\"default\"):\n    def wrapper(fn):\n"
+TV_PATCH_NEW = ("def register_meta(op_name, overload_name=\"default\"):\n    def wrapper(fn):\n"
+                "        if not torchvision.extension._has_ops():\n            return fn\n")
+
+
+def run(cmd: list[Any], **kw: Any) -> subprocess.CompletedProcess:
+    print("$", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def worker(*args: str, capture: bool = False) -> str:
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        sys.exit(f"{VENV}: no peer environment; run `python bench/peer_draem.py setup` first")
+    res = run([py, WORKER, *args], capture_output=capture, text=True)
+    return res.stdout if capture else ""
+
+
+def setup(_args: argparse.Namespace) -> None:
+    t0 = time.monotonic()
+    if not (VENV / "bin" / "python").exists():
+        run([sys.executable, "-m", "venv", VENV])
+    run([VENV / "bin" / "pip", "install", "-q", *PEER_PACKAGES])
+    meta = Path(subprocess.run([VENV / "bin" / "python", "-c", "import importlib.util as u; "
+                                "print(u.find_spec('torchvision').submodule_search_locations[0])"],
+                               capture_output=True, text=True, check=True).stdout.strip()) / "_meta_registrations.py"
+    text = meta.read_text()
+    if TV_PATCH_NEW not in text:
+        if TV_PATCH_OLD not in text:
+            sys.exit(f"{meta}: unexpected content; cannot apply the CPU-torch workaround")
+        meta.write_text(text.replace(TV_PATCH_OLD, TV_PATCH_NEW))
+    run([VENV / "bin" / "python", "-c", "import anomalib.models; print('anomalib', anomalib.__version__)"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    print(f"peer environment ready in {time.monotonic() - t0:.0f} s: {VENV}")
+
+
+def test_paths(data: str) -> list[str]:
+    from core.data import mvtec_test_samples
+
+    return [str(s.path) for s in mvtec_test_samples(Path(data))]
+
+
+def save_json(name: str, obj: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / f"{name}.json.tmp"
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(OUT / f"{name}.json")
+
+
+def load_json(name: str) -> dict:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---- DRAEM --------------------------------------------------------------------------------------
+def draem(args: argparse.Namespace) -> None:
+    out = OUT / "draem"
+    worker("train", "--data", args.data, "--textures", args.textures, "--out", str(out),
+           "--minutes", str(args.minutes), "--batch-size", str(BATCH))
+    log = json.loads((out / "train.json").read_text())
+    paths = test_paths(args.data)
+    (OUT / "test_paths.json").write_text(json.dumps(paths))
+    t0 = time.monotonic()
+    worker("predict", "--weights", str(out / "draem_last.pt"), "--textures", args.textures,
+           "--list", str(OUT / "test_paths.json"), "--out", str(out / "maps_last.npz"))
+    predict_s = time.monotonic() - t0
+    lat = {b: json.loads(worker("latency", "--weights", str(out / "draem_last.pt"), "--textures", args.textures,
+                                "--batch-size", str(b), "--repeats", "10" if b == 1 else "5",
+                                capture=True).strip().splitlines()[-1]) for b in (1, 8)}
+    save_json("draem", {"steps": log["steps"], "train_seconds": log["train_seconds"],
+                        "train_peak_rss_mib": log["peak_rss_mib"], "parameters": log["parameters"],
+                        "predict_seconds": predict_s, "latency": lat,
+                        "minutes": args.minutes})
+
+
+def equal_steps() -> int:
+    """The step count of comparison (b): the steps DRAEM reached in the wall-clock run (its last weights)."""
+    steps = load_json("draem").get("steps")
+    if not steps:
+        sys.exit("run `peer_draem.py draem` first: comparison (b) uses the steps DRAEM reached")
+    return int(steps)
+
+
+# ---- ours ---------------------------------------------------------------------------------------
+def our_configs(preset: str):  # noqa: ANN201
+    from core.config import replace
+    from core.presets import get_preset
+
+    model_cfg, train_cfg = get_preset(preset)
+    if model_cfg.image_size != SIZE:  # `fast` works at 128 px: at 256 px, attention stays on the deepest level
+        deepest = SIZE // 2 ** (len(model_cfg.denoiser.channel_mults) - 1)
+        model_cfg = replace(model_cfg, image_size=SIZE,
+                            denoiser=replace(model_cfg.denoiser, attention_resolutions=(deepest,)))
+    train_cfg = replace(train_cfg, batch_size=BATCH, steps=10**9, checkpoint_every=10**9, validate_every=10**9)
+    return model_cfg, train_cfg
+
+
+def train_ours(name: str, preset: str, data: str, textures: str, minutes: float, steps: int,
+               save_at: int | None) -> None:
+    from core.data import list_images, train_folder
+    from core.model import count_parameters
+    from core.runtime import tune_cpu
+    from core.synthesis import load_textures
+    from core.training import TrainData, Trainer
+
+    tune_cpu()
+    model_cfg, train_cfg = our_configs(preset)
+    out = OUT / name
+    if out.exists():
+        shutil.rmtree(out)
+    data_ = TrainData.from_paths(list_images(train_folder(data)), SIZE, train_cfg.val_fraction, train_cfg.seed)
+    trainer = Trainer(model_cfg, train_cfg, data_, out, device="cpu", textures=load_textures(textures, SIZE),
+                      info={"preset": preset, "benchmark": "peer_draem"})
+    t0 = time.monotonic()
+    deadline = t0 + 60 * minutes if minutes else float("inf")
+    saved = {}
+    for rec in trainer.run(cancel=lambda: time.monotonic() > deadline or trainer.step >= steps):
+        if rec.step % 10 == 0 and not rec.done:
+            print(f"{name} step {rec.step} {json.dumps(rec.losses)} {time.monotonic() - t0:.0f} s", flush=True)
+        if save_at is not None and rec.step == save_at and not rec.done:
+            shutil.copy(trainer.save(), out / f"step{save_at}.safetensors")
+            saved[str(save_at)] = time.monotonic() - t0
+    train_s = time.monotonic() - t0
+    save_json(name, {"preset": preset, "steps": trainer.step, "train_seconds": train_s, "saved": saved,
+                     "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "parameters": count_parameters(trainer.model), "minutes": minutes,
+                     "image_size": SIZE, "batch_size": BATCH,
+                     "latency": {b: our_latency(out / "last.safetensors", b) for b in (1, 8)}})
+
+
+LATENCY_CHILD = """
+import json, resource, sys, torch
+from core.benchmarking import time_inference
+from core.inference import Inspector
+from core.runtime import tune_cpu
+tune_cpu()
+insp = Inspector.from_checkpoint(sys.argv[1], device="cpu")
+ms = time_inference(insp.model, int(sys.argv[2]), repeats=5)
+print(json.dumps({"ms_per_image": ms, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def our_latency(ckpt: Path, batch: int) -> dict:
+    """Whole pipeline per 256 x 256 image (best of 5) in a fresh process, with its peak memory."""
+    res = subprocess.run([sys.executable, "-c", LATENCY_CHILD, str(ckpt), str(batch)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def ours(args: argparse.Namespace) -> None:
+    save_at = equal_steps() if load_json("draem") else None
+    train_ours("ours", args.preset, args.data, args.textures, args.minutes, 10**9, save_at)
+
+
+def paper(args: argparse.Namespace) -> None:
+    steps = args.steps or equal_steps()
+    train_ours("paper", "paper", args.data, args.textures, 0, steps, None)
+
+
+# ---- report -------------------------------------------------------------------------------------
+def our_report(ckpt: Path, data: str) -> dict:
+    from core.evaluation import evaluate
+    from core.inference import Inspector
+
+    return evaluate(Inspector.from_checkpoint(ckpt, device="cpu"), data)
+
+
+def draem_report(maps_file: Path, data: str) -> dict:
+    from core.data import mvtec_test_samples
+    from core.evaluation import score_report
+
+    samples = mvtec_test_samples(Path(data))
+    got = np.load(maps_file)
+    if len(got["scores"]) != len(samples):
+        sys.exit(f"{maps_file}: {len(got['scores'])} predictions for {len(samples)} test images")
+    return score_report(samples, got["scores"], list(got["maps"]))
+
+
+def row(name: str, rep: dict, run_info: dict, steps: int, train_s: float) -> str:
+    lat = run_info.get("latency", {})
+    ms = [lat.get(k, lat.get(int(k), {})).get("ms_per_image", float("nan")) for k in ("1", "8")]
+    peak = max([run_info.get("train_peak_rss_mib", 0)] + [v.get("peak_rss_mib", 0) for v in lat.values()])
+    return (f"| {name} | {rep['image_auroc']:.3f} | {rep['pixel_auroc']:.3f} | {rep['aupro']:.3f} | "
+            f"{rep['pixel_ap']:.3f} | {steps} × {BATCH} | {train_s / 60:.1f} min | {ms[0]:.0f} | {ms[1]:.0f} | "
+            f"{peak / 1024:.1f} GiB | {run_info.get('parameters', 0) / 1e6:.1f} M |")
+
+
+HEAD = ("| model | I-AUROC | P-AUROC | AUPRO@0.3 | P-AP | steps × batch | training time | ms/img b1 | ms/img b8 "
+        "| peak RSS | parameters |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def report(args: argparse.Namespace) -> None:
+    d, o, p = load_json("draem"), load_json("ours"), load_json("paper")
+    if not d or not o:
+        sys.exit("run the draem and ours stages first")
+    cache = load_json("reports")
+    def rep(key: str, make) -> dict:  # noqa: ANN001
+        if key not in cache:
+            cache[key] = make()
+            save_json("reports", cache)
+        return cache[key]
+
+    a_draem = rep("draem_last", lambda: draem_report(OUT / "draem" / "maps_last.npz", args.data))
+    a_ours = rep("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
+    n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
+    ours_n = OUT / "ours" / f"step{n}.safetensors"
+    b_ours = rep(f"ours_step{n}", lambda: our_report(ours_n, args.data)) if ours_n.exists() else None
+    b_paper = rep(f"paper_step{p['steps']}", lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
+        if p else None
+    ours_name = f"DiffusionAD `{o['preset']}` @ 256 px"
+    lines = [
+        "## Peer benchmark: anomalib DRAEM vs DiffusionAD on Magnetic Tile (`bench/peer_draem.py`)", "",
+        f"Machine: {machine()}. Commit {git_rev()}. anomalib 2.7.0 (its own venv; torch 2.13.0 CPU), "
+        f"DRAEM defaults (Adam 1e-4, Perlin + DTD anomalies). Both: 256 × 256 px, batch {BATCH}, trained from scratch "
+        f"on `train/good` ({Path(args.data).name}) with the same texture folder, scored on the same `test/` split "
+        "(good and defective) by `core.evaluation.score_report`; pixel metrics at 256 × 256. "
+        "Latency: model only on random 256² input for DRAEM (median), our whole pipeline (best of 5); "
+        "peak RSS is the largest of training and inference.", "",
+        f"### (a) Equal wall clock: {d['minutes']:g} minutes of training each (all cores)", "", HEAD,
+        row("DRAEM (anomalib)", a_draem, d, d["steps"], d["train_seconds"]),
+        row(ours_name, a_ours, o, o["steps"], o["train_seconds"]), "",
+        f"### (b) Equal optimizer steps: {n} steps of batch {BATCH}", "", HEAD,
+        row("DRAEM (anomalib)", a_draem, d, n, d["train_seconds"]),
+    ]
+    if b_ours is not None:
+        lines.append(row(ours_name, b_ours, o, n, o["saved"][str(n)]))
+    if b_paper is not None:
+        lines.append(row("DiffusionAD `paper`", b_paper, p, p["steps"], p["train_seconds"]))
+    lines += ["", "Commands: `python bench/peer_draem.py setup`, then `draem`, `ours`, `paper` and `report` "
+              f"with `--data {args.data}` (and `--textures`, `--minutes {d['minutes']:g}`)."]
+    body = "\n".join(lines)
+    print(body)
+    write_section("peer-draem", body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="stage", required=True)
+    sub.add_parser("setup")
+    for name in ("draem", "ours", "paper", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--data", required=True, help="MVTec-layout folder (train/good, test/, ground_truth/)")
+        p.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
+        if name in ("draem", "ours"):
+            p.add_argument("--minutes", type=float, default=30)
+        if name == "ours":
+            p.add_argument("--preset", default="fast")
+        if name == "paper":
+            p.add_argument("--steps", type=int, default=0, help="default: the steps DRAEM reached")
+    args = ap.parse_args()
+    {"setup": setup, "draem": draem, "ours": ours, "paper": paper, "report": report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
