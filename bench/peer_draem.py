@@ -48,12 +48,29 @@ WORKER = HERE / "peer_draem_worker.py"
 PEER_PACKAGES = ["torch==2.13.0", "torchvision==0.28.0", "anomalib==2.7.0"]  # pinned: see `setup`
 SIZE, BATCH = 256, 8
 
-# PyPI's torchvision 0.28.0 is built against CUDA torch: with the CPU torch its C++ ops do not load and
-# `import torchvision` fails on registering fake kernels for them. DRAEM needs none of those ops, so the
-# registrations are skipped when the ops are absent.
-TV_PATCH_OLD = "def register_meta(op_name, overload_name=\"default\"):\n    def wrapper(fn):\n"
-TV_PATCH_NEW = ("def register_meta(op_name, overload_name=\"default\"):\n    def wrapper(fn):\n"
-                "        if not torchvision.extension._has_ops():\n            return fn\n")
+# PyPI's torchvision 0.28.0 is built against CUDA torch: with the CPU torch its C++ ops do not load, and
+# `import torchvision` (hence anomalib) fails registering fake kernels for `nms`/`qnms`. DRAEM needs none
+# of those ops, so they are registered only when present.
+TV_FAKE = '@torch.library.register_fake("torchvision::'
+TV_FAKE_IF_OPS = "@_fake_if_ops(\"torchvision::"
+TV_HELPER = """
+
+def _fake_if_ops(name):  # patched by bench/peer_draem.py: CPU torch with a CUDA torchvision build
+    if torchvision.extension._has_ops():
+        return torch.library.register_fake(name)
+    return lambda fn: fn
+"""
+
+
+def patch_torchvision(meta: Path) -> None:
+    text = meta.read_text()
+    if "_fake_if_ops" in text:
+        return
+    anchor = "def register_meta("
+    if TV_FAKE not in text or anchor not in text:
+        sys.exit(f"{meta}: unexpected content; cannot apply the CPU-torch workaround")
+    text = text.replace(TV_FAKE, TV_FAKE_IF_OPS).replace(anchor, TV_HELPER.lstrip("\n") + "\n\n" + anchor, 1)
+    meta.write_text(text)
 
 
 def run(cmd: list[Any], **kw: Any) -> subprocess.CompletedProcess:
@@ -77,11 +94,7 @@ def setup(_args: argparse.Namespace) -> None:
     meta = Path(subprocess.run([VENV / "bin" / "python", "-c", "import importlib.util as u; "
                                 "print(u.find_spec('torchvision').submodule_search_locations[0])"],
                                capture_output=True, text=True, check=True).stdout.strip()) / "_meta_registrations.py"
-    text = meta.read_text()
-    if TV_PATCH_NEW not in text:
-        if TV_PATCH_OLD not in text:
-            sys.exit(f"{meta}: unexpected content; cannot apply the CPU-torch workaround")
-        meta.write_text(text.replace(TV_PATCH_OLD, TV_PATCH_NEW))
+    patch_torchvision(meta)
     run([VENV / "bin" / "python", "-c", "import anomalib.models; print('anomalib', anomalib.__version__)"],
         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     print(f"peer environment ready in {time.monotonic() - t0:.0f} s: {VENV}")
