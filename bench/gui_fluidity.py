@@ -140,6 +140,7 @@ def main() -> None:
     from PySide6.QtCore import Qt, QTimer
     from PySide6.QtTest import QTest
 
+    from dad_gui import app as app_module
     from dad_gui import main_window as mw
 
     folder = tmp / "images"
@@ -153,6 +154,7 @@ def main() -> None:
     win = mw.MainWindow()
     win.resize(1500, 900)
     win.show()
+    app_module.freeze_startup_objects()  # as dad-inspect does
     hb = Heartbeat(app)
     win.open_model_file(model)
     run_until(app, lambda: win.inspector is not None, 60)

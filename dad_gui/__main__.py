@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(screenshot=args.screenshot)
 
     from core.runtime import tune_cpu
-    from dad_gui.app import create_app
+    from dad_gui.app import create_app, freeze_startup_objects
     from dad_gui.main_window import MainWindow
     from dad_gui.paths import resource_path
 
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(sys.argv[:1])
     window = MainWindow()
     window.show()
+    freeze_startup_objects()
     if args.session:
         window.open_session(args.session)
     if args.model:

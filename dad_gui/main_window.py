@@ -7,7 +7,6 @@ back as queued signals tagged with a generation number, so stale results are dro
 from __future__ import annotations
 
 import csv
-import gc
 import io
 import json
 import math
@@ -89,10 +88,6 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._connect()
         self._restore_settings()
-        # Everything so far (imported modules, this widget tree) lives as long as the window: out of
-        # the cyclic GC's sight, a full collection no longer scans ~300,000 objects, which froze the
-        # window for 100-170 ms a few times per run.
-        gc.freeze()
         if self.registry.warning:
             QTimer.singleShot(0, lambda: show_error("Model registry", self.registry.warning or ""))
         if self.registry.current:
@@ -402,8 +397,10 @@ class MainWindow(QMainWindow):
     def start_inspection(self) -> None:
         if self.inspector is None or not self.state.samples:
             return
-        if self.state.has_results():  # a fresh folder is clear already: one table reset, not two
+        if self.state.has_results():
             self.state.clear_results()
+        else:  # a fresh folder is clear already: one table reset, not two (a new run all the same)
+            self.state.new_run()
         gen = self.state.generation
         self._inspecting = True
         self._busy(f"Inspecting {len(self.state.samples)} images…", len(self.state.samples))

@@ -105,8 +105,8 @@ class ResultsFilter(QAbstractTableModel):
 
     It is a table model with the proxy's vocabulary (``setSourceModel``, ``mapToSource``) rather than a
     ``QAbstractProxyModel``: that base class answers ``index``, ``parent`` and ``flags`` of every
-    painted cell through Python overrides, here they stay in C++ (a repaint of the visible rows makes
-    ~300 Python calls instead of ~1,000).
+    painted cell through Python overrides, here ``parent`` and ``flags`` stay in C++ (a repaint of the
+    visible rows makes ~300 Python calls instead of ~1,000).
     """
 
     def __init__(self, state: AppState):
@@ -141,6 +141,12 @@ class ResultsFilter(QAbstractTableModel):
             return QModelIndex()
         row = int(self._inverse[index.row()])
         return self.index(row, index.column()) if row >= 0 else QModelIndex()
+
+    def index(self, row: int, column: int, parent: AnyIndex = ROOT) -> QModelIndex:
+        # one Python call per painted cell (the base class asks rowCount and columnCount)
+        if parent.isValid() or not (0 <= row < len(self._rows)) or not (0 <= column < len(COLUMNS)):
+            return QModelIndex()
+        return self.createIndex(row, column)
 
     def rowCount(self, parent: AnyIndex = ROOT) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self._rows)

@@ -126,6 +126,10 @@ class AppState(QObject):
         self.model_changed.emit()
         self.thresholds_changed.emit()
 
+    def new_run(self) -> None:
+        """A new inspection run: results still in flight from the previous one are dropped."""
+        self.generation += 1
+
     def clear_results(self) -> None:
         self.generation += 1
         self.scores = np.full(len(self.samples), np.nan)

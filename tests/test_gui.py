@@ -466,3 +466,17 @@ def test_compare_view_outlines_pixels_over_the_pixel_threshold(qtbot, isolated):
     assert view.contour.path().isEmpty()
     view.set_pixel_threshold(0.5)
     assert not view.contour.path().isEmpty()
+
+
+def test_a_restarted_run_is_not_ended_by_the_one_it_replaced(window, qtbot, tiny_ckpt, mvtec_folder):
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    qtbot.waitUntil(lambda: not window._inspecting, timeout=60000)
+    window.state.clear_results()  # nothing scored yet, as right after opening a folder
+    window.start_inspection()
+    first = window.state.generation
+    window.start_inspection()  # F5 again before the first batch arrived: the first run is cancelled
+    assert window.state.generation != first
+    window._on_finished("inspect", first, True)  # the cancelled run reports back late
+    assert window._inspecting and window.cancel_btn.isVisibleTo(window)
+    qtbot.waitUntil(lambda: not window._inspecting, timeout=60000)
+    assert window.state.counts()["pending"] == 0
