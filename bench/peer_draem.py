@@ -315,9 +315,10 @@ def report(args: argparse.Namespace) -> None:
     a_ours = rep("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
     n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
     ours_n = OUT / "ours" / f"step{n}.safetensors"
-    b_ours = rep(f"ours_step{n}", lambda: our_report(ours_n, args.data)) if ours_n.exists() else None
+    b_ours = rep(f"ours_step{n}", lambda: our_report(ours_n, args.data)) \
+        if ours_n.exists() and (f"ours_step{n}" in cache or not args.cached_only) else None
     b_paper = rep(f"paper_step{p['steps']}", lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
-        if p else None
+        if p and (f"paper_step{p['steps']}" in cache or not args.cached_only) else None
     ours_name = f"DiffusionAD `{o['preset']}` @ 256 px"
     lines = [
         "## Peer benchmark: anomalib DRAEM vs DiffusionAD on Magnetic Tile (`bench/peer_draem.py`)", "",
@@ -337,8 +338,12 @@ def report(args: argparse.Namespace) -> None:
     ]
     if b_ours is not None:
         lines.append(row(ours_name, b_ours, o, n, o["saved"][str(n)]))
+    else:
+        lines.append(f"| {ours_name} | not evaluated yet | | | | {n} × {BATCH} | | | | | |")
     if b_paper is not None:
         lines.append(row("DiffusionAD `paper`", b_paper, p, p["steps"], p["train_seconds"]))
+    else:
+        lines.append(f"| DiffusionAD `paper` | not run yet | | | | {n} × {BATCH} | | | | | |")
     lines += ["", "Commands: `python bench/peer_draem.py setup`, then `draem`, `ours`, `paper` and `report` "
               f"with `--data {args.data}` (and `--textures`, `--minutes {d['minutes']:g}`)."]
     body = "\n".join(lines)
@@ -360,6 +365,9 @@ def main() -> None:
             p.add_argument("--preset", default="fast")
         if name == "paper":
             p.add_argument("--steps", type=int, default=0, help="default: the steps DRAEM reached")
+        if name == "report":
+            p.add_argument("--cached-only", action="store_true",
+                           help="leave out the (b) rows whose metrics were not computed yet")
     args = ap.parse_args()
     {"setup": setup, "draem": draem, "draem-latency": draem_latency, "draem-predict": draem_predict, "ours": ours,
      "ours-latency": ours_latency,
