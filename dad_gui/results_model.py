@@ -27,7 +27,6 @@ DISPLAY = Qt.ItemDataRole.DisplayRole.value
 FOREGROUND = Qt.ItemDataRole.ForegroundRole.value
 TOOLTIP = Qt.ItemDataRole.ToolTipRole.value
 ANSWERED_ROLES = frozenset((DISPLAY, FOREGROUND, TOOLTIP))
-ROW_FLAGS = Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemNeverHasChildren
 
 
 class ResultsTableModel(QAbstractTableModel):
@@ -51,9 +50,6 @@ class ResultsTableModel(QAbstractTableModel):
 
     def data(self, index: AnyIndex, role: int = DISPLAY):
         return self.cell(index.row(), index.column(), role) if index.isValid() else None
-
-    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
-        return ROW_FLAGS if index.isValid() else Qt.ItemFlag.NoItemFlags
 
     def cell(self, row: int, col: int, role: int):  # noqa: ANN201 - whatever Qt expects for the role
         role = int(role)
