@@ -42,11 +42,19 @@ sys.path.insert(0, str(HERE))
 
 from _report import git_rev, machine, write_section  # noqa: E402
 
-OUT = ROOT / "bench" / "runs" / "peer_draem"
+OUT = ROOT / "bench" / "runs" / "peer_draem"  # results at 256 px; other sizes in peer_draem_<size> (see `configure`)
 VENV = ROOT / "bench" / "runs" / "peer-venv"
 WORKER = HERE / "peer_draem_worker.py"
 PEER_PACKAGES = ["torch==2.13.0", "torchvision==0.28.0", "anomalib==2.7.0"]  # pinned: see `setup`
 SIZE, BATCH = 256, 8
+SIZES = (256, 128)  # 256: DRAEM's default; 128: our shipped `fast` preset's size, where 30 CPU-minutes go 4x further
+
+
+def configure(size: int) -> None:
+    """Every stage works at one square image size, with its results in their own folder."""
+    global SIZE, OUT
+    SIZE = size
+    OUT = ROOT / "bench" / "runs" / ("peer_draem" if size == 256 else f"peer_draem_{size}")
 
 # PyPI's torchvision 0.28.0 is built against CUDA torch: with the CPU torch its C++ ops do not load, and
 # `import torchvision` (hence anomalib) fails registering fake kernels for `nms`/`qnms`. DRAEM needs none
@@ -139,7 +147,7 @@ def draem_train(args: argparse.Namespace) -> None:
     out = OUT / "draem"
     forget_reports()
     worker("train", "--data", args.data, "--textures", args.textures, "--out", str(out),
-           "--minutes", str(args.minutes), "--batch-size", str(BATCH))
+           "--minutes", str(args.minutes), "--batch-size", str(BATCH), "--size", str(SIZE))
     log = json.loads((out / "train.json").read_text())
     save_json("draem", {"steps": log["steps"], "train_seconds": log["train_seconds"],
                         "train_peak_rss_mib": log["peak_rss_mib"], "parameters": log["parameters"],
@@ -150,7 +158,7 @@ def draem_latency(args: argparse.Namespace) -> None:
     """Alone on the machine, like every timed stage."""
     weights = str(OUT / "draem" / "draem_last.pt")
     lat = {b: json.loads(worker("latency", "--weights", weights, "--textures", args.textures,
-                                "--batch-size", str(b), "--repeats", "10" if b == 1 else "5",
+                                "--batch-size", str(b), "--repeats", "10" if b == 1 else "5", "--size", str(SIZE),
                                 capture=True).strip().splitlines()[-1]) for b in (1, 8)}
     update_json("draem", latency=lat)
 
@@ -161,7 +169,7 @@ def draem_predict(args: argparse.Namespace) -> None:
     (OUT / "test_paths.json").write_text(json.dumps(test_paths(args.data)))
     t0 = time.monotonic()
     worker("predict", "--weights", str(OUT / "draem" / "draem_last.pt"), "--textures", args.textures,
-           "--list", str(OUT / "test_paths.json"), "--out", str(OUT / "draem" / "maps_last.npz"))
+           "--list", str(OUT / "test_paths.json"), "--out", str(OUT / "draem" / "maps_last.npz"), "--size", str(SIZE))
     update_json("draem", predict_seconds=time.monotonic() - t0)
 
 
@@ -174,7 +182,7 @@ def equal_steps() -> int:
 
 
 # ---- ours ---------------------------------------------------------------------------------------
-def our_configs(preset: str):  # noqa: ANN201
+def our_configs(preset: str, micro_batch: int = 0):  # noqa: ANN201
     from core.config import replace
     from core.presets import get_preset
 
@@ -185,12 +193,12 @@ def our_configs(preset: str):  # noqa: ANN201
                             denoiser=replace(model_cfg.denoiser, attention_resolutions=(deepest,)))
     # every good image trains, as for DRAEM; no validation pass inside the budget
     train_cfg = replace(train_cfg, batch_size=BATCH, steps=10**9, checkpoint_every=10**9, validate_every=10**9,
-                        val_fraction=0.0)
+                        val_fraction=0.0, micro_batch=micro_batch)
     return model_cfg, train_cfg
 
 
 def train_ours(name: str, preset: str, data: str, textures: str, minutes: float, steps: int,
-               save_at: int | None) -> None:
+               save_at: int | None, micro_batch: int = 0) -> None:
     from core.data import list_images, train_folder
     from core.model import count_parameters
     from core.runtime import tune_cpu
@@ -199,7 +207,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
 
     tune_cpu()
     forget_reports()
-    model_cfg, train_cfg = our_configs(preset)
+    model_cfg, train_cfg = our_configs(preset, micro_batch)
     out = OUT / name
     if out.exists():
         shutil.rmtree(out)
@@ -219,7 +227,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     save_json(name, {"preset": preset, "steps": trainer.step, "train_seconds": train_s, "saved": saved,
                      "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                      "parameters": count_parameters(trainer.model), "minutes": minutes,
-                     "image_size": SIZE, "batch_size": BATCH,
+                     "image_size": SIZE, "batch_size": BATCH, "micro_batch": micro_batch,
                      "latency": {b: our_latency(out / "last.safetensors", b) for b in (1, 8)}})
 
 
@@ -231,7 +239,8 @@ from core.runtime import tune_cpu
 tune_cpu()
 insp = Inspector.from_checkpoint(sys.argv[1], device="cpu")
 batch = int(sys.argv[2])
-images = [np.random.default_rng(0).random((256, 256, 3), dtype=np.float32) for _ in range(batch)]
+size = int(sys.argv[4])
+images = [np.random.default_rng(0).random((size, size, 3), dtype=np.float32) for _ in range(batch)]
 times = []
 for i in range(2 + int(sys.argv[3])):  # two warm-up runs, then the median, as for DRAEM
     t0 = time.perf_counter()
@@ -245,8 +254,9 @@ print(json.dumps({"ms_per_image": 1000 * statistics.median(times) / batch, "peak
 
 
 def our_latency(ckpt: Path, batch: int) -> dict:
-    """Whole pipeline per 256 x 256 image (median) in a fresh process, with its peak memory."""
-    res = subprocess.run([sys.executable, "-c", LATENCY_CHILD, str(ckpt), str(batch), "10" if batch == 1 else "5"],
+    """Whole pipeline per SIZE x SIZE image (median) in a fresh process, with its peak memory."""
+    res = subprocess.run([sys.executable, "-c", LATENCY_CHILD, str(ckpt), str(batch), "10" if batch == 1 else "5",
+                          str(SIZE)],
                          capture_output=True,
                          text=True, check=True, cwd=ROOT)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -265,7 +275,7 @@ def ours(args: argparse.Namespace) -> None:
 
 def paper(args: argparse.Namespace) -> None:
     steps = args.steps or equal_steps()
-    train_ours("paper", "paper", args.data, args.textures, 0, steps, None)
+    train_ours("paper", "paper", args.data, args.textures, 0, steps, None, args.micro_batch)
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -300,11 +310,14 @@ HEAD = ("| model | I-AUROC | P-AUROC | AUPRO@0.3 | P-AP | steps × batch | train
         "| peak RSS | parameters |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def report(args: argparse.Namespace) -> None:
+def size_tables(size: int, args: argparse.Namespace) -> list[str]:
+    """Tables (a) and (b) of the runs at one image size; none where that size was not run."""
+    configure(size)
     d, o, p = load_json("draem"), load_json("ours"), load_json("paper")
     if not d or not o:
-        sys.exit("run the draem and ours stages first")
+        return []
     cache = load_json("reports")
+
     def rep(key: str, make) -> dict:  # noqa: ANN001
         if key not in cache:
             cache[key] = make()
@@ -319,33 +332,49 @@ def report(args: argparse.Namespace) -> None:
         if ours_n.exists() and (f"ours_step{n}" in cache or not args.cached_only) else None
     b_paper = rep(f"paper_step{p['steps']}", lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
         if p and (f"paper_step{p['steps']}" in cache or not args.cached_only) else None
-    ours_name = f"DiffusionAD `{o['preset']}` @ 256 px"
+    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px"
+    draem_name = f"DRAEM (anomalib) @ {size} px"
     lines = [
-        "## Peer benchmark: anomalib DRAEM vs DiffusionAD on Magnetic Tile (`bench/peer_draem.py`)", "",
-        f"Machine: {machine()}. Commit {git_rev()}. anomalib 2.7.0 (its own venv; torch 2.13.0 CPU), "
-        f"DRAEM defaults (Adam 1e-4, Perlin + DTD anomalies). Both: 256 × 256 px, batch {BATCH}, trained from scratch "
-        f"on `train/good` ({Path(args.data).name}) with the same texture folder, scored on the same `test/` split "
-        "(good and defective) by `core.evaluation.score_report`; pixel metrics at 256 × 256. "
-        "Latency: median of 10 (batch 1) or 5 (batch 8) runs after 2 warm-ups on random 256² input, in a fresh "
-        "process: DRAEM's network forward (its PreProcessor resize and PostProcessor excluded); our whole "
-        "`Inspector.predict` (resize, both noise scales, segmenter, image score); "
-        "peak RSS is the largest of training and inference.", "",
-        f"### (a) Equal wall clock: {d['minutes']:g} minutes of training each (all cores)", "", HEAD,
-        row("DRAEM (anomalib)", a_draem, d, d["steps"], d["train_seconds"]),
+        f"### ({size}-a) Equal wall clock at {size} px: {d['minutes']:g} minutes of training each (all cores)", "",
+        HEAD,
+        row(draem_name, a_draem, d, d["steps"], d["train_seconds"]),
         row(ours_name, a_ours, o, o["steps"], o["train_seconds"]), "",
-        f"### (b) Equal optimizer steps: {n} steps of batch {BATCH}", "", HEAD,
-        row("DRAEM (anomalib)", a_draem, d, n, d["train_seconds"]),
+        f"### ({size}-b) Equal optimizer steps at {size} px: {n} steps of batch {BATCH}", "", HEAD,
+        row(draem_name, a_draem, d, n, d["train_seconds"]),
     ]
     if b_ours is not None:
         lines.append(row(ours_name, b_ours, o, n, o["saved"][str(n)]))
     else:
         lines.append(f"| {ours_name} | not evaluated yet | | | | {n} × {BATCH} | | | | | |")
-    if b_paper is not None:
-        lines.append(row("DiffusionAD `paper`", b_paper, p, p["steps"], p["train_seconds"]))
-    else:
-        lines.append(f"| DiffusionAD `paper` | not run yet | | | | {n} × {BATCH} | | | | | |")
-    lines += ["", "Commands: `python bench/peer_draem.py setup`, then `draem`, `ours`, `paper` and `report` "
-              f"with `--data {args.data}` (and `--textures`, `--minutes {d['minutes']:g}`)."]
+    if p:
+        name = f"DiffusionAD `paper` @ {size} px" + (f" (micro-batches of {p['micro_batch']})"
+                                                   if p.get("micro_batch") else "")
+        lines.append(row(name, b_paper, p, p["steps"], p["train_seconds"]) if b_paper is not None
+                     else f"| {name} | not evaluated yet | | | | {p['steps']} × {BATCH} | | | | | |")
+    elif size == 256:
+        lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
+    return lines + [""]
+
+
+def report(args: argparse.Namespace) -> None:
+    tables = {size: size_tables(size, args) for size in SIZES}
+    if not any(tables.values()):
+        sys.exit("run the draem and ours stages first")
+    lines = [
+        "## Peer benchmark: anomalib DRAEM vs DiffusionAD on Magnetic Tile (`bench/peer_draem.py`)", "",
+        f"Machine: {machine()}. Commit {git_rev()}. anomalib 2.7.0 (its own venv; torch 2.13.0 CPU), "
+        f"DRAEM defaults (Adam 1e-4, Perlin + DTD anomalies). Both models at the same size (256 px, DRAEM's "
+        f"default, and 128 px, our `fast` preset's), batch {BATCH}, trained from scratch "
+        f"on `train/good` ({Path(args.data).name}) with the same texture folder, scored on the same `test/` split "
+        "(good and defective) by `core.evaluation.score_report`; pixel metrics at 256 × 256 (128-px maps "
+        "upsampled). Latency: median of 10 (batch 1) or 5 (batch 8) runs after 2 warm-ups on random input at the "
+        "model's size, in a fresh process: DRAEM's network forward (its PreProcessor resize and PostProcessor "
+        "excluded); our whole `Inspector.predict` (resize, both noise scales, segmenter, image score); "
+        "peak RSS is the largest of training and inference.", "",
+        *tables[256], *tables[128],
+        "Commands: `python bench/peer_draem.py setup`, then `draem`, `ours`, `paper` and `report` "
+        f"with `--data {args.data}` and `--textures`; `--size 128` for the 128-px runs.",
+    ]
     body = "\n".join(lines)
     print(body)
     write_section("peer-draem", body)
@@ -359,16 +388,22 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--data", required=True, help="MVTec-layout folder (train/good, test/, ground_truth/)")
         p.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
+        if name != "report":
+            p.add_argument("--size", type=int, default=256, choices=SIZES, help="square image size of both models")
         if name in ("draem", "ours"):
             p.add_argument("--minutes", type=float, default=30)
         if name == "ours":
             p.add_argument("--preset", default="fast")
         if name == "paper":
             p.add_argument("--steps", type=int, default=0, help="default: the steps DRAEM reached")
+            p.add_argument("--micro-batch", type=int, default=2,
+                           help="the batch of 8 runs in chunks of this size (gradients accumulated): at 256 px the "
+                                "paper preset needs ~30 GB for a whole batch")
         if name == "report":
             p.add_argument("--cached-only", action="store_true",
                            help="leave out the (b) rows whose metrics were not computed yet")
     args = ap.parse_args()
+    configure(getattr(args, "size", 256))
     {"setup": setup, "draem": draem, "draem-latency": draem_latency, "draem-predict": draem_predict, "ours": ours,
      "ours-latency": ours_latency,
      "paper": paper, "report": report}[args.stage](args)

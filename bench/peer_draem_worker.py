@@ -7,6 +7,8 @@ is computed afterwards by the project's own code (``core.metrics``), so both mod
     python peer_draem_worker.py train --data D --textures T --out DIR --minutes 30 [--save-steps 38]
     python peer_draem_worker.py predict --weights W --list paths.json --out maps.npz
     python peer_draem_worker.py latency --weights W --batch 8
+
+Every command takes --size (default 256, Draem's own) for the square input size.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-SIZE = 256  # Draem's default PreProcessor: antialiased resize to 256 x 256, no normalisation
+SIZE = 256  # Draem's default PreProcessor: antialiased resize to 256 x 256, no normalisation (--size changes it)
 CLASSES = ("blowhole", "break", "crack", "fray", "uneven")
 
 
@@ -50,7 +52,8 @@ def build_model(textures: str):  # noqa: ANN201
     from anomalib.models import Draem
 
     perlin_io.read_image = pil_read_image
-    return Draem(dtd_dir=textures)  # a local texture folder: without it Draem downloads the whole DTD
+    # a local texture folder: without it Draem downloads the whole DTD; its own pre-processor at SIZE
+    return Draem(dtd_dir=textures, pre_processor=Draem.configure_pre_processor((SIZE, SIZE)))
 
 
 def train(args: argparse.Namespace) -> None:
@@ -153,6 +156,7 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--textures", required=True)
         p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--size", type=int, default=256, help="square input size (Draem's default: 256)")
         if name == "train":
             p.add_argument("--data", required=True)
             p.add_argument("--out", required=True)
@@ -168,6 +172,8 @@ def main() -> None:
         if name == "latency":
             p.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    global SIZE
+    SIZE = args.size
     torch.set_num_threads(int(os.environ.get("PEER_THREADS", torch.get_num_threads())))
     {"train": train, "predict": predict, "latency": latency}[args.cmd](args)
 

@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainData, Trainer, TrainingError
 
     model_cfg, train_cfg = get_preset(args.preset)
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed),
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
+                                   ("micro_batch", args.micro_batch), ("seed", args.seed),
                                    ("checkpoint_every", args.checkpoint_every)) if v is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.foreground:
@@ -219,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
     t.add_argument("--minutes", type=float, help="stop (and checkpoint) after this many minutes")
     t.add_argument("--batch-size", type=int)
+    t.add_argument("--micro-batch", type=int, help="run each batch in chunks of this size, accumulating gradients "
+                                                    "(same steps, less memory)")
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")

@@ -77,6 +77,9 @@ class TrainConfig:
     val_fraction: float = 0.1  # held-out share of the good images (never the test split)
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA only
+    # > 0: each step runs the batch in chunks of this many images and accumulates their gradients: the same
+    # optimizer step as the whole batch (BatchNorm statistics aside) in a fraction of the memory
+    micro_batch: int = 0
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
 

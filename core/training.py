@@ -180,26 +180,52 @@ class Trainer:
         """One optimizer step on both networks; returns the loss terms."""
         self.model.train()
         x, mask, normal = self._batch()
+        self.opt_denoiser.zero_grad(set_to_none=True)
+        self.opt_segmenter.zero_grad(set_to_none=True)
+        losses = self._backward(x, mask, normal)
+        self.opt_denoiser.step()
+        self.opt_segmenter.step()
+        self.step += 1
+        return losses
+
+    def _backward(self, x: torch.Tensor, mask: torch.Tensor, normal: torch.Tensor) -> dict[str, float]:
+        """Loss of the batch and its gradients, in chunks of ``micro_batch`` images when that is set.
+
+        Each chunk's terms are weighted so that the gradients add up to the whole batch's: the noise loss
+        (a mean over the normal samples) by the chunk's share of normal samples, the mask losses (means
+        over all samples) by its share of samples.
+        """
         n, dev, diff = x.shape[0], self.device, self.model.diffusion
         split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
         t_s = torch.randint(0, split, (n,), device=dev)
         t_b = torch.randint(split, T, (n,), device=dev)
         noise_s, noise_b = torch.randn_like(x), torch.randn_like(x)
         use_amp = self.train_config.amp and dev.type == "cuda"
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            x0 = diff.to_model_range(x)
-            x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s, t_b, noise_s, noise_b)
-            mask_hat = self.model.segmenter(x, self.model.segmenter_input(x0_g).to(x.dtype))
-            losses = self.loss_fn(eps_s, noise_s, eps_b, noise_b, mask_hat.float(), mask, normal)
-        if not torch.isfinite(losses["loss"]):
-            raise TrainingError(f"loss became {losses['loss'].item()} at step {self.step + 1}")
-        self.opt_denoiser.zero_grad(set_to_none=True)
-        self.opt_segmenter.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.opt_denoiser.step()
-        self.opt_segmenter.step()
-        self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        micro = self.train_config.micro_batch
+        chunks = -(-n // micro) if 0 < micro < n else 1
+        bounds = [n * i // chunks for i in range(chunks + 1)]  # even sizes: no lone last image for BatchNorm
+        n_normal = max(int(normal.sum()), 1)
+        total: dict[str, float] = {}
+        for start, stop in zip(bounds, bounds[1:]):
+            part = slice(start, stop)
+            xs = x[part]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                x0 = diff.to_model_range(xs)
+                x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s[part], t_b[part],
+                                                            noise_s[part], noise_b[part])
+                mask_hat = self.model.segmenter(xs, self.model.segmenter_input(x0_g).to(xs.dtype))
+                losses = self.loss_fn(eps_s, noise_s[part], eps_b, noise_b[part], mask_hat.float(), mask[part],
+                                      normal[part])
+            w_noise, w_mask = float(normal[part].sum()) / n_normal, xs.shape[0] / n
+            weighted = {"noise": losses["noise"] * w_noise, "focal": losses["focal"] * w_mask,
+                        "smooth_l1": losses["smooth_l1"] * w_mask}
+            loss = weighted["noise"] + self.loss_fn.focal_weight * weighted["focal"] + weighted["smooth_l1"]
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}")
+            loss.backward()
+            for k, v in (("loss", loss), *weighted.items()):
+                total[k] = total.get(k, 0.0) + float(v.detach())
+        return total
 
     # ---- validation, preview, checkpoint -------------------------------------------------
     @torch.inference_mode()
@@ -285,9 +311,12 @@ class Trainer:
                     raise TrainingError(f"training stopped: loss is not finite at step {self.step + 1}{kept}") from None
                 except torch.OutOfMemoryError:
                     healthy = False
+                    half = max(1, (cfg.micro_batch or cfg.batch_size) // 2)
                     raise TrainingError(
-                        f"out of memory at batch size {cfg.batch_size}; retry with a smaller batch "
-                        f"(e.g. {max(1, cfg.batch_size // 2)})") from None
+                        f"out of memory at batch size {cfg.batch_size}"
+                        + (f" in micro-batches of {cfg.micro_batch}" if cfg.micro_batch else "")
+                        + f"; retry with micro-batches of {half} (same batch, less memory) or a smaller batch"
+                    ) from None
                 times.append(time.perf_counter() - t0)
                 per_step = sum(times) / len(times)
                 validation = ckpt = preview = None

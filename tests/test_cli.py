@@ -13,9 +13,10 @@ from core.cli import main
 
 def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(mvtec_folder), "--preset", "tiny", "--steps", "4", "--out", str(run)]) == 0
+    assert main(["train", str(mvtec_folder), "--preset", "tiny", "--steps", "4", "--micro-batch", "2",
+                 "--out", str(run)]) == 0
     ckpt = run / "last.safetensors"
-    assert load_checkpoint(ckpt).step == 4
+    assert load_checkpoint(ckpt).step == 4 and load_checkpoint(ckpt).train_config.micro_batch == 2
 
     test_good = mvtec_folder / "test" / "good"
     (test_good / "broken.png").write_bytes(b"\x89PNG truncated")

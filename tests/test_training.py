@@ -107,6 +107,43 @@ def test_all_anomalous_batches_train_without_nan(data, tiny_configs, tmp_path):
     assert all(r.losses["noise"] == 0.0 and np.isfinite(r.losses["loss"]) for r in recs)
 
 
+def _gradients_of_one_batch(data, model_cfg, train_cfg, tmp_path, micro_batch):
+    torch.manual_seed(0)
+    trainer = Trainer(model_cfg, replace(train_cfg, batch_size=6, micro_batch=micro_batch), data, tmp_path,
+                      device="cpu")
+    trainer.model.train()
+    for m in trainer.model.modules():  # batch statistics are the one thing chunks cannot share
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    x, mask, normal = trainer._batch()
+    assert len(set(normal.view(3, 2).sum(1).tolist())) > 1  # chunks with different shares of normal samples
+    torch.manual_seed(1)
+    losses = trainer._backward(x, mask, normal)
+    return losses, [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+
+def test_micro_batches_give_the_whole_batch_gradients(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, anomaly_prob=0.5), seed=3)
+    whole, g_whole = _gradients_of_one_batch(data, model_cfg, train_cfg, tmp_path / "a", 0)
+    chunks, g_chunks = _gradients_of_one_batch(data, model_cfg, train_cfg, tmp_path / "b", 2)
+    assert whole.keys() == chunks.keys()
+    for k in whole:
+        assert chunks[k] == pytest.approx(whole[k], rel=1e-4, abs=1e-6), k
+    assert len(g_whole) == len(g_chunks) > 0
+    for a, b in zip(g_whole, g_chunks):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-6)
+
+
+def test_micro_batch_training_runs_whole_steps(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    trainer = Trainer(model_cfg, replace(train_cfg, batch_size=4, micro_batch=3, steps=3), data, tmp_path,
+                      device="cpu")
+    recs = [r for r in trainer.run() if not r.done]
+    assert [r.step for r in recs] == [1, 2, 3] and all(np.isfinite(r.losses["loss"]) for r in recs)
+    assert load_checkpoint(tmp_path / "last.safetensors").train_config.micro_batch == 3
+
+
 def test_no_readable_images_is_a_clear_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(TrainingError, match="bad.png"):
