@@ -114,9 +114,11 @@ def test_paths(data: str) -> list[str]:
     return [str(s.path) for s in mvtec_test_samples(Path(data))]
 
 
-def forget_reports() -> None:
-    """A stage that retrains invalidates the metrics cached by `report`."""
-    (OUT / "reports.json").unlink(missing_ok=True)
+def forget_reports(model: str) -> None:
+    """A stage that retrains or re-predicts `model` invalidates its metrics cached by `report`."""
+    cache = load_json("reports")
+    if any(k.startswith(model) for k in cache):
+        save_json("reports", {k: v for k, v in cache.items() if not k.startswith(model)})
 
 
 def save_json(name: str, obj: dict) -> None:
@@ -145,7 +147,7 @@ def update_json(name: str, **fields: Any) -> None:
 
 def draem_train(args: argparse.Namespace) -> None:
     out = OUT / "draem"
-    forget_reports()
+    forget_reports("draem")
     worker("train", "--data", args.data, "--textures", args.textures, "--out", str(out),
            "--minutes", str(args.minutes), "--batch-size", str(BATCH), "--size", str(SIZE))
     log = json.loads((out / "train.json").read_text())
@@ -165,7 +167,7 @@ def draem_latency(args: argparse.Namespace) -> None:
 
 def draem_predict(args: argparse.Namespace) -> None:
     """Raw scores and maps of the test split (untimed: may share the machine)."""
-    forget_reports()
+    forget_reports("draem")
     (OUT / "test_paths.json").write_text(json.dumps(test_paths(args.data)))
     t0 = time.monotonic()
     worker("predict", "--weights", str(OUT / "draem" / "draem_last.pt"), "--textures", args.textures,
@@ -206,7 +208,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     from core.training import TrainData, Trainer
 
     tune_cpu()
-    forget_reports()
+    forget_reports(name)
     model_cfg, train_cfg = our_configs(preset, micro_batch)
     out = OUT / name
     if out.exists():
