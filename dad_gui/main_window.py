@@ -77,7 +77,8 @@ class MainWindow(QMainWindow):
         self.runner = TaskRunner()
         self.jobs = JobController()
         self.inspector: Inspector | None = None
-        self._pending_model: tuple[str, str | None] | None = None
+        self._pending_model: tuple[str, str | None, int] | None = None  # path, version, load token
+        self._load_token = 0
         self._session_thresholds: tuple[float, float] | None = None
         self._job_device: str | None = None  # the device a running training job holds
         self._inspecting = False
@@ -346,15 +347,21 @@ class MainWindow(QMainWindow):
         self._load_model(str(path), None)
 
     def _load_model(self, path: str, version_id: str | None) -> None:
-        self._pending_model = (path, version_id)
+        # each request has its own token: a load that another request superseded never becomes the model
+        self._load_token += 1
+        self._pending_model = (path, version_id, self._load_token)
         self.cancel_inspection()
         self._busy(f"Loading model {Path(path).name}…")
-        self.runner.load_model(self.state.generation, path, device=str(inference_device("auto", self._job_device)))
+        self.runner.load_model(self._load_token, path, device=str(inference_device("auto", self._job_device)))
 
-    def _model_loaded(self, _generation: int, inspector: Inspector) -> None:
-        if self._pending_model is None:
+    def _is_pending_load(self, token: int) -> bool:
+        return self._pending_model is not None and self._pending_model[2] == token
+
+    def _model_loaded(self, token: int, inspector: Inspector) -> None:
+        if not self._is_pending_load(token):
             return
-        path, vid = self._pending_model
+        assert self._pending_model is not None
+        path, vid, _ = self._pending_model
         self._pending_model = None
         self.inspector = inspector
         ckpt = inspector.checkpoint
@@ -381,7 +388,10 @@ class MainWindow(QMainWindow):
         self._place_inspector()  # a training job may have taken the GPU during the load
         self.start_inspection()
 
-    def _model_failed(self, _generation: int, message: str) -> None:
+    def _model_failed(self, token: int, message: str) -> None:
+        if not self._is_pending_load(token):
+            log.warning("a superseded model load failed: %s", message.splitlines()[0] if message else "")
+            return
         path = self._pending_model[0] if self._pending_model else "model"
         self._pending_model = None
         if self._session_thresholds is not None:

@@ -78,12 +78,14 @@ class TaskRunner(QObject):
         self.current: _Task | None = None
         self.signals = TaskSignals()
 
-    def load_model(self, generation: int, path: str, device: str = "auto") -> None:
+    def load_model(self, token: int, path: str, device: str = "auto") -> None:
+        """Load off the GUI thread; ``loaded``/``failed`` carry ``token``, by which the window drops a load that
+        a newer request superseded. A load always runs to its end: cancelling an inspection must not lose it."""
         def work(task: _Task) -> None:
             insp = Inspector.from_checkpoint(path, device=device)
             task.signals.loaded.emit(task.generation, insp)
 
-        self._start(_Task("load", generation, self.signals, work))
+        self._start(_Task("load", token, self.signals, work))
 
     def inspect(self, generation: int, inspector: Inspector, paths: list[Path], batch_size: int = 8) -> None:
         def work(task: _Task) -> None:

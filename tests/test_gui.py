@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import QSettings
 
 from core.checkpoint import Checkpoint, save_checkpoint
+from core.config import replace
 from core.inference import Inspector
 from core.model import DiffusionAD
 from core.presets import get_preset
@@ -167,6 +170,34 @@ def test_wrong_checkpoint_keeps_previous_model(window, qtbot, tiny_ckpt, isolate
     window.open_model_file(bad)
     qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
     assert window.inspector is first and "bad.safetensors" in isolated[0][2]
+
+
+def test_the_last_model_opened_wins_over_a_slower_earlier_load(window, qtbot, tiny_ckpt, isolated, tmp_path,
+                                                               monkeypatch):
+    import threading
+
+    cfg = get_preset("tiny")[0]
+    other = tmp_path / "other.safetensors"
+    wide = replace(cfg, image_size=48)
+    save_checkpoint(Checkpoint(wide, DiffusionAD(wide).state_dict(), threshold=0.5), other)
+    started, release = threading.Event(), threading.Event()
+    real = Inspector.from_checkpoint
+
+    def slow_for_the_first(path, **kw):
+        if Path(path) == tiny_ckpt:  # the first request is still loading when the second one comes
+            started.set()
+            release.wait(20)
+        return real(path, **kw)
+
+    monkeypatch.setattr(Inspector, "from_checkpoint", staticmethod(slow_for_the_first))
+    window.open_model_file(tiny_ckpt)
+    assert started.wait(20)
+    window.open_model_file(other)
+    release.set()
+    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    qtbot.wait(200)  # both loads have reported by now
+    assert window.inspector.config.image_size == 48 and window.state.model.path == str(other)
+    assert not isolated
 
 
 def test_export_csv_and_session_roundtrip(window, qtbot, tiny_ckpt, mvtec_folder, tmp_path):
