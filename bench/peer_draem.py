@@ -288,6 +288,26 @@ def our_report(ckpt: Path, data: str) -> dict:
     return evaluate(Inspector.from_checkpoint(ckpt, device="cpu"), data)
 
 
+def reference_reports(data: str) -> dict[str, dict]:
+    """What no model scores: a random map, and the image's darkness (defects on these tiles are mostly dark)."""
+    import cv2
+
+    from core.data import mvtec_test_samples, read_image
+    from core.evaluation import EVAL_SIZE, score_report
+
+    samples = mvtec_test_samples(Path(data))
+    rng = np.random.default_rng(0)
+    dark = []
+    for s in samples:
+        grey = cv2.cvtColor(cv2.resize(read_image(s.path), (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_RGB2GRAY)
+        dark.append(1.0 - grey.astype(np.float32) / 255.0)
+    top = [float(np.sort(m.ravel())[-50:].mean()) for m in dark]
+    return {"random map": score_report(samples, rng.random(len(samples)),
+                                       [rng.random((EVAL_SIZE, EVAL_SIZE), dtype=np.float32) for _ in samples]),
+            "darkness (1 - grey level)": score_report(samples, np.array(top), dark)}
+
+
 def draem_report(maps_file: Path, data: str) -> dict:
     from core.data import mvtec_test_samples
     from core.evaluation import score_report
@@ -358,6 +378,15 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     return lines + [""]
 
 
+def references(args: argparse.Namespace) -> dict[str, dict]:
+    configure(256)
+    cache = load_json("reports")
+    if "references" not in cache:
+        cache["references"] = reference_reports(args.data)
+        save_json("reports", cache)
+    return cache["references"]
+
+
 def report(args: argparse.Namespace) -> None:
     tables = {size: size_tables(size, args) for size in SIZES}
     if not any(tables.values()):
@@ -374,6 +403,12 @@ def report(args: argparse.Namespace) -> None:
         "excluded); our whole `Inspector.predict` (resize, both noise scales, segmenter, image score); "
         "peak RSS is the largest of training and inference.", "",
         *tables[256], *tables[128],
+        "### References: no model", "",
+        "What the metrics give without any learning, on the same split: at budgets where the models have "
+        "not learned yet, their figures sit among these.", "",
+        "| reference | I-AUROC | P-AUROC | AUPRO@0.3 | P-AP |", "|---|---|---|---|---|",
+        *[f"| {name} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | {r['pixel_ap']:.3f} |"
+          for name, r in references(args).items()], "",
         "Commands: `python bench/peer_draem.py setup`, then `draem`, `ours`, `paper` and `report` "
         f"with `--data {args.data}` and `--textures`; `--size 128` for the 128-px runs.",
     ]
