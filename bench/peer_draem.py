@@ -200,7 +200,9 @@ def our_configs(preset: str, micro_batch: int = 0):  # noqa: ANN201
 
 
 def train_ours(name: str, preset: str, data: str, textures: str, minutes: float, steps: int,
-               save_at: int | None, micro_batch: int = 0) -> None:
+               save_at: int | None, micro_batch: int = 0, resumable: bool = False, resume: bool = False) -> None:
+    """Train one of our presets; `resumable` checkpoints every step (saves not counted as training time) so
+    that a run longer than one sitting goes on with `resume`, adding up its training time."""
     from core.data import list_images, train_folder
     from core.model import count_parameters
     from core.runtime import tune_cpu
@@ -211,23 +213,58 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     forget_reports(name)
     model_cfg, train_cfg = our_configs(preset, micro_batch)
     out = OUT / name
-    if out.exists():
+    progress_file = out / "progress.json"
+    before = {"steps": 0, "train_seconds": 0.0, "peak_rss_mib": 0.0}
+    resume_from = None
+    if resume and (out / "last.safetensors").exists() and progress_file.exists():
+        before = json.loads(progress_file.read_text())
+        resume_from = out / "last.safetensors"
+        print(f"{name}: resuming at step {before['steps']} after {before['train_seconds'] / 60:.1f} min", flush=True)
+    elif out.exists():
         shutil.rmtree(out)
     data_ = TrainData.from_paths(list_images(train_folder(data)), SIZE, train_cfg.val_fraction, train_cfg.seed)
     trainer = Trainer(model_cfg, train_cfg, data_, out, device="cpu", textures=load_textures(textures, SIZE),
-                      info={"preset": preset, "benchmark": "peer_draem"})
+                      resume_from=resume_from, info={"preset": preset, "benchmark": "peer_draem"})
     t0 = time.monotonic()
+    excluded = 0.0  # checkpoint writes of a resumable run
+    plain_save = trainer.save
+
+    def timed_save() -> Path:
+        nonlocal excluded
+        ts = time.monotonic()
+        path = plain_save()
+        if resumable:
+            excluded += time.monotonic() - ts
+        return path
+
+    trainer.save = timed_save  # type: ignore[method-assign]  # the trainer's own final save included
+
+    def trained() -> float:
+        return before["train_seconds"] + time.monotonic() - t0 - excluded
+
+    def peak() -> float:
+        return max(before["peak_rss_mib"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
     deadline = t0 + 60 * minutes if minutes else float("inf")
     saved = {}
     for rec in trainer.run(cancel=lambda: time.monotonic() > deadline or trainer.step >= steps):
-        if rec.step % 10 == 0 and not rec.done:
-            print(f"{name} step {rec.step} {json.dumps(rec.losses)} {time.monotonic() - t0:.0f} s", flush=True)
-        if save_at is not None and rec.step == save_at and not rec.done:
+        if rec.done:
+            break
+        if rec.step % 10 == 0 or resumable:
+            print(f"{name} step {rec.step} {json.dumps(rec.losses)} {trained():.0f} s", flush=True)
+        if save_at is not None and rec.step == save_at:
             shutil.copy(trainer.save(), out / f"step{save_at}.safetensors")
-            saved[str(save_at)] = time.monotonic() - t0
-    train_s = time.monotonic() - t0
+            saved[str(save_at)] = trained()
+        if resumable:
+            trainer.save()
+            tmp = progress_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"steps": trainer.step, "train_seconds": trained(), "peak_rss_mib": peak()}))
+            tmp.replace(progress_file)
+    train_s = trained()
+    if trainer.step < steps and minutes == 0:
+        sys.exit(f"{name}: stopped at step {trainer.step} of {steps}")
     save_json(name, {"preset": preset, "steps": trainer.step, "train_seconds": train_s, "saved": saved,
-                     "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     "train_peak_rss_mib": peak(),
                      "parameters": count_parameters(trainer.model), "minutes": minutes,
                      "image_size": SIZE, "batch_size": BATCH, "micro_batch": micro_batch,
                      "latency": {b: our_latency(out / "last.safetensors", b) for b in (1, 8)}})
@@ -277,7 +314,8 @@ def ours(args: argparse.Namespace) -> None:
 
 def paper(args: argparse.Namespace) -> None:
     steps = args.steps or equal_steps()
-    train_ours("paper", "paper", args.data, args.textures, 0, steps, None, args.micro_batch)
+    train_ours("paper", "paper", args.data, args.textures, 0, steps, None, args.micro_batch, resumable=True,
+               resume=args.resume)
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -373,6 +411,11 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
                                                    if p.get("micro_batch") else "")
         lines.append(row(name, b_paper, p, p["steps"], p["train_seconds"]) if b_paper is not None
                      else f"| {name} | not evaluated yet | | | | {p['steps']} × {BATCH} | | | | | |")
+    elif (OUT / "paper" / "progress.json").exists():
+        done = json.loads((OUT / "paper" / "progress.json").read_text())
+        lines.append(f"| DiffusionAD `paper` @ {size} px | training: {done['steps']} of {n} steps so far "
+                     f"(`paper --resume` goes on) | | | | {n} × {BATCH} | {done['train_seconds'] / 60:.1f} min so far "
+                     f"| | | {done['peak_rss_mib'] / 1024:.1f} GiB | |")
     elif size == 256:
         lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
     return lines + [""]
@@ -436,6 +479,8 @@ def main() -> None:
             p.add_argument("--micro-batch", type=int, default=2,
                            help="the batch of 8 runs in chunks of this size (gradients accumulated): at 256 px the "
                                 "paper preset needs ~30 GB for a whole batch")
+            p.add_argument("--resume", action="store_true",
+                           help="go on from the last step saved (a run stopped or killed before its end)")
         if name == "report":
             p.add_argument("--cached-only", action="store_true",
                            help="leave out the (b) rows whose metrics were not computed yet")
