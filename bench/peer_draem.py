@@ -1,6 +1,7 @@
 """Benchmark: DiffusionAD against anomalib's DRAEM on real defects (Magnetic Tile), on this machine.
 
-Both train from scratch on DATA/train/good with texture images as anomaly sources, at 256 x 256 and
+Both train from scratch on DATA/train/good with texture images as anomaly sources, at the same size
+(256 x 256, DRAEM's default; `--size 128` for our `fast` preset's size, results in runs/peer_draem_128) and
 batch 8, and both are scored on DATA/test by the project's metric code (``core.evaluation.score_report``):
 the only difference is the model. anomalib lives in its own virtual environment
 (``bench/runs/peer-venv``, never in the project's dependencies); ``bench/peer_draem_worker.py`` runs there
@@ -14,7 +15,7 @@ Two comparisons, each a table in docs/benchmarks.md:
     python bench/peer_draem.py setup                          # anomalib 2.7.0 into bench/runs/peer-venv
     python bench/peer_draem.py draem --data D --textures T --minutes 30   # = train, draem-latency, draem-predict
     python bench/peer_draem.py ours  --data D --textures T --minutes 30    # checkpoint at DRAEM's steps too
-    python bench/peer_draem.py paper --data D --textures T                 # DRAEM's steps, paper preset
+    python bench/peer_draem.py paper --data D --textures T [--resume]      # DRAEM's steps, paper preset
     python bench/peer_draem.py report --data D
 
 (D = ../shared/data/magnetic_tile, T = ../shared/data/textures_dtd10 in this project's machines.)
