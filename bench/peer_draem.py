@@ -214,11 +214,21 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     forget_reports(name)
     model_cfg, train_cfg = our_configs(preset, micro_batch)
     out = OUT / name
+    (OUT / f"{name}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
     progress_file = out / "progress.json"
     before = {"steps": 0, "train_seconds": 0.0, "peak_rss_mib": 0.0}
     resume_from = None
-    if resume and (out / "last.safetensors").exists() and progress_file.exists():
-        before = json.loads(progress_file.read_text())
+    if resume and (out / "last.safetensors").exists():
+        from core.checkpoint import read_header
+
+        header = read_header(out / "last.safetensors")
+        # written with the weights in one file, so a kill between the two writes cannot shift them
+        stored = (header.get("info") or {}).get("peer_progress")
+        if stored is None and progress_file.exists():
+            stored = json.loads(progress_file.read_text())
+        if stored is None:
+            sys.exit(f"{out}: no training time recorded with the checkpoint; start again without --resume")
+        before = {**stored, "steps": header["step"]}
         resume_from = out / "last.safetensors"
         print(f"{name}: resuming at step {before['steps']} after {before['train_seconds'] / 60:.1f} min", flush=True)
     elif out.exists():
@@ -233,6 +243,8 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     def timed_save() -> Path:
         nonlocal excluded
         ts = time.monotonic()
+        if resumable:
+            trainer.info["peer_progress"] = {"train_seconds": trained(), "peak_rss_mib": peak()}
         path = plain_save()
         if resumable:
             excluded += time.monotonic() - ts
@@ -264,6 +276,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     train_s = trained()
     if trainer.step < steps and minutes == 0:
         sys.exit(f"{name}: stopped at step {trainer.step} of {steps}")
+    forget_reports(name)  # whatever `report` scored while this ran was a checkpoint on its way
     save_json(name, {"preset": preset, "steps": trainer.step, "train_seconds": train_s, "saved": saved,
                      "train_peak_rss_mib": peak(),
                      "parameters": count_parameters(trainer.model), "minutes": minutes,
@@ -328,7 +341,7 @@ def our_report(ckpt: Path, data: str) -> dict:
 
 
 def reference_reports(data: str) -> dict[str, dict]:
-    """What no model scores: a random map, and the image's darkness (defects on these tiles are mostly dark)."""
+    """What the metrics give without a model: a random map, and a plain intensity cue (the image's darkness)."""
     import cv2
 
     from core.data import mvtec_test_samples, read_image
@@ -340,7 +353,7 @@ def reference_reports(data: str) -> dict[str, dict]:
     for s in samples:
         grey = cv2.cvtColor(cv2.resize(read_image(s.path), (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA),
                             cv2.COLOR_RGB2GRAY)
-        dark.append(1.0 - grey.astype(np.float32) / 255.0)
+        dark.append(1.0 - grey)  # read_image gives float RGB in [0, 1]
     top = [float(np.sort(m.ravel())[-50:].mean()) for m in dark]
     return {"random map": score_report(samples, rng.random(len(samples)),
                                        [rng.random((EVAL_SIZE, EVAL_SIZE), dtype=np.float32) for _ in samples]),

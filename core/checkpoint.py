@@ -105,7 +105,7 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
     header = {
         "format_version": FORMAT_VERSION,
         "model_config": to_dict(ckpt.model_config),
-        "train_config": to_dict(ckpt.train_config) if ckpt.train_config else None,
+        "train_config": _train_config_dict(ckpt.train_config) if ckpt.train_config else None,
         "step": ckpt.step,
         "metrics": ckpt.metrics,
         "threshold": ckpt.threshold,
@@ -135,6 +135,15 @@ def _sniff(path: Path, head: bytes) -> str | None:
 def read_header(path: str | Path) -> dict[str, Any]:
     """Read and validate only the JSON header (fast; for registries and listings)."""
     return _load(Path(path), header_only=True)[0]
+
+
+def _train_config_dict(cfg: TrainConfig) -> dict:
+    """``micro_batch`` (a memory setting, not part of the maths) is written only when used, so that builds
+    from before it existed still open checkpoints trained without it."""
+    data = to_dict(cfg)
+    if not data.get("micro_batch"):
+        data.pop("micro_batch", None)
+    return data
 
 
 def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoint:

@@ -47,6 +47,13 @@ def _fmt_eta(seconds: float) -> str:
 
 
 # ---- train ----------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import replace
     from .data import list_images, train_folder
@@ -220,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
     t.add_argument("--minutes", type=float, help="stop (and checkpoint) after this many minutes")
     t.add_argument("--batch-size", type=int)
-    t.add_argument("--micro-batch", type=int, help="run each batch in chunks of this size, accumulating gradients "
-                                                    "(same steps, less memory)")
+    t.add_argument("--micro-batch", type=_positive_int,
+                   help="run each batch in chunks of this size, accumulating gradients (same steps, less memory)")
     t.add_argument("--seed", type=int)
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")

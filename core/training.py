@@ -120,6 +120,8 @@ class Trainer:
         preview_every: int = 0,
         info: dict[str, Any] | None = None,
     ):
+        if train_config.micro_batch < 0:
+            raise ValueError(f"micro_batch must be 0 (whole batch) or a positive size, not {train_config.micro_batch}")
         self.train_config = train_config
         self.data = data
         self.out_dir = Path(out_dir)
@@ -135,8 +137,10 @@ class Trainer:
             if resume_from:
                 self.step, self._opt_state = ckpt.step, ckpt.optimizer
                 if ckpt.train_config is not None:
+                    # the checkpoint's recipe goes on; the caller sets the length and may change the micro-batch
+                    micro = train_config.micro_batch or ckpt.train_config.micro_batch
                     self.train_config = train_config = ckpt.train_config.__class__(
-                        **{**ckpt.train_config.__dict__, "steps": train_config.steps}
+                        **{**ckpt.train_config.__dict__, "steps": train_config.steps, "micro_batch": micro}
                     )
         self.model_config = model_config
         seed_everything(train_config.seed + self.step)
@@ -311,11 +315,12 @@ class Trainer:
                     raise TrainingError(f"training stopped: loss is not finite at step {self.step + 1}{kept}") from None
                 except torch.OutOfMemoryError:
                     healthy = False
-                    half = max(1, (cfg.micro_batch or cfg.batch_size) // 2)
+                    chunk = min(cfg.micro_batch or cfg.batch_size, cfg.batch_size)
                     raise TrainingError(
                         f"out of memory at batch size {cfg.batch_size}"
-                        + (f" in micro-batches of {cfg.micro_batch}" if cfg.micro_batch else "")
-                        + f"; retry with micro-batches of {half} (same batch, less memory) or a smaller batch"
+                        + (f" in micro-batches of {chunk}" if chunk < cfg.batch_size else "")
+                        + (f"; retry with micro-batches of {chunk // 2} (same batch, less memory) or a smaller batch"
+                           if chunk > 1 else "; retry with a smaller image size or preset")
                     ) from None
                 times.append(time.perf_counter() - t0)
                 per_step = sum(times) / len(times)

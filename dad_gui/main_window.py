@@ -79,7 +79,8 @@ class MainWindow(QMainWindow):
         self.inspector: Inspector | None = None
         self._pending_model: tuple[str, str | None, int] | None = None  # path, version, load token
         self._load_token = 0
-        self._session_thresholds: tuple[float, float] | None = None
+        # a restored session's thresholds, for the model load (token) it asked for
+        self._session_thresholds: tuple[float, float, int] | None = None
         self._job_device: str | None = None  # the device a running training job holds
         self._inspecting = False
         self._folder_token = self._listed_token = 0  # folder listing requests (newest wins)
@@ -372,7 +373,8 @@ class MainWindow(QMainWindow):
         threshold = version.threshold if version and version.threshold is not None else inspector.threshold
         pixel = version.pixel_threshold if version else 0.5
         if self._session_thresholds is not None:
-            threshold, pixel = self._session_thresholds
+            if self._session_thresholds[2] == token:  # else another model was opened since: its own apply
+                threshold, pixel = self._session_thresholds[:2]
             self._session_thresholds = None
         self.state.set_model(info, threshold, pixel)
         if vid:
@@ -395,8 +397,9 @@ class MainWindow(QMainWindow):
         path = self._pending_model[0] if self._pending_model else "model"
         self._pending_model = None
         if self._session_thresholds is not None:
-            self.state.set_threshold(self._session_thresholds[0])
-            self.state.set_pixel_threshold(self._session_thresholds[1])
+            if self._session_thresholds[2] == token:
+                self.state.set_threshold(self._session_thresholds[0])
+                self.state.set_pixel_threshold(self._session_thresholds[1])
             self._session_thresholds = None
         self._idle("Model not loaded; the previous model stays in use.")
         self._refresh_model_combo()
@@ -714,8 +717,8 @@ class MainWindow(QMainWindow):
             self.use_version(vid)
         elif isinstance(mpath, str) and mpath:
             self.open_model_file(mpath)
-        if self._pending_model is not None:
-            self._session_thresholds = thresholds  # the session's, not the model's, once it has loaded
+        if self._pending_model is not None:  # the session's, not the model's, once it has loaded
+            self._session_thresholds = (*thresholds, self._pending_model[2])
         if isinstance(data.get("folder"), str):
             self.open_folder(data["folder"])
         self.state.set_threshold(thresholds[0])

@@ -172,32 +172,60 @@ def test_wrong_checkpoint_keeps_previous_model(window, qtbot, tiny_ckpt, isolate
     assert window.inspector is first and "bad.safetensors" in isolated[0][2]
 
 
-def test_the_last_model_opened_wins_over_a_slower_earlier_load(window, qtbot, tiny_ckpt, isolated, tmp_path,
-                                                               monkeypatch):
+def _slow_load_of(path, monkeypatch):
+    """Loading ``path`` waits for ``release``; ``started`` tells that it began. Other models load at once."""
     import threading
 
-    cfg = get_preset("tiny")[0]
-    other = tmp_path / "other.safetensors"
-    wide = replace(cfg, image_size=48)
-    save_checkpoint(Checkpoint(wide, DiffusionAD(wide).state_dict(), threshold=0.5), other)
     started, release = threading.Event(), threading.Event()
     real = Inspector.from_checkpoint
 
-    def slow_for_the_first(path, **kw):
-        if Path(path) == tiny_ckpt:  # the first request is still loading when the second one comes
+    def load(p, **kw):
+        if Path(p) == Path(path):
             started.set()
             release.wait(20)
-        return real(path, **kw)
+        return real(p, **kw)
 
-    monkeypatch.setattr(Inspector, "from_checkpoint", staticmethod(slow_for_the_first))
+    monkeypatch.setattr(Inspector, "from_checkpoint", staticmethod(load))
+    return started, release
+
+
+def _other_model(tmp_path):
+    wide = replace(get_preset("tiny")[0], image_size=64)
+    path = tmp_path / "other.safetensors"
+    save_checkpoint(Checkpoint(wide, DiffusionAD(wide).state_dict(), threshold=0.5), path)
+    return path
+
+
+def test_the_last_model_opened_wins_over_a_slower_earlier_load(window, qtbot, tiny_ckpt, isolated, tmp_path,
+                                                               monkeypatch):
+    other = _other_model(tmp_path)
+    started, release = _slow_load_of(tiny_ckpt, monkeypatch)
     window.open_model_file(tiny_ckpt)
-    assert started.wait(20)
+    assert started.wait(20)  # the first request is still loading when the second one comes
     window.open_model_file(other)
     release.set()
     qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
     qtbot.wait(200)  # both loads have reported by now
-    assert window.inspector.config.image_size == 48 and window.state.model.path == str(other)
+    assert window.inspector.config.image_size == 64 and window.state.model.path == str(other)
     assert not isolated
+
+
+def test_a_model_opened_during_a_session_restore_keeps_its_own_threshold(window, qtbot, tiny_ckpt, tmp_path,
+                                                                        monkeypatch):
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    window.state.set_threshold(0.25)
+    session = tmp_path / "s.dadsession"
+    assert window.save_session(session)
+    other = _other_model(tmp_path)
+    started, release = _slow_load_of(tiny_ckpt, monkeypatch)
+    assert window.open_session(session)  # asks for the session's model, with the session's thresholds
+    assert started.wait(20)
+    window.open_model_file(other)  # the user picks another model before the session's has loaded
+    release.set()
+    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    qtbot.wait(200)
+    assert window.state.model.path == str(other) and window.state.threshold == pytest.approx(0.5)
 
 
 def test_export_csv_and_session_roundtrip(window, qtbot, tiny_ckpt, mvtec_folder, tmp_path):

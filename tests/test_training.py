@@ -117,8 +117,12 @@ def _gradients_of_one_batch(data, model_cfg, train_cfg, tmp_path, micro_batch):
             m.eval()
     x, mask, normal = trainer._batch()
     assert len(set(normal.view(3, 2).sum(1).tolist())) > 1  # chunks with different shares of normal samples
+    seen: list[int] = []
+    hook = trainer.model.segmenter.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape[0]))
     torch.manual_seed(1)
     losses = trainer._backward(x, mask, normal)
+    hook.remove()
+    assert seen == ([2, 2, 2] if micro_batch == 2 else [6])
     return losses, [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
 
 
@@ -142,6 +146,23 @@ def test_micro_batch_training_runs_whole_steps(data, tiny_configs, tmp_path):
     recs = [r for r in trainer.run() if not r.done]
     assert [r.step for r in recs] == [1, 2, 3] and all(np.isfinite(r.losses["loss"]) for r in recs)
     assert load_checkpoint(tmp_path / "last.safetensors").train_config.micro_batch == 3
+    # resuming keeps the checkpoint's micro-batch unless the caller gives one (a memory setting)
+    kept = Trainer(model_cfg, replace(train_cfg, steps=4), data, tmp_path, device="cpu",
+                   resume_from=tmp_path / "last.safetensors")
+    assert kept.train_config.micro_batch == 3 and kept.train_config.batch_size == 4
+    changed = Trainer(model_cfg, replace(train_cfg, steps=4, micro_batch=2), data, tmp_path / "b", device="cpu",
+                      resume_from=tmp_path / "last.safetensors")
+    assert changed.train_config.micro_batch == 2 and changed.step == 3
+    with pytest.raises(ValueError, match="micro_batch"):
+        Trainer(model_cfg, replace(train_cfg, micro_batch=-1), data, tmp_path / "c", device="cpu")
+
+
+def test_checkpoints_without_micro_batches_do_not_record_it(data, tiny_configs, tmp_path):
+    from core.checkpoint import read_header
+
+    model_cfg, train_cfg = tiny_configs
+    fit(Trainer(model_cfg, replace(train_cfg, steps=1), data, tmp_path, device="cpu"))
+    assert "micro_batch" not in read_header(tmp_path / "last.safetensors")["train_config"]  # older builds open it
 
 
 def test_no_readable_images_is_a_clear_error(tmp_path):
