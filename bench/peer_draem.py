@@ -492,7 +492,7 @@ def main() -> None:
             p.add_argument("--steps", type=int, default=0, help="default: the steps DRAEM reached")
             p.add_argument("--micro-batch", type=int, default=2,
                            help="the batch of 8 runs in chunks of this size (gradients accumulated): at 256 px the "
-                                "paper preset needs ~30 GB for a whole batch")
+                                "paper preset needs an estimated 40 GB for a whole batch")
             p.add_argument("--resume", action="store_true",
                            help="go on from the last step saved (a run stopped or killed before its end)")
         if name == "report":
