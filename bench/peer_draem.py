@@ -142,16 +142,21 @@ def draem(args: argparse.Namespace) -> None:
     draem_predict(args)
 
 
+def draem_file(name: str) -> Path:
+    """The worker's outputs: draem_last.pt (weights), maps_last.npz (test-split scores and maps), train.json."""
+    return OUT / "draem" / name
+
+
 def update_json(name: str, **fields: Any) -> None:
     save_json(name, {**load_json(name), **fields})
 
 
 def draem_train(args: argparse.Namespace) -> None:
-    out = OUT / "draem"
     forget_reports("draem")
-    worker("train", "--data", args.data, "--textures", args.textures, "--out", str(out),
+    (OUT / "draem.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
+    worker("train", "--data", args.data, "--textures", args.textures, "--out", str(draem_file("")),
            "--minutes", str(args.minutes), "--batch-size", str(BATCH), "--size", str(SIZE))
-    log = json.loads((out / "train.json").read_text())
+    log = json.loads(draem_file("train.json").read_text())
     save_json("draem", {"steps": log["steps"], "train_seconds": log["train_seconds"],
                         "train_peak_rss_mib": log["peak_rss_mib"], "parameters": log["parameters"],
                         "minutes": args.minutes})
@@ -159,7 +164,7 @@ def draem_train(args: argparse.Namespace) -> None:
 
 def draem_latency(args: argparse.Namespace) -> None:
     """Alone on the machine, like every timed stage."""
-    weights = str(OUT / "draem" / "draem_last.pt")
+    weights = str(draem_file("draem_last.pt"))
     lat = {b: json.loads(worker("latency", "--weights", weights, "--textures", args.textures,
                                 "--batch-size", str(b), "--repeats", "10" if b == 1 else "5", "--size", str(SIZE),
                                 capture=True).strip().splitlines()[-1]) for b in (1, 8)}
@@ -171,8 +176,8 @@ def draem_predict(args: argparse.Namespace) -> None:
     forget_reports("draem")
     (OUT / "test_paths.json").write_text(json.dumps(test_paths(args.data)))
     t0 = time.monotonic()
-    worker("predict", "--weights", str(OUT / "draem" / "draem_last.pt"), "--textures", args.textures,
-           "--list", str(OUT / "test_paths.json"), "--out", str(OUT / "draem" / "maps_last.npz"), "--size", str(SIZE))
+    worker("predict", "--weights", str(draem_file("draem_last.pt")), "--textures", args.textures,
+           "--list", str(OUT / "test_paths.json"), "--out", str(draem_file("maps_last.npz")), "--size", str(SIZE))
     update_json("draem", predict_seconds=time.monotonic() - t0)
 
 
@@ -398,7 +403,7 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
             save_json("reports", cache)
         return cache[key]
 
-    a_draem = rep("draem_last", lambda: draem_report(OUT / "draem" / "maps_last.npz", args.data))
+    a_draem = rep("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data))
     a_ours = rep("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
     n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
     ours_n = OUT / "ours" / f"step{n}.safetensors"
