@@ -54,5 +54,9 @@ class DiffusionADLoss(nn.Module):
         l_noise = noise_loss(eps_s_hat, eps_s, eps_b_hat, eps_b, normal)
         l_focal = self.focal(mask_hat, mask)
         l_smooth = F.smooth_l1_loss(mask_hat.float(), mask.float())
-        total = l_noise + self.focal_weight * l_focal + l_smooth
-        return {"loss": total, "noise": l_noise, "focal": l_focal, "smooth_l1": l_smooth}
+        return {"loss": self.total(l_noise, l_focal, l_smooth), "noise": l_noise, "focal": l_focal,
+                "smooth_l1": l_smooth}
+
+    def total(self, noise: Tensor, focal: Tensor, smooth_l1: Tensor) -> Tensor:
+        """L from its terms (also for terms weighted per micro-batch)."""
+        return noise + self.focal_weight * focal + smooth_l1

@@ -223,7 +223,7 @@ class Trainer:
             w_noise, w_mask = float(normal[part].sum()) / n_normal, xs.shape[0] / n
             weighted = {"noise": losses["noise"] * w_noise, "focal": losses["focal"] * w_mask,
                         "smooth_l1": losses["smooth_l1"] * w_mask}
-            loss = weighted["noise"] + self.loss_fn.focal_weight * weighted["focal"] + weighted["smooth_l1"]
+            loss = self.loss_fn.total(**weighted)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}")
             loss.backward()

@@ -358,6 +358,12 @@ class MainWindow(QMainWindow):
     def _is_pending_load(self, token: int) -> bool:
         return self._pending_model is not None and self._pending_model[2] == token
 
+    def _take_session_thresholds(self, token: int) -> tuple[float, float] | None:
+        """A restored session's thresholds if they were asked for with this load, else None; cleared either
+        way (once another model was opened, it keeps its own)."""
+        session, self._session_thresholds = self._session_thresholds, None
+        return session[:2] if session is not None and session[2] == token else None
+
     def _model_loaded(self, token: int, inspector: Inspector) -> None:
         if not self._is_pending_load(token):
             return
@@ -372,10 +378,9 @@ class MainWindow(QMainWindow):
         info = ModelInfo(path, name, preset, device_name(inspector.device), inspector.config.image_size, vid)
         threshold = version.threshold if version and version.threshold is not None else inspector.threshold
         pixel = version.pixel_threshold if version else 0.5
-        if self._session_thresholds is not None:
-            if self._session_thresholds[2] == token:  # else another model was opened since: its own apply
-                threshold, pixel = self._session_thresholds[:2]
-            self._session_thresholds = None
+        session = self._take_session_thresholds(token)
+        if session is not None:
+            threshold, pixel = session
         self.state.set_model(info, threshold, pixel)
         if vid:
             try:
@@ -394,13 +399,13 @@ class MainWindow(QMainWindow):
         if not self._is_pending_load(token):
             log.warning("a superseded model load failed: %s", message.splitlines()[0] if message else "")
             return
-        path = self._pending_model[0] if self._pending_model else "model"
+        assert self._pending_model is not None
+        path = self._pending_model[0]
         self._pending_model = None
-        if self._session_thresholds is not None:
-            if self._session_thresholds[2] == token:
-                self.state.set_threshold(self._session_thresholds[0])
-                self.state.set_pixel_threshold(self._session_thresholds[1])
-            self._session_thresholds = None
+        session = self._take_session_thresholds(token)
+        if session is not None:
+            self.state.set_threshold(session[0])
+            self.state.set_pixel_threshold(session[1])
         self._idle("Model not loaded; the previous model stays in use.")
         self._refresh_model_combo()
         show_error("Cannot load model", f"{message.split(chr(10))[0]}\n\nThe previous model stays in use.",
