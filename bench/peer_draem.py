@@ -286,7 +286,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
                      "train_peak_rss_mib": peak(),
                      "parameters": count_parameters(trainer.model), "minutes": minutes,
                      "image_size": SIZE, "batch_size": BATCH, "micro_batch": micro_batch,
-                     "latency": {b: our_latency(out / "last.safetensors", b) for b in (1, 8)}})
+                     "latency": our_latencies(out / "last.safetensors")})
 
 
 LATENCY_CHILD = """
@@ -320,9 +320,13 @@ def our_latency(ckpt: Path, batch: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def our_latencies(ckpt: Path) -> dict:
+    return {b: our_latency(ckpt, b) for b in (1, 8)}
+
+
 def ours_latency(args: argparse.Namespace) -> None:
     run_info = load_json("ours")
-    run_info["latency"] = {b: our_latency(OUT / "ours" / "last.safetensors", b) for b in (1, 8)}
+    run_info["latency"] = our_latencies(OUT / "ours" / "last.safetensors")
     save_json("ours", run_info)
 
 
@@ -396,13 +400,7 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     if not d or not o:
         return []
     cache = load_json("reports")
-
-    def rep(key: str, make) -> dict:  # noqa: ANN001
-        if key not in cache:
-            cache[key] = make()
-            save_json("reports", cache)
-        return cache[key]
-
+    rep = cached_report
     a_draem = rep("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data))
     a_ours = rep("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
     n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
@@ -440,13 +438,18 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     return lines + [""]
 
 
+def cached_report(key: str, make) -> dict:  # noqa: ANN001
+    """Metrics cached in OUT/reports.json (`make` runs only when `key` is missing)."""
+    cache = load_json("reports")
+    if key not in cache:
+        cache[key] = make()
+        save_json("reports", cache)
+    return cache[key]
+
+
 def references(args: argparse.Namespace) -> dict[str, dict]:
     configure(256)
-    cache = load_json("reports")
-    if "references" not in cache:
-        cache["references"] = reference_reports(args.data)
-        save_json("reports", cache)
-    return cache["references"]
+    return cached_report("references", lambda: reference_reports(args.data))
 
 
 def report(args: argparse.Namespace) -> None:
