@@ -350,7 +350,7 @@ def our_report(ckpt: Path, data: str) -> dict:
 
 
 def reference_reports(data: str) -> dict[str, dict]:
-    """What the metrics give without a model: a random map, and a plain intensity cue (the image's darkness)."""
+    """What the metrics give without a model: a random map, and plain intensity cues (darkness, brightness)."""
     import cv2
 
     from core.data import mvtec_test_samples, read_image
@@ -358,15 +358,16 @@ def reference_reports(data: str) -> dict[str, dict]:
 
     samples = mvtec_test_samples(Path(data))
     rng = np.random.default_rng(0)
-    dark = []
-    for s in samples:
-        grey = cv2.cvtColor(cv2.resize(read_image(s.path), (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA),
-                            cv2.COLOR_RGB2GRAY)
-        dark.append(1.0 - grey)  # read_image gives float RGB in [0, 1]
-    top = [float(np.sort(m.ravel())[-50:].mean()) for m in dark]
+    grey = [cv2.cvtColor(cv2.resize(read_image(s.path), (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_RGB2GRAY) for s in samples]  # read_image gives float RGB in [0, 1]
+
+    def cue(maps: list[np.ndarray]) -> dict:
+        return score_report(samples, np.array([float(np.sort(m.ravel())[-50:].mean()) for m in maps]), maps)
+
     return {"random map": score_report(samples, rng.random(len(samples)),
                                        [rng.random((EVAL_SIZE, EVAL_SIZE), dtype=np.float32) for _ in samples]),
-            "darkness (1 - grey level)": score_report(samples, np.array(top), dark)}
+            "darkness (1 - grey level)": cue([1.0 - g for g in grey]),
+            "brightness (grey level)": cue(grey)}
 
 
 def draem_report(maps_file: Path, data: str) -> dict:
@@ -447,8 +448,15 @@ def cached_report(key: str, make) -> dict:  # noqa: ANN001
     return cache[key]
 
 
+REFERENCES = ("random map", "darkness (1 - grey level)", "brightness (grey level)")
+
+
 def references(args: argparse.Namespace) -> dict[str, dict]:
     configure(256)
+    cache = load_json("reports")
+    if set(cache.get("references", {})) != set(REFERENCES):  # made by an older version of this script
+        cache.pop("references", None)
+        save_json("reports", cache)
     return cached_report("references", lambda: reference_reports(args.data))
 
 

@@ -21,7 +21,8 @@ class JobSpec:
     resume_checkpoint: str | None = None
     extra_images: list[str] = field(default_factory=list)  # "marked as good" files
     textures: str | None = None
-    batch_size: int | None = None
+    batch_size: int | None = None  # None: the preset's
+    micro_batch: int = 0  # > 0: run each batch in chunks of this size (same step, less memory)
     preview_every: int = 10
     checkpoint_every: int = 50
     device: str = "auto"
@@ -53,7 +54,7 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     model_cfg, train_cfg = get_preset(spec.preset)
     batch = {"batch_size": spec.batch_size} if spec.batch_size else {}
     train_cfg = replace(train_cfg, steps=spec.steps, checkpoint_every=spec.checkpoint_every,
-                        validate_every=max(spec.steps, 1), **batch)
+                        validate_every=max(spec.steps, 1), micro_batch=spec.micro_batch, **batch)
     paths = [str(p) for folder in spec.folders for p in list_images(train_folder(folder))] + list(spec.extra_images)
     data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, train_cfg.seed)
     textures = load_textures(spec.textures, model_cfg.image_size) if spec.textures else []
@@ -61,7 +62,8 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
                       init_from=spec.base_checkpoint, resume_from=spec.resume_checkpoint,
                       preview_every=spec.preview_every, info={"preset": spec.preset})
     queue.put({"type": "started", "device": str(trainer.device), "train_images": len(data.train),
-               "skipped": data.errors, "step": trainer.step, "total": trainer.train_config.steps})
+               "skipped": data.errors, "textures": len(textures), "step": trainer.step,
+               "total": trainer.train_config.steps})
     for rec in trainer.run(cancel=cancel.is_set):
         if rec.done:
             queue.put({"type": "done", "checkpoint": rec.checkpoint, "cancelled": rec.cancelled,

@@ -156,9 +156,11 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(False)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setVisible(False)
-        self.status_text = QLabel("Open a folder of images (Ctrl+O) or drop one here.")
+        self.status_text = QLabel("Open a folder of images (Ctrl+O) or drop one here.")  # runs and jobs
+        self.image_text = QLabel("")  # the image on show: its score and verdict, or why it cannot be shown
         sb = self.statusBar()
         sb.addWidget(self.status_text, 1)
+        sb.addWidget(self.image_text, 1)
         sb.addPermanentWidget(self.progress)
         sb.addPermanentWidget(self.cancel_btn)
         sb.addPermanentWidget(self.model_label)
@@ -465,7 +467,7 @@ class MainWindow(QMainWindow):
             if generation == self._view_token:
                 self._view = None
                 self.compare.clear()
-                self.status_text.setText(f"Cannot show this image: {message.splitlines()[0]}")
+                self.image_text.setText(f"Cannot show this image: {message.splitlines()[0]}")
         elif kind == "move":
             self._render_device()
             where = device_name(self.inspector.device) if self.inspector else "its device"
@@ -500,6 +502,7 @@ class MainWindow(QMainWindow):
         """Render image idx: the image is read off the GUI thread, then :meth:`_image_viewed` draws it."""
         if not (0 <= idx < len(self.state.samples)):
             self.compare.clear()
+            self.image_text.clear()
             return
         sample = self.state.samples[idx]
         if self._view is not None and self._view[0] is sample:
@@ -516,12 +519,12 @@ class MainWindow(QMainWindow):
         if image is None:
             self._view = None
             self.compare.clear()
-            self.status_text.setText(error)
+            self.image_text.setText(error)
             return
         self._view = (sample, image, mask)
         self._render_current(idx, image, mask)
         if error:
-            self.status_text.setText(error)
+            self.image_text.setText(error)
 
     def _render_current(self, idx: int, image: np.ndarray, mask: np.ndarray | None) -> None:
         sample = self.state.samples[idx]
@@ -535,8 +538,8 @@ class MainWindow(QMainWindow):
         self.compare.set_pixel_threshold(self.state.pixel_threshold)
         score = self.state.scores[idx]
         verdict = self.state.verdict(idx) or "pending"
-        self.status_text.setText(f"{self.state.names[idx]}: " + (f"score {score:.4f}, {verdict}"
-                                                                   if not np.isnan(score) else verdict))
+        self.image_text.setText(f"{self.state.names[idx]}: " + (f"score {score:.4f}, {verdict}"
+                                                                  if not np.isnan(score) else verdict))
 
     # ---- thresholds ------------------------------------------------------------------------------
     def _thresholds_changed(self) -> None:

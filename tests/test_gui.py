@@ -9,7 +9,7 @@ import pytest
 import torch
 from PySide6.QtCore import QSettings
 
-from core.checkpoint import Checkpoint, save_checkpoint
+from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from core.config import replace
 from core.inference import Inspector
 from core.model import DiffusionAD
@@ -79,6 +79,10 @@ def test_window_opens_and_loads_folder(window, qtbot, tiny_ckpt, mvtec_folder):
     # the compare view shows the current image with its reconstruction and map
     qtbot.waitUntil(lambda: window.compare._map is not None, timeout=10000)
     assert window.compare.panels[1].image.image is not None
+    # the image on show has its own line, so the run's summary stays readable beside it
+    cur = st.current
+    assert window.image_text.text().startswith(f"{st.names[cur]}: score {st.scores[cur]:.4f}")
+    assert window.status_text.text().startswith("Inspection finished: ")
 
 
 def test_threshold_slider_updates_counts_without_the_model(window, qtbot, tiny_ckpt, mvtec_folder, monkeypatch):
@@ -259,13 +263,21 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     panel = window.training_panel
     panel.add_folder_path(str(good_folder))
     panel.preset.setCurrentText("tiny")
+    assert panel.batch.value() == get_preset("tiny")[1].batch_size  # the preset's batch, until changed
     panel.steps.setValue(6)
-    previews, progress = [], []
+    panel.batch.setValue(6)
+    panel.micro_batch.setValue(3)  # batches of 6 run as 3 + 3
+    panel.set_textures(str(good_folder))  # any readable images serve as defect sources
+    previews, progress, started = [], [], []
     window.jobs.preview.connect(previews.append)
     window.jobs.progressed.connect(progress.append)
+    window.jobs.started.connect(lambda msg: started.append(panel.status.text()))
     with qtbot.waitSignal(window.jobs.finished, timeout=120000) as done:
         window._start_job_with(preview_every=2, threads=1)
     assert not done.args[0]["cancelled"]
+    assert started and "10 defect texture(s)" in started[0]
+    trained = load_checkpoint(done.args[0]["checkpoint"]).train_config
+    assert trained is not None and (trained.batch_size, trained.micro_batch) == (6, 3)
     assert progress and progress[-1]["step"] == 6
     assert previews and previews[0]["reconstruction"].shape == (32, 32, 3)
     assert len(window.registry.versions) == 1

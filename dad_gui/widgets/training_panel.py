@@ -56,6 +56,21 @@ class TrainingPanel(QWidget):
         self.preset.addItems([p for p in PRESETS if p != "tiny"] + ["tiny"])
         self.preset.setCurrentText("fast")
         self.steps = QSpinBox(minimum=1, maximum=1_000_000, value=200, singleStep=50)
+        self.batch = QSpinBox(minimum=1, maximum=256)
+        self.batch.setToolTip("Images per optimizer step. The preset's value is the tested one.")
+        self.micro_batch = QSpinBox(minimum=0, maximum=256)
+        self.micro_batch.setSpecialValueText("whole batch")
+        self.micro_batch.setToolTip(
+            "Runs each batch in chunks of this many images and adds up their gradients: the same training "
+            "in less memory, a little slower. Use it when a job runs out of memory."
+        )
+        self.textures = QLabel("built-in sources only")
+        self.textures.setToolTip("Optional folder of texture images that synthetic defects are cut from.")
+        self.pick_textures = QPushButton("Choose…")
+        self.pick_textures.clicked.connect(self._pick_textures)
+        self.clear_textures = QPushButton("None")
+        self.clear_textures.clicked.connect(lambda: self.set_textures(None))
+        self.texture_folder: str | None = None
         self.marked = QLabel()
         self.start_btn = QPushButton("Start")
         self.resume_btn = QPushButton("Resume")
@@ -100,6 +115,13 @@ class TrainingPanel(QWidget):
         form.addRow("Start from", self.base)
         form.addRow("Preset", self.preset)
         form.addRow("Steps", self.steps)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Micro-batch", self.micro_batch)
+        trow = QHBoxLayout()
+        trow.addWidget(self.textures, 1)
+        trow.addWidget(self.pick_textures)
+        trow.addWidget(self.clear_textures)
+        form.addRow("Defect textures", trow)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.resume_btn, self.cancel_btn):
             buttons.addWidget(b)
@@ -115,6 +137,8 @@ class TrainingPanel(QWidget):
         self.resume_btn.clicked.connect(lambda: self._request(resume=True))
         self.cancel_btn.clicked.connect(self.cancel_requested)
         self.base.currentIndexChanged.connect(self._base_changed)
+        self.preset.currentTextChanged.connect(self._preset_changed)
+        self._preset_changed(self.preset.currentText())
         self.refresh_models()
         self.refresh_marked()
 
@@ -138,6 +162,20 @@ class TrainingPanel(QWidget):
         if version is not None and version.preset:
             self.preset.setCurrentText(version.preset)
 
+    def _preset_changed(self, name: str) -> None:
+        if name in PRESETS:
+            self.batch.setValue(PRESETS[name][1].batch_size)
+
+    def set_textures(self, folder: str | None) -> None:
+        self.texture_folder = folder or None
+        self.textures.setText(folder or "built-in sources only")
+        self.textures.setToolTip(folder or "Optional folder of texture images that synthetic defects are cut from.")
+
+    def _pick_textures(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of texture images (defect sources)")
+        if path:
+            self.set_textures(path)
+
     def refresh_marked(self) -> None:
         self.marked.setText(f"{len(self.state.marked_good)} image(s) from the results table")
 
@@ -156,6 +194,7 @@ class TrainingPanel(QWidget):
             spec.resume_checkpoint = self.last_checkpoint
             spec.base_checkpoint = None
             spec.steps = max(spec.steps, self.steps.value())
+            spec.micro_batch = self.micro_batch.value()  # memory only: a resumed job keeps its batch
             return spec
         folders = [self.folders.item(i).text() for i in range(self.folders.count())]
         if not folders and not self.state.marked_good:
@@ -164,7 +203,8 @@ class TrainingPanel(QWidget):
         vid = self.base.currentData()
         return JobSpec(folders=folders, out_dir=out_dir, preset=self.preset.currentText(), steps=self.steps.value(),
                        base_checkpoint=str(self.registry.path(vid)) if vid else None,
-                       extra_images=sorted(self.state.marked_good))
+                       extra_images=sorted(self.state.marked_good), textures=self.texture_folder,
+                       batch_size=self.batch.value(), micro_batch=self.micro_batch.value())
 
     def _request(self, resume: bool) -> None:
         self.start_requested.emit(resume)
@@ -184,7 +224,12 @@ class TrainingPanel(QWidget):
         self.progress.setRange(0, msg["total"])
         self.progress.setValue(msg["step"])
         skipped = f", {len(msg['skipped'])} unreadable file(s) skipped" if msg.get("skipped") else ""
-        self.status.setText(f"Training on {msg['train_images']} images on {msg['device']}{skipped}.")
+        textures = ""
+        if self._last_spec is not None and self._last_spec.textures:
+            n = msg.get("textures", 0)
+            textures = (f", {n} defect texture(s)" if n
+                        else ", no readable texture in the folder (built-in sources used)")
+        self.status.setText(f"Training on {msg['train_images']} images on {msg['device']}{skipped}{textures}.")
 
     def on_progress(self, msg: dict) -> None:
         self.progress.setMaximum(msg["total"])
