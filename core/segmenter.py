@@ -19,6 +19,9 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(*conv_bn_relu(cin, cout), *conv_bn_relu(cout, cout))
 
 
+DOWNSAMPLING = 32  # five 2x poolings: the deepest feature map is (H / 32) x (W / 32)
+
+
 class SegmentationUNet(nn.Module):
     """(x [N, C, H, W], x0_hat [N, C, H, W]) -> anomaly probability map [N, 1, H, W].
 

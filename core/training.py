@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .data import load_images, split_train_val
 from .losses import DiffusionADLoss
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
 from .model import DiffusionAD
+from .segmenter import DOWNSAMPLING
 from .synthesis import AnomalySynthesizer
 
 
@@ -104,6 +106,13 @@ class TrainData:
                    [str(e) for e in report.errors], sorted({str(Path(p).parent) for p in report.paths}))
 
 
+def chunk_bounds(n: int, micro: int) -> list[int]:
+    """Where a batch of ``n`` splits into micro-batches of at most ``micro`` images (0: the whole batch), with
+    sizes that differ by one at most: 8 in chunks of 3 gives 2 + 3 + 3, not 3 + 3 + 2."""
+    chunks = -(-n // micro) if 0 < micro < n else 1
+    return [n * i // chunks for i in range(chunks + 1)]
+
+
 class Trainer:
     """Trains (or fine-tunes, or resumes) a DiffusionAD model; iterate :meth:`run`."""
 
@@ -143,6 +152,14 @@ class Trainer:
                         **{**ckpt.train_config.__dict__, "steps": train_config.steps, "micro_batch": micro}
                     )
         self.model_config = model_config
+        deepest = model_config.image_size // DOWNSAMPLING
+        smallest = min(b - a for a, b in pairwise(chunk_bounds(self.train_config.batch_size,
+                                                                  self.train_config.micro_batch)))
+        if deepest < 2 and smallest < 2:  # BatchNorm in training needs two values per channel
+            raise ValueError(
+                f"at {model_config.image_size} px the segmenter's deepest level is 1 x 1, so each batch or "
+                "micro-batch needs at least 2 images; raise the batch size or the micro-batch"
+            )
         seed_everything(train_config.seed + self.step)
         self.model = DiffusionAD(model_config).to(self.device)
         if resume_from or init_from:
@@ -205,9 +222,7 @@ class Trainer:
         t_b = torch.randint(split, T, (n,), device=dev)
         noise_s, noise_b = torch.randn_like(x), torch.randn_like(x)
         use_amp = self.train_config.amp and dev.type == "cuda"
-        micro = self.train_config.micro_batch
-        chunks = -(-n // micro) if 0 < micro < n else 1
-        bounds = [n * i // chunks for i in range(chunks + 1)]  # even sizes: no lone last image for BatchNorm
+        bounds = chunk_bounds(n, self.train_config.micro_batch)
         n_normal = max(int(normal.sum()), 1)
         total: dict[str, float] = {}
         for start, stop in zip(bounds, bounds[1:]):

@@ -157,6 +157,21 @@ def test_micro_batch_training_runs_whole_steps(data, tiny_configs, tmp_path):
         Trainer(model_cfg, replace(train_cfg, micro_batch=-1), data, tmp_path / "c", device="cpu")
 
 
+def test_chunks_of_one_image_are_refused_where_batchnorm_would_see_one_value(data, tiny_configs, tmp_path,
+                                                                            good_folder):
+    from core.training import chunk_bounds
+
+    assert chunk_bounds(8, 3) == [0, 2, 5, 8] and chunk_bounds(8, 0) == [0, 8] and chunk_bounds(3, 2) == [0, 1, 3]
+    model_cfg, train_cfg = tiny_configs  # 32 px: the segmenter's deepest level is 1 x 1
+    for batch, micro in ((3, 2), (1, 0), (4, 1)):
+        with pytest.raises(ValueError, match="at least 2 images"):
+            Trainer(model_cfg, replace(train_cfg, batch_size=batch, micro_batch=micro), data, tmp_path, device="cpu")
+    fit(Trainer(model_cfg, replace(train_cfg, batch_size=5, micro_batch=3, steps=1), data, tmp_path, device="cpu"))
+    big = replace(model_cfg, image_size=64)  # 2 x 2 at the deepest level: a lone image trains
+    data64 = TrainData.from_paths(list_images(good_folder), 64, 0.2, 0)
+    fit(Trainer(big, replace(train_cfg, batch_size=3, micro_batch=2, steps=1), data64, tmp_path / "b", device="cpu"))
+
+
 def test_checkpoints_without_micro_batches_do_not_record_it(data, tiny_configs, tmp_path):
     from core.checkpoint import read_header
 
