@@ -54,13 +54,15 @@ def run_one(data: str, textures: str, steps: int, lr: float) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    preset_lr = 2e-4
+    from core.presets import get_preset
+
+    preset_lr = get_preset("fast")[1].lr_denoiser
     lines = [
         "## Learning rate of `fast`, per optimizer step (`bench/learning_rate.py`)", "",
         f"Machine: {machine()}. `fast` at 128 px, batch 8, trained from scratch on 90 % of `train/good`; "
-        "the same Adam learning rate for both networks (the preset's is 2e-4). Validation: the held-out 10 % of "
-        "the good images and synthetic defects made from them, what a default may be chosen on. The test split "
-        "is shown for the record only. Training time is on a shared CPU and only roughly comparable.", "",
+        f"the same Adam learning rate for both networks (the preset's is {preset_lr:g}). Validation: the held-out "
+        "10 % of the good images and synthetic defects made from them, what a default may be chosen on. The test "
+        "split is shown for the record only. Training time is on a shared CPU and only roughly comparable.", "",
         "| steps | learning rate | val I-AUROC (synthetic) | val P-AUROC (synthetic) | test I-AUROC | test P-AUROC "
         "| test AUPRO@0.3 | test P-AP | training time | commit |",
         "|---|---|---|---|---|---|---|---|---|---|",

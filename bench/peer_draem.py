@@ -349,6 +349,9 @@ def our_report(ckpt: Path, data: str) -> dict:
     return evaluate(Inspector.from_checkpoint(ckpt, device="cpu"), data)
 
 
+REFERENCES = ("random map", "darkness (1 - grey level)", "brightness (grey level)")
+
+
 def reference_reports(data: str) -> dict[str, dict]:
     """What the metrics give without a model: a random map, and plain intensity cues (darkness, brightness)."""
     import cv2
@@ -364,10 +367,9 @@ def reference_reports(data: str) -> dict[str, dict]:
     def cue(maps: list[np.ndarray]) -> dict:
         return score_report(samples, np.array([float(np.sort(m.ravel())[-50:].mean()) for m in maps]), maps)
 
-    return {"random map": score_report(samples, rng.random(len(samples)),
-                                       [rng.random((EVAL_SIZE, EVAL_SIZE), dtype=np.float32) for _ in samples]),
-            "darkness (1 - grey level)": cue([1.0 - g for g in grey]),
-            "brightness (grey level)": cue(grey)}
+    random_map = score_report(samples, rng.random(len(samples)),
+                              [rng.random((EVAL_SIZE, EVAL_SIZE), dtype=np.float32) for _ in samples])
+    return dict(zip(REFERENCES, (random_map, cue([1.0 - g for g in grey]), cue(grey)), strict=True))
 
 
 def draem_report(maps_file: Path, data: str) -> dict:
@@ -401,14 +403,14 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     if not d or not o:
         return []
     cache = load_json("reports")
-    rep = cached_report
-    a_draem = rep("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data))
-    a_ours = rep("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
+    a_draem = cached_report("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data))
+    a_ours = cached_report("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
     n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
     ours_n = OUT / "ours" / f"step{n}.safetensors"
-    b_ours = rep(f"ours_step{n}", lambda: our_report(ours_n, args.data)) \
+    b_ours = cached_report(f"ours_step{n}", lambda: our_report(ours_n, args.data)) \
         if ours_n.exists() and (f"ours_step{n}" in cache or not args.cached_only) else None
-    b_paper = rep(f"paper_step{p['steps']}", lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
+    b_paper = cached_report(f"paper_step{p['steps']}",
+                            lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
         if p and (f"paper_step{p['steps']}" in cache or not args.cached_only) else None
     ours_name = f"DiffusionAD `{o['preset']}` @ {size} px"
     draem_name = f"DRAEM (anomalib) @ {size} px"
@@ -446,9 +448,6 @@ def cached_report(key: str, make) -> dict:  # noqa: ANN001
         cache[key] = make()
         save_json("reports", cache)
     return cache[key]
-
-
-REFERENCES = ("random map", "darkness (1 - grey level)", "brightness (grey level)")
 
 
 def references(args: argparse.Namespace) -> dict[str, dict]:

@@ -27,6 +27,8 @@ from ..jobs import JobSpec
 from ..registry import Registry
 from ..state import AppState
 
+NO_TEXTURES_TIP = "Optional folder of texture images that synthetic defects are cut from."
+
 
 def _fmt_eta(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
@@ -64,13 +66,13 @@ class TrainingPanel(QWidget):
             "Runs each batch in chunks of this many images and adds up their gradients: the same training "
             "in less memory, a little slower. Use it when a job runs out of memory."
         )
-        self.textures = QLabel("built-in sources only")
-        self.textures.setToolTip("Optional folder of texture images that synthetic defects are cut from.")
+        self.textures = QLabel()
         self.pick_textures = QPushButton("Choose…")
         self.pick_textures.clicked.connect(self._pick_textures)
         self.clear_textures = QPushButton("None")
         self.clear_textures.clicked.connect(lambda: self.set_textures(None))
         self.texture_folder: str | None = None
+        self.set_textures(None)
         self.marked = QLabel()
         self.start_btn = QPushButton("Start")
         self.resume_btn = QPushButton("Resume")
@@ -169,7 +171,7 @@ class TrainingPanel(QWidget):
     def set_textures(self, folder: str | None) -> None:
         self.texture_folder = folder or None
         self.textures.setText(folder or "built-in sources only")
-        self.textures.setToolTip(folder or "Optional folder of texture images that synthetic defects are cut from.")
+        self.textures.setToolTip(folder or NO_TEXTURES_TIP)
 
     def _pick_textures(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Folder of texture images (defect sources)")
