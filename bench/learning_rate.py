@@ -25,25 +25,36 @@ from _report import git_rev, machine, write_section  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "runs" / "learning_rate"
 RESULTS = OUT / "results.json"
+VAL_FRACTION = 0.1
 
 
-def run_one(data: str, textures: str, steps: int, lr: float) -> dict:
+def training_inputs(data: str, textures: str) -> tuple:
+    """The held-out split and the textures, read once for all learning rates of a call."""
     from core.data import list_images, train_folder
+    from core.presets import get_preset
+    from core.synthesis import load_textures
+    from core.training import TrainData
+
+    model_cfg, train_cfg = get_preset("fast")
+    size = model_cfg.image_size
+    split = TrainData.from_paths(list_images(train_folder(data)), size, VAL_FRACTION, train_cfg.seed)
+    return split, load_textures(textures, size)
+
+
+def run_one(data: str, inputs: tuple, steps: int, lr: float) -> dict:
     from core.evaluation import evaluate
     from core.inference import Inspector
     from core.presets import get_preset
     from core.runtime import tune_cpu
-    from core.synthesis import load_textures
-    from core.training import TrainData, Trainer, fit
+    from core.training import Trainer, fit
 
     tune_cpu()
     model_cfg, train_cfg = get_preset("fast")
     train_cfg = replace(train_cfg, batch_size=8, steps=steps, checkpoint_every=10**9, validate_every=steps,
-                        val_fraction=0.1, lr_denoiser=lr, lr_segmenter=lr)
-    size = model_cfg.image_size
-    split = TrainData.from_paths(list_images(train_folder(data)), size, train_cfg.val_fraction, train_cfg.seed)
+                        val_fraction=VAL_FRACTION, lr_denoiser=lr, lr_segmenter=lr)
+    split, textures = inputs
     out = OUT / f"steps{steps}_lr{lr:g}"
-    trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=load_textures(textures, size))
+    trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures)
     t0 = time.monotonic()
     fit(trainer)
     seconds = time.monotonic() - t0
@@ -85,8 +96,9 @@ def main() -> None:
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    inputs = training_inputs(args.data, args.textures) if args.lr else ()
     for lr in args.lr or []:
-        res = run_one(args.data, args.textures, args.steps, lr)
+        res = run_one(args.data, inputs, args.steps, lr)
         results = [r for r in results if (r["steps"], r["lr"]) != (args.steps, lr)] + [res]
         tmp = RESULTS.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))

@@ -403,8 +403,8 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     if not d or not o:
         return []
     cache = load_json("reports")
-    a_draem = cached_report("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data))
-    a_ours = cached_report("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data))
+    a_draem = cached_report("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data), True)
+    a_ours = cached_report("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data), True)
     n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
     ours_n = OUT / "ours" / f"step{n}.safetensors"
     b_ours = cached_report(f"ours_step{n}", lambda: our_report(ours_n, args.data)) \
@@ -412,7 +412,7 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     b_paper = cached_report(f"paper_step{p['steps']}",
                             lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
         if p and (f"paper_step{p['steps']}" in cache or not args.cached_only) else None
-    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px"
+    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px, {adam(OUT / 'ours' / 'last.safetensors')}"
     draem_name = f"DRAEM (anomalib) @ {size} px"
     lines = [
         f"### ({size}-a) Equal wall clock at {size} px: {d['minutes']:g} minutes of training each (all cores)", "",
@@ -427,8 +427,8 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     else:
         lines.append(f"| {ours_name} | not evaluated yet | | | | {n} × {BATCH} | | | | | |")
     if p:
-        name = f"DiffusionAD `paper` @ {size} px" + (f" (micro-batches of {p['micro_batch']})"
-                                                   if p.get("micro_batch") else "")
+        name = f"DiffusionAD `paper` @ {size} px, {adam(OUT / 'paper' / 'last.safetensors')}" + (
+            f" (micro-batches of {p['micro_batch']})" if p.get("micro_batch") else "")
         lines.append(row(name, b_paper, p, p["steps"], p["train_seconds"]) if b_paper is not None
                      else f"| {name} | not evaluated yet | | | | {p['steps']} × {BATCH} | | | | | |")
     elif (OUT / "paper" / "progress.json").exists():
@@ -438,13 +438,48 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
                      f"| | | {done['peak_rss_mib'] / 1024:.1f} GiB | |")
     elif size == 256:
         lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
+    return lines + ["", *per_defect_table(size, args.data, [(draem_name, a_draem), (ours_name, a_ours)])]
+
+
+def adam(ckpt: Path) -> str:
+    """The learning rates a checkpoint was trained with, as the row's name gives them."""
+    from core.checkpoint import read_header
+
+    cfg = read_header(ckpt).get("train_config") or {}
+    rates = sorted({float(cfg[k]) for k in ("lr_denoiser", "lr_segmenter") if k in cfg}, reverse=True)
+    return "Adam " + " / ".join(f"{r:g}" for r in rates) if rates else "learning rate not recorded"
+
+
+def per_defect_table(size: int, data: str, reports: list[tuple[str, dict]]) -> list[str]:
+    """I-AUROC and P-AUROC of each defect type (against the good images alone) for the (a) runs, with each
+    type's share of the defective pixels: the overall P-AUROC is mostly what the largest type gets."""
+    from core.data import mvtec_test_samples
+    from core.evaluation import eval_mask
+
+    area: dict[str, int] = {}
+    for s in mvtec_test_samples(Path(data)):
+        mask = eval_mask(s) if s.label else None
+        if mask is not None:
+            area[s.defect] = area.get(s.defect, 0) + int(mask.sum())
+    types = sorted(area)
+    total = sum(area.values())
+    lines = [f"#### ({size}-a) per defect type: each type against the good images", "",
+             "| model | metric | " + " | ".join(types) + " |", "|---|---|" + "---|" * len(types),
+             "| (share of the defective pixels) | | " + " | ".join(f"{100 * area[t] / total:.0f} %" for t in types)
+             + " |"]
+    for name, rep in reports:
+        for label, key in (("I-AUROC", "per_defect_image_auroc"), ("P-AUROC", "per_defect_pixel_auroc")):
+            vals = rep.get(key, {})
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{vals[t]:.3f}" if t in vals else "–" for t in types)
+                         + " |")
     return lines + [""]
 
 
-def cached_report(key: str, make) -> dict:  # noqa: ANN001
-    """Metrics cached in OUT/reports.json (`make` runs only when `key` is missing)."""
+def cached_report(key: str, make, per_type: bool = False) -> dict:  # noqa: ANN001
+    """Metrics cached in OUT/reports.json (`make` runs only when `key` is missing or, with `per_type`, when
+    its report was made before score_report gave per-defect pixel figures)."""
     cache = load_json("reports")
-    if key not in cache:
+    if key not in cache or (per_type and "per_defect_pixel_auroc" not in cache[key]):
         cache[key] = make()
         save_json("reports", cache)
     return cache[key]

@@ -58,9 +58,9 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
     labels_a = np.array([s.label for s in samples])
     defects = np.array([s.defect for s in samples])
     scores_a = np.asarray(scores, dtype=np.float64)
-    pixel_maps, masks = [], []
+    pixel_maps, masks, pixel_defects = [], [], []
     for sample, amap in zip(samples, maps):
-        mask = _mask_for(sample)
+        mask = eval_mask(sample)
         if mask is None:
             continue
         amap = np.asarray(amap, dtype=np.float32)
@@ -68,12 +68,20 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
             amap = cv2.resize(amap, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR)
         pixel_maps.append(amap)
         masks.append(mask)
+        pixel_defects.append(sample.defect)
     maps_a, masks_a = np.stack(pixel_maps), np.stack(masks)
+    pixel_defects_a = np.array(pixel_defects)
     per_defect = {
         d: image_auroc(np.r_[np.zeros(np.sum(labels_a == 0)), np.ones(np.sum(defects == d))],
                        np.r_[scores_a[labels_a == 0], scores_a[defects == d]])
         for d in sorted(set(defects.tolist()) - {"good"})
     }
+    # each defect type against the good images' pixels, so one type's share of the pixels cannot hide another
+    good_px = pixel_defects_a == "good"
+    per_defect_pixel = {
+        d: pixel_auroc(masks_a[good_px | (pixel_defects_a == d)], maps_a[good_px | (pixel_defects_a == d)])
+        for d in sorted(set(pixel_defects) - {"good"})
+    } if good_px.any() else {}
     return {
         "image_auroc": image_auroc(labels_a, scores_a),
         "pixel_auroc": pixel_auroc(masks_a, maps_a),
@@ -81,11 +89,12 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
         "pixel_ap": pixel_ap(masks_a, maps_a),
         "image_f1_max": f1_max(labels_a, scores_a),
         "per_defect_image_auroc": per_defect,
+        "per_defect_pixel_auroc": per_defect_pixel,
         "images": len(samples), "defective": int(labels_a.sum()), "pixel_images": len(pixel_maps),
     }
 
 
-def _mask_for(sample: Any) -> np.ndarray | None:
+def eval_mask(sample: Any) -> np.ndarray | None:
     """Binary GT at EVAL_SIZE; zeros for good images; None if a defective image has no usable mask."""
     if sample.label == 0:
         return np.zeros((EVAL_SIZE, EVAL_SIZE), bool)
@@ -104,6 +113,8 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{key:28s} {report[key]:.4f}")
     for d, v in report["per_defect_image_auroc"].items():
         lines.append(f"{'image_auroc/' + d:28s} {v:.4f}")
+    for d, v in report.get("per_defect_pixel_auroc", {}).items():
+        lines.append(f"{'pixel_auroc/' + d:28s} {v:.4f}")
     lines.append(f"{'images (defective)':28s} {report['images']} ({report['defective']})")
     lines.append(f"{'ms per image (with I/O)':28s} {report['ms_per_image_incl_io']:.1f}")
     if report["errors"]:

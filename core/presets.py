@@ -21,7 +21,9 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
             ),
             segmenter=SegmenterConfig(base_width=16),
         ),
-        TrainConfig(batch_size=8, lr_denoiser=2e-4, lr_segmenter=2e-4),
+        # 1e-3 chosen on held-out synthetic defects (bench/learning_rate.py): at 500 steps it finds them with
+        # image / pixel AUROC 0.95 / 0.95, against 0.81 / 0.74 at the former 2e-4
+        TrainConfig(batch_size=8, lr_denoiser=1e-3, lr_segmenter=1e-3),
     ),
     "tiny": (
         ModelConfig(

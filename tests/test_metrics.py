@@ -95,3 +95,30 @@ def test_fast_roc_summary_matches_scikit_learn():
         assert np.allclose(fpr, ref_fpr) and np.allclose(tpr, ref_tpr)
         assert auroc == pytest.approx(image_auroc(labels, scores), abs=1e-12)
         assert f1 == pytest.approx(f1_max(labels, scores), abs=1e-12)
+
+
+def test_score_report_gives_each_defect_type_its_own_pixel_auroc(tmp_path):
+    """A large defect type the maps find must not hide a small one they miss: the overall P-AUROC counts
+    pixels, the per-type figure sets each type against the good images alone."""
+    import cv2
+
+    from core.data import Sample
+    from core.evaluation import EVAL_SIZE, score_report
+
+    big = np.zeros((EVAL_SIZE, EVAL_SIZE), np.uint8)
+    big[:128, :128] = 255
+    small = np.zeros_like(big)
+    small[200:208, 200:208] = 255
+    cv2.imwrite(str(tmp_path / "big.png"), big)
+    cv2.imwrite(str(tmp_path / "small.png"), small)
+    samples = [Sample(tmp_path / f"g{i}.png", 0, "good", None) for i in range(2)] + [
+        Sample(tmp_path / "a.png", 1, "found", tmp_path / "big.png"),
+        Sample(tmp_path / "b.png", 1, "missed", tmp_path / "small.png"),
+    ]
+    found = np.where(big > 0, 0.9, 0.3).astype(np.float32)
+    missed = np.where(small > 0, 0.0, 0.3).astype(np.float32)
+    maps = [np.full((EVAL_SIZE, EVAL_SIZE), 0.3, np.float32)] * 2 + [found, missed]
+    report = score_report(samples, np.array([0.3, 0.3, 0.9, 0.1]), maps)
+    assert report["per_defect_pixel_auroc"]["found"] == pytest.approx(1.0)
+    assert report["per_defect_pixel_auroc"]["missed"] == pytest.approx(0.0, abs=1e-6)
+    assert report["pixel_auroc"] > 0.95  # the big type's pixels dominate the overall figure
