@@ -7,7 +7,7 @@ and, for the record only, the test split. Each run is cached in bench/runs/learn
 table grows run by run.
 
 Usage: python bench/learning_rate.py --data PATH/magnetic_tile --textures PATH/textures_dtd10 \
-           --steps 88 --lr 2e-4 --lr 1e-3
+           --steps 500 --lr 2e-4 --lr 1e-3
 """
 
 from __future__ import annotations

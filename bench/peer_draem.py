@@ -438,7 +438,58 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
                      f"| | | {done['peak_rss_mib'] / 1024:.1f} GiB | |")
     elif size == 256:
         lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
-    return lines + ["", *per_defect_table(size, args.data, [(draem_name, a_draem), (ours_name, a_ours)])]
+    rest = cached_report("ours_last_restoration", lambda: restoration(OUT / "ours" / "last.safetensors", args.data))
+    return lines + ["", *per_defect_table(size, args.data, [(draem_name, a_draem), (ours_name, a_ours)]),
+                    *restoration_table(size, ours_name, rest)]
+
+
+def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
+    """How much of each defect's grey-level contrast the reconstruction takes away, per defect type.
+
+    Contrast = mean grey level inside the defect mask minus outside it, in the input and in the
+    reconstruction (at the model's size). `removed` = 1 - reconstruction contrast / input contrast:
+    1 means the reconstruction looks like the surrounding good surface, 0 that it kept the defect.
+    The segmenter compares input and reconstruction, so what is not removed is hard for it to see."""
+    import cv2
+
+    from core.data import mvtec_test_samples, read_image, read_mask
+    from core.inference import Inspector
+
+    inspector = Inspector.from_checkpoint(ckpt, device="cpu")
+    size = inspector.config.image_size
+    out: dict[str, dict[str, list[float]]] = {}
+    for s in mvtec_test_samples(Path(data)):
+        if not s.label or s.mask_path is None:
+            continue
+        mask = read_mask(s.mask_path, (size, size))
+        if not mask.any() or mask.all():
+            continue
+        image = read_image(s.path)
+        res = inspector.predict([image])[0]
+        grey_in = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        grey_rec = cv2.cvtColor(res.reconstruction, cv2.COLOR_RGB2GRAY)
+        rec = out.setdefault(s.defect, {"input": [], "reconstruction": []})
+        rec["input"].append(float(grey_in[mask].mean() - grey_in[~mask].mean()))
+        rec["reconstruction"].append(float(grey_rec[mask].mean() - grey_rec[~mask].mean()))
+    summary = {}
+    for d, v in sorted(out.items()):
+        c_in, c_rec = np.mean(v["input"]), np.mean(v["reconstruction"])
+        summary[d] = {"input_contrast": float(c_in), "reconstruction_contrast": float(c_rec),
+                      "removed": float(1 - c_rec / c_in) if abs(c_in) > 1e-6 else float("nan"),
+                      "images": len(v["input"])}
+    return summary
+
+
+def restoration_table(size: int, name: str, rest: dict[str, dict[str, float]]) -> list[str]:
+    types = list(rest)
+    return [f"#### ({size}-a) what the reconstruction removes: {name}", "",
+            "Grey-level contrast of each defect type (mean inside the mask minus outside, grey levels 0–1), "
+            "in the input and in the reconstruction, and the share the reconstruction removes.", "",
+            "| | " + " | ".join(types) + " |", "|---|" + "---|" * len(types),
+            "| input contrast | " + " | ".join(f"{rest[t]['input_contrast']:+.3f}" for t in types) + " |",
+            "| reconstruction contrast | " + " | ".join(f"{rest[t]['reconstruction_contrast']:+.3f}" for t in types)
+            + " |",
+            "| removed | " + " | ".join(f"{100 * rest[t]['removed']:.0f} %" for t in types) + " |", ""]
 
 
 def adam(ckpt: Path) -> str:
