@@ -78,10 +78,10 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
     }
     # each defect type against the good images' pixels, so one type's share of the pixels cannot hide another
     good_px = pixel_defects_a == "good"
-    per_defect_pixel = {
-        d: pixel_auroc(masks_a[good_px | (pixel_defects_a == d)], maps_a[good_px | (pixel_defects_a == d)])
-        for d in sorted(set(pixel_defects) - {"good"})
-    } if good_px.any() else {}
+    per_defect_pixel = {}
+    for d in sorted(set(pixel_defects) - {"good"}) if good_px.any() else []:
+        keep = good_px | (pixel_defects_a == d)
+        per_defect_pixel[d] = pixel_auroc(masks_a[keep], maps_a[keep])
     return {
         "image_auroc": image_auroc(labels_a, scores_a),
         "pixel_auroc": pixel_auroc(masks_a, maps_a),
