@@ -8,6 +8,9 @@ table grows run by run.
 
 Usage: python bench/learning_rate.py --data PATH/magnetic_tile --textures PATH/textures_dtd10 \
            --steps 500 --lr 2e-4 --lr 1e-3
+       python bench/learning_rate.py ... --steps 500 --lr 1e-3 --intensity-prob 0.25   # brightness defects
+Every run is also judged on two fixed held-out sets of synthetic defects (the official recipe's, and
+brightness changes alone), so runs trained with different synthesis compare on the same ground.
 """
 
 from __future__ import annotations
@@ -41,7 +44,44 @@ def training_inputs(data: str, textures: str) -> tuple:
     return split, load_textures(textures, size)
 
 
-def run_one(data: str, inputs: tuple, steps: int, lr: float) -> dict:
+def run_dir(steps: int, lr: float, intensity: float) -> Path:
+    return OUT / (f"steps{steps}_lr{lr:g}" + (f"_intensity{intensity:g}" if intensity else ""))
+
+
+def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
+    """Held-out validation of a checkpoint on two fixed sets of synthetic defects made from the held-out good
+    images: the official recipe's (textures and shuffled patches) and brightness changes alone
+    (`SynthesisConfig.intensity_prob` = 1), so runs trained with different synthesis are judged alike."""
+    import numpy as np
+
+    from core.config import SynthesisConfig
+    from core.inference import Inspector
+    from core.metrics import image_auroc, pixel_auroc
+    from core.synthesis import AnomalySynthesizer
+
+    split, textures = inputs
+    inspector = Inspector.from_checkpoint(ckpt, device="cpu")
+    good = [im.astype(np.float32) / 255.0 for im in split.val]
+
+    def predict(images: list) -> tuple:
+        res = [r for i in range(0, len(images), 8) for r in inspector.predict(images[i:i + 8])]
+        return np.array([r.score for r in res]), np.stack([r.anomaly_map for r in res])
+
+    good_scores, good_maps = predict(good)
+    out = {}
+    for name, cfg in (("official", SynthesisConfig(anomaly_prob=1.0)),
+                      ("brightness", SynthesisConfig(anomaly_prob=1.0, intensity_prob=1.0))):
+        synth = AnomalySynthesizer(cfg, textures, seed=12345)
+        bad, masks = zip(*(synth(g) for g in good))
+        bad_scores, bad_maps = predict(list(bad))
+        labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+        pixels = np.concatenate([np.zeros_like(good_maps), np.stack(masks)]) > 0.5
+        out[f"{name}_image_auroc"] = image_auroc(labels, np.r_[good_scores, bad_scores])
+        out[f"{name}_pixel_auroc"] = pixel_auroc(pixels, np.concatenate([good_maps, bad_maps]))
+    return out
+
+
+def run_one(data: str, inputs: tuple, steps: int, lr: float, intensity: float = 0.0) -> dict:
     from core.evaluation import evaluate
     from core.inference import Inspector
     from core.presets import get_preset
@@ -51,17 +91,23 @@ def run_one(data: str, inputs: tuple, steps: int, lr: float) -> dict:
     tune_cpu()
     model_cfg, train_cfg = get_preset("fast")
     train_cfg = replace(train_cfg, batch_size=8, steps=steps, checkpoint_every=10**9, validate_every=steps,
-                        val_fraction=VAL_FRACTION, lr_denoiser=lr, lr_segmenter=lr)
+                        val_fraction=VAL_FRACTION, lr_denoiser=lr, lr_segmenter=lr,
+                        synthesis=replace(train_cfg.synthesis, intensity_prob=intensity))
     split, textures = inputs
-    out = OUT / f"steps{steps}_lr{lr:g}"
+    out = run_dir(steps, lr, intensity)
     trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures)
     t0 = time.monotonic()
     fit(trainer)
     seconds = time.monotonic() - t0
     report = evaluate(Inspector.from_checkpoint(out / "last.safetensors", device="cpu"), data)
-    return {"steps": steps, "lr": lr, "train_seconds": seconds, "validation": trainer.metrics,
+    return {"steps": steps, "lr": lr, "intensity_prob": intensity, "train_seconds": seconds,
+            "validation": trainer.metrics, "defects": defect_validation(out / "last.safetensors", inputs),
             "test": {k: report[k] for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")},
             "test_per_defect_image_auroc": report["per_defect_image_auroc"], "commit": git_rev()}
+
+
+def key(r: dict) -> tuple[int, float, float]:
+    return r["steps"], r["lr"], r.get("intensity_prob", 0.0)
 
 
 def table(results: list[dict]) -> str:
@@ -78,13 +124,40 @@ def table(results: list[dict]) -> str:
         "| test AUPRO@0.3 | test P-AP | training time | commit |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(results, key=lambda r: (r["steps"], r["lr"])):
+    for r in sorted((r for r in results if not key(r)[2]), key=key):
         v, t = r["validation"], r["test"]
         name = f"{r['lr']:g}" + (" (preset)" if r["lr"] == preset_lr else "")
         lines.append(f"| {r['steps']} | {name} | {v['val_synthetic_image_auroc']:.3f} "
                      f"| {v['val_synthetic_pixel_auroc']:.3f} | {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} "
                      f"| {t['aupro']:.3f} | {t['pixel_ap']:.3f} | {r['train_seconds'] / 60:.1f} min | {r['commit']} |")
-    return "\n".join(lines)
+    return "\n".join(lines + brightness_table(results))
+
+
+def brightness_table(results: list[dict]) -> list[str]:
+    """Runs with and without brightness defects in training, at the step counts and rates where both exist."""
+    pairs = {key(r)[:2] for r in results if key(r)[2]}
+    rows = sorted((r for r in results if key(r)[:2] in pairs and "defects" in r), key=key)
+    if not rows:
+        return []
+    lines = [
+        "", "### Brightness defects in training (`SynthesisConfig.intensity_prob`)", "",
+        "Share of the synthetic training defects that are the surface itself made brighter or darker (0 is the "
+        "official recipe). Each run is judged on two fixed sets of synthetic defects made from the held-out good "
+        "images: the official recipe's, and brightness changes alone. The test split is shown for the record only.",
+        "",
+        "| steps | learning rate | brightness share | val official I / P-AUROC | val brightness I / P-AUROC "
+        "| test I-AUROC | test P-AUROC | test AUPRO@0.3 | test `uneven` I-AUROC | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d, t = r["defects"], r["test"]
+        uneven = r.get("test_per_defect_image_auroc", {}).get("uneven")
+        lines.append(f"| {r['steps']} | {r['lr']:g} | {key(r)[2]:g} "
+                     f"| {d['official_image_auroc']:.3f} / {d['official_pixel_auroc']:.3f} "
+                     f"| {d['brightness_image_auroc']:.3f} / {d['brightness_pixel_auroc']:.3f} "
+                     f"| {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro']:.3f} "
+                     f"| {'–' if uneven is None else f'{uneven:.3f}'} | {r['commit']} |")
+    return lines
 
 
 def main() -> None:
@@ -93,17 +166,28 @@ def main() -> None:
     ap.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
     ap.add_argument("--steps", type=int, default=88)
     ap.add_argument("--lr", type=float, action="append", help="learning rate(s) to run (default: none)")
+    ap.add_argument("--intensity-prob", type=float, default=0.0,
+                    help="share of synthetic defects that are brightness changes (SynthesisConfig.intensity_prob)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    inputs = training_inputs(args.data, args.textures) if args.lr else ()
-    for lr in args.lr or []:
-        res = run_one(args.data, inputs, args.steps, lr)
-        results = [r for r in results if (r["steps"], r["lr"]) != (args.steps, lr)] + [res]
+
+    def save() -> None:
         tmp = RESULTS.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(RESULTS)
+
+    inputs = training_inputs(args.data, args.textures)
+    for lr in args.lr or []:
+        res = run_one(args.data, inputs, args.steps, lr, args.intensity_prob)
+        results = [r for r in results if key(r) != (args.steps, lr, args.intensity_prob)] + [res]
+        save()
         print(json.dumps(res), flush=True)
+    for r in results:  # runs from before the two defect validations: judged from their kept weights
+        ckpt = run_dir(*key(r)) / "last.safetensors"
+        if "defects" not in r and ckpt.exists():
+            r["defects"] = defect_validation(ckpt, inputs)
+            save()
     if not results:
         sys.exit("no run yet: give --lr")
     body = table(results)

@@ -190,7 +190,7 @@ def equal_steps() -> int:
 
 
 # ---- ours ---------------------------------------------------------------------------------------
-def our_configs(preset: str, micro_batch: int = 0):  # noqa: ANN201
+def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = None):  # noqa: ANN201
     from core.config import replace
     from core.presets import get_preset
 
@@ -202,11 +202,14 @@ def our_configs(preset: str, micro_batch: int = 0):  # noqa: ANN201
     # every good image trains, as for DRAEM; no validation pass inside the budget
     train_cfg = replace(train_cfg, batch_size=BATCH, steps=10**9, checkpoint_every=10**9, validate_every=10**9,
                         val_fraction=0.0, micro_batch=micro_batch)
+    if intensity is not None:
+        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, intensity_prob=intensity))
     return model_cfg, train_cfg
 
 
 def train_ours(name: str, preset: str, data: str, textures: str, minutes: float, steps: int,
-               save_at: int | None, micro_batch: int = 0, resumable: bool = False, resume: bool = False) -> None:
+               save_at: int | None, micro_batch: int = 0, resumable: bool = False, resume: bool = False,
+               intensity: float | None = None) -> None:
     """Train one of our presets; `resumable` checkpoints every step (saves not counted as training time) so
     that a run longer than one sitting goes on with `resume`, adding up its training time."""
     from core.data import list_images, train_folder
@@ -217,7 +220,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
 
     tune_cpu()
     forget_reports(name)
-    model_cfg, train_cfg = our_configs(preset, micro_batch)
+    model_cfg, train_cfg = our_configs(preset, micro_batch, intensity)
     out = OUT / name
     (OUT / f"{name}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
     progress_file = out / "progress.json"
@@ -332,6 +335,12 @@ def ours_latency(args: argparse.Namespace) -> None:
 
 def ours(args: argparse.Namespace) -> None:
     save_at = equal_steps() if load_json("draem") else None
+    if args.intensity_prob is not None:  # an experiment beside the tables: its own folder, scored on request
+        name = f"ours_intensity{args.intensity_prob:g}"
+        train_ours(name, args.preset, args.data, args.textures, args.minutes, 10**9, save_at,
+                   intensity=args.intensity_prob)
+        print(json.dumps(our_report(OUT / name / "last.safetensors", args.data)), flush=True)
+        return
     train_ours("ours", args.preset, args.data, args.textures, args.minutes, 10**9, save_at)
 
 
@@ -439,7 +448,7 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     elif size == 256:
         lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
     rest = cached_report("ours_last_restoration", lambda: restoration(OUT / "ours" / "last.safetensors", args.data))
-    return lines + ["", *per_defect_table(size, args.data, [(draem_name, a_draem), (ours_name, a_ours)]),
+    return lines + ["", *per_defect_table(size, [(draem_name, a_draem), (ours_name, a_ours)]),
                     *restoration_table(size, ours_name, rest)]
 
 
@@ -449,39 +458,54 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
     Contrast = mean grey level inside the defect mask minus outside it, in the input and in the
     reconstruction (at the model's size). `removed` = 1 - reconstruction contrast / input contrast:
     1 means the reconstruction looks like the surrounding good surface, 0 that it kept the defect.
-    The segmenter compares input and reconstruction, so what is not removed is hard for it to see."""
+    The segmenter compares input and reconstruction, so what is not removed is hard for it to see.
+    Under "good": the RMS difference between reconstruction and input on the good test images, beside the
+    grey-level spread of those images: what the segmenter must learn to ignore."""
     import cv2
 
-    from core.data import mvtec_test_samples, read_image, read_mask
+    from core.data import mvtec_test_samples, read_image, read_mask, resize
     from core.inference import Inspector
 
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
     size = inspector.config.image_size
     out: dict[str, dict[str, list[float]]] = {}
-    for s in mvtec_test_samples(Path(data)):
-        if not s.label or s.mask_path is None:
-            continue
-        mask = read_mask(s.mask_path, (size, size))
-        if not mask.any() or mask.all():
-            continue
-        image = read_image(s.path)
-        res = inspector.predict([image])[0]
-        grey_in = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        grey_rec = cv2.cvtColor(res.reconstruction, cv2.COLOR_RGB2GRAY)
-        rec = out.setdefault(s.defect, {"input": [], "reconstruction": []})
-        rec["input"].append(float(grey_in[mask].mean() - grey_in[~mask].mean()))
-        rec["reconstruction"].append(float(grey_rec[mask].mean() - grey_rec[~mask].mean()))
+    samples = mvtec_test_samples(Path(data))
+    todo = [(s, m) for s in samples if s.label and s.mask_path is not None
+            for m in [read_mask(s.mask_path, (size, size))] if m.any() and not m.all()]
+    for i in range(0, len(todo), 8):
+        chunk = todo[i:i + 8]
+        images = [resize(read_image(s.path), size) for s, _ in chunk]  # the model's own resize
+        for (s, mask), image, res in zip(chunk, images, inspector.predict(images)):
+            grey_in = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            grey_rec = cv2.cvtColor(res.reconstruction, cv2.COLOR_RGB2GRAY)
+            rec = out.setdefault(s.defect, {"input": [], "reconstruction": []})
+            rec["input"].append(float(grey_in[mask].mean() - grey_in[~mask].mean()))
+            rec["reconstruction"].append(float(grey_rec[mask].mean() - grey_rec[~mask].mean()))
     summary = {}
     for d, v in sorted(out.items()):
         c_in, c_rec = np.mean(v["input"]), np.mean(v["reconstruction"])
         summary[d] = {"input_contrast": float(c_in), "reconstruction_contrast": float(c_rec),
                       "removed": float(1 - c_rec / c_in) if abs(c_in) > 1e-6 else float("nan"),
                       "images": len(v["input"])}
+    good = [s for s in samples if not s.label]
+    rms, spread = [], []
+    for i in range(0, len(good), 8):
+        images = [resize(read_image(s.path), size) for s in good[i:i + 8]]
+        for image, res in zip(images, inspector.predict(images)):
+            rms.append(float(np.sqrt(np.mean((res.reconstruction - image) ** 2))))
+            spread.append(float(image.std()))
+    summary["good"] = {"rms_difference": float(np.mean(rms)), "grey_std": float(np.mean(spread)),
+                       "images": len(good)}
     return summary
 
 
 def restoration_table(size: int, name: str, rest: dict[str, dict[str, float]]) -> list[str]:
-    types = list(rest)
+    types = [t for t in rest if t != "good"]
+    good = rest.get("good")
+    noise = [] if good is None else [
+        f"On the {good['images']:.0f} good test images the reconstruction differs from the input by "
+        f"{good['rms_difference']:.3f} RMS (grey levels 0–1), against a grey-level spread of {good['grey_std']:.3f} "
+        "within those images: at this budget the reconstruction is still grainy.", ""]
     return [f"#### ({size}-a) what the reconstruction removes: {name}", "",
             "Grey-level contrast of each defect type (mean inside the mask minus outside, grey levels 0–1), "
             "in the input and in the reconstruction, and the share the reconstruction removes.", "",
@@ -489,7 +513,7 @@ def restoration_table(size: int, name: str, rest: dict[str, dict[str, float]]) -
             "| input contrast | " + " | ".join(f"{rest[t]['input_contrast']:+.3f}" for t in types) + " |",
             "| reconstruction contrast | " + " | ".join(f"{rest[t]['reconstruction_contrast']:+.3f}" for t in types)
             + " |",
-            "| removed | " + " | ".join(f"{100 * rest[t]['removed']:.0f} %" for t in types) + " |", ""]
+            "| removed | " + " | ".join(f"{100 * rest[t]['removed']:.0f} %" for t in types) + " |", "", *noise]
 
 
 def adam(ckpt: Path) -> str:
@@ -501,17 +525,10 @@ def adam(ckpt: Path) -> str:
     return "Adam " + " / ".join(f"{r:g}" for r in rates) if rates else "learning rate not recorded"
 
 
-def per_defect_table(size: int, data: str, reports: list[tuple[str, dict]]) -> list[str]:
+def per_defect_table(size: int, reports: list[tuple[str, dict]]) -> list[str]:
     """I-AUROC and P-AUROC of each defect type (against the good images alone) for the (a) runs, with each
     type's share of the defective pixels: the overall P-AUROC is mostly what the largest type gets."""
-    from core.data import mvtec_test_samples
-    from core.evaluation import eval_mask
-
-    area: dict[str, int] = {}
-    for s in mvtec_test_samples(Path(data)):
-        mask = eval_mask(s) if s.label else None
-        if mask is not None:
-            area[s.defect] = area.get(s.defect, 0) + int(mask.sum())
+    area: dict[str, int] = reports[0][1]["per_defect_pixels"]
     types = sorted(area)
     total = sum(area.values())
     lines = [f"#### ({size}-a) per defect type: each type against the good images", "",
@@ -530,7 +547,7 @@ def cached_report(key: str, make, per_type: bool = False) -> dict:  # noqa: ANN0
     """Metrics cached in OUT/reports.json (`make` runs only when `key` is missing or, with `per_type`, when
     its report was made before score_report gave per-defect pixel figures)."""
     cache = load_json("reports")
-    if key not in cache or (per_type and "per_defect_pixel_auroc" not in cache[key]):
+    if key not in cache or (per_type and "per_defect_pixels" not in cache[key]):
         cache[key] = make()
         save_json("reports", cache)
     return cache[key]
@@ -589,6 +606,9 @@ def main() -> None:
             p.add_argument("--minutes", type=float, default=30)
         if name == "ours":
             p.add_argument("--preset", default="fast")
+            p.add_argument("--intensity-prob", type=float,
+                           help="experiment: train with this share of brightness defects into ours_intensity<P>/ "
+                                "(not in the tables); prints its test metrics")
         if name == "paper":
             p.add_argument("--steps", type=int, default=0, help="default: the steps DRAEM reached")
             p.add_argument("--micro-batch", type=int, default=2,

@@ -47,6 +47,13 @@ def _fmt_eta(seconds: float) -> str:
 
 
 # ---- train ----------------------------------------------------------------------------------
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value:g}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -68,6 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_cfg = replace(train_cfg, **overrides)
     if args.foreground:
         train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, foreground=args.foreground))
+    if args.brightness_defects is not None:
+        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, intensity_prob=args.brightness_defects))
     try:
         paths = [p for d in args.data_dirs for p in list_images(train_folder(d))]
     except FileNotFoundError as exc:
@@ -233,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")
     t.add_argument("--foreground", choices=["none", "region", "auto"], help="where synthetic defects may go")
+    t.add_argument("--brightness-defects", type=_share, metavar="SHARE",
+                   help="share (0-1) of synthetic defects that are the surface itself made brighter or darker, "
+                        "for stains and discolouration (default 0, the official recipe)")
     t.add_argument("--init", help="fine-tune from this checkpoint")
     t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
     t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")

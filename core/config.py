@@ -53,6 +53,9 @@ class SynthesisConfig:
     foreground: str = "none"  # "none" | "region" | "auto"
     texture_prob: float = 0.5  # share of texture sources when a texture folder is given
     shuffle_prob: float = 0.5  # among built-in sources: 8x8 self-shuffle vs procedural texture
+    # share of anomalies whose source is the image itself made brighter or darker (same texture, other grey
+    # level); 0 in the official recipe
+    intensity_prob: float = 0.0
 
 
 @dataclass(frozen=True)

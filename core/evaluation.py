@@ -78,10 +78,13 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
     }
     # each defect type against the good images' pixels, so one type's share of the pixels cannot hide another
     good_px = pixel_defects_a == "good"
-    per_defect_pixel = {}
-    for d in sorted(set(pixel_defects) - {"good"}) if good_px.any() else []:
-        keep = good_px | (pixel_defects_a == d)
-        per_defect_pixel[d] = pixel_auroc(masks_a[keep], maps_a[keep])
+    per_defect_pixel, defect_pixels = {}, {}
+    for d in sorted(set(pixel_defects) - {"good"}):
+        of_type = pixel_defects_a == d
+        defect_pixels[d] = int(masks_a[of_type].sum())
+        if good_px.any():
+            keep = good_px | of_type
+            per_defect_pixel[d] = pixel_auroc(masks_a[keep], maps_a[keep])
     return {
         "image_auroc": image_auroc(labels_a, scores_a),
         "pixel_auroc": pixel_auroc(masks_a, maps_a),
@@ -90,6 +93,7 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
         "image_f1_max": f1_max(labels_a, scores_a),
         "per_defect_image_auroc": per_defect,
         "per_defect_pixel_auroc": per_defect_pixel,
+        "per_defect_pixels": defect_pixels,  # defective pixels of each type at EVAL_SIZE
         "images": len(samples), "defective": int(labels_a.sum()), "pixel_images": len(pixel_maps),
     }
 

@@ -199,6 +199,13 @@ def procedural_texture(shape: tuple[int, int], rng: np.random.Generator) -> Imag
     return (colours[0] * (1 - t[..., None]) + colours[1] * t[..., None]).astype(np.float32)
 
 
+def intensity_shift(image: Image, rng: np.random.Generator) -> Image:
+    """The image itself, brighter or darker by a gain of 1.1 to 1.65 (or its inverse): pasted through a mask,
+    a stain, a discoloured or unevenly ground patch that keeps the surface's own texture."""
+    gain = float(np.exp(rng.choice((-1.0, 1.0)) * rng.uniform(0.1, 0.5)))
+    return np.clip(image * gain, 0, 1).astype(np.float32)
+
+
 # ---- the synthesiser ----------------------------------------------------------------------------
 class AnomalySynthesizer:
     """Seedable callable ``image -> (augmented, mask)``.
@@ -222,7 +229,11 @@ class AnomalySynthesizer:
         mask = self._mask(image, rng)
         if not mask.any():
             return image, empty
-        source = augment_source(self._source(image, rng), rng)
+        cfg = self.config
+        if cfg.intensity_prob > 0 and rng.random() < cfg.intensity_prob:  # no extra draw on the official recipe
+            source = intensity_shift(image, rng)
+        else:
+            source = augment_source(self._source(image, rng), rng)
         beta = rng.uniform(self.config.beta_min, self.config.beta_max)
         m = mask[..., None]
         augmented = image * (1 - m) + (1 - beta) * source * m + beta * image * m

@@ -21,6 +21,7 @@ class JobSpec:
     resume_checkpoint: str | None = None
     extra_images: list[str] = field(default_factory=list)  # "marked as good" files
     textures: str | None = None
+    brightness_defects: float | None = None  # share of brightness-change defects; None: the preset's
     batch_size: int | None = None  # None: the preset's
     micro_batch: int = 0  # > 0: run each batch in chunks of this size (same step, less memory)
     preview_every: int = 10
@@ -55,6 +56,8 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     batch = {"batch_size": spec.batch_size} if spec.batch_size else {}
     train_cfg = replace(train_cfg, steps=spec.steps, checkpoint_every=spec.checkpoint_every,
                         validate_every=max(spec.steps, 1), micro_batch=spec.micro_batch, **batch)
+    if spec.brightness_defects is not None:
+        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, intensity_prob=spec.brightness_defects))
     paths = [str(p) for folder in spec.folders for p in list_images(train_folder(folder))] + list(spec.extra_images)
     data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, train_cfg.seed)
     textures = load_textures(spec.textures, model_cfg.image_size) if spec.textures else []

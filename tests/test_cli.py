@@ -14,9 +14,11 @@ from core.cli import main
 def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(mvtec_folder), "--preset", "tiny", "--steps", "4", "--micro-batch", "2",
-                 "--out", str(run)]) == 0
+                 "--brightness-defects", "0.3", "--out", str(run)]) == 0
     ckpt = run / "last.safetensors"
-    assert load_checkpoint(ckpt).step == 4 and load_checkpoint(ckpt).train_config.micro_batch == 2
+    header = load_checkpoint(ckpt)
+    assert header.step == 4 and header.train_config.micro_batch == 2
+    assert header.train_config.synthesis.intensity_prob == pytest.approx(0.3)
 
     test_good = mvtec_folder / "test" / "good"
     (test_good / "broken.png").write_bytes(b"\x89PNG truncated")
@@ -49,6 +51,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     empty.mkdir()
     assert main(["train", str(empty), "--preset", "tiny", "--out", str(tmp_path / "r")]) == 2
     assert "no image" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(empty), "--brightness-defects", "1.5", "--out", str(tmp_path / "r")])
+    assert "between 0 and 1" in capsys.readouterr().err
 
 
 def test_infer_exit_code_when_nothing_readable(tmp_path):

@@ -268,6 +268,7 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     panel.batch.setValue(6)
     panel.micro_batch.setValue(3)  # batches of 6 run as 3 + 3
     panel.set_textures(str(good_folder))  # any readable images serve as defect sources
+    panel.brightness.setValue(40)
     previews, progress, started = [], [], []
     window.jobs.preview.connect(previews.append)
     window.jobs.progressed.connect(progress.append)
@@ -278,6 +279,7 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     assert started and "10 defect texture(s)" in started[0]
     trained = load_checkpoint(done.args[0]["checkpoint"]).train_config
     assert trained is not None and (trained.batch_size, trained.micro_batch) == (6, 3)
+    assert trained.synthesis.intensity_prob == pytest.approx(0.4)
     assert progress and progress[-1]["step"] == 6
     assert previews and previews[0]["reconstruction"].shape == (32, 32, 3)
     assert len(window.registry.versions) == 1

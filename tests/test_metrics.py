@@ -122,3 +122,4 @@ def test_score_report_gives_each_defect_type_its_own_pixel_auroc(tmp_path):
     assert report["per_defect_pixel_auroc"]["found"] == pytest.approx(1.0)
     assert report["per_defect_pixel_auroc"]["missed"] == pytest.approx(0.0, abs=1e-6)
     assert report["pixel_auroc"] > 0.95  # the big type's pixels dominate the overall figure
+    assert report["per_defect_pixels"] == {"found": 128 * 128, "missed": 8 * 8}

@@ -78,6 +78,24 @@ def test_texture_source_is_used():
     assert diffs and max(diffs) > 0.05
 
 
+def test_intensity_source_changes_grey_level_and_keeps_texture():
+    cfg = SynthesisConfig(anomaly_prob=1.0, intensity_prob=1.0, beta_min=0.0, beta_max=1e-9)
+    synth = AnomalySynthesizer(cfg, seed=0)
+    img = 0.3 + 0.2 * image(64, 64)  # no clipping at any gain
+    ratios = []
+    for _ in range(20):
+        aug, m = synth(img)
+        if not m.any():
+            continue
+        inside = m > 0
+        ratio = aug[inside] / img[inside]
+        assert np.allclose(ratio, ratio.flat[0], atol=1e-4)  # one gain: the texture is kept, only scaled
+        assert np.array_equal(aug[~inside], img[~inside])
+        ratios.append(float(ratio.flat[0]))
+    assert ratios and all(1.1 - 1e-3 <= max(r, 1 / r) <= 1.65 + 1e-3 for r in ratios)
+    assert min(ratios) < 1 < max(ratios)  # brighter and darker patches
+
+
 @pytest.mark.parametrize("aug", AUGMENTERS, ids=lambda f: f.__name__)
 def test_augmenters_keep_shape_and_range(aug):
     out = aug(image(), np.random.default_rng(0))

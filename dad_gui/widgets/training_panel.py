@@ -73,6 +73,12 @@ class TrainingPanel(QWidget):
         self.clear_textures.clicked.connect(lambda: self.set_textures(None))
         self.texture_folder: str | None = None
         self.set_textures(None)
+        self.brightness = QSpinBox(minimum=0, maximum=100, value=0, singleStep=5, suffix=" %")
+        self.brightness.setToolTip(
+            "Share of the synthetic training defects that are patches of the surface itself made brighter or "
+            "darker. Raise it when real defects are stains, discolouration or uneven brightness that keep the "
+            "surface's texture. 0 % is the published recipe."
+        )
         self.marked = QLabel()
         self.start_btn = QPushButton("Start")
         self.resume_btn = QPushButton("Resume")
@@ -124,6 +130,7 @@ class TrainingPanel(QWidget):
         trow.addWidget(self.pick_textures)
         trow.addWidget(self.clear_textures)
         form.addRow("Defect textures", trow)
+        form.addRow("Brightness defects", self.brightness)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.resume_btn, self.cancel_btn):
             buttons.addWidget(b)
@@ -206,7 +213,8 @@ class TrainingPanel(QWidget):
         return JobSpec(folders=folders, out_dir=out_dir, preset=self.preset.currentText(), steps=self.steps.value(),
                        base_checkpoint=str(self.registry.path(vid)) if vid else None,
                        extra_images=sorted(self.state.marked_good), textures=self.texture_folder,
-                       batch_size=self.batch.value(), micro_batch=self.micro_batch.value())
+                       batch_size=self.batch.value(), micro_batch=self.micro_batch.value(),
+                       brightness_defects=self.brightness.value() / 100)
 
     def _request(self, resume: bool) -> None:
         self.start_requested.emit(resume)
