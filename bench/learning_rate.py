@@ -56,8 +56,7 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
 
     from core.config import SynthesisConfig
     from core.inference import Inspector
-    from core.metrics import image_auroc, pixel_auroc
-    from core.synthesis import AnomalySynthesizer
+    from core.training import synthetic_defect_auroc
 
     split, textures = inputs
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
@@ -69,15 +68,9 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
 
     good_scores, good_maps = predict(good)
     out = {}
-    for name, cfg in (("official", SynthesisConfig(anomaly_prob=1.0)),
-                      ("brightness", SynthesisConfig(anomaly_prob=1.0, intensity_prob=1.0))):
-        synth = AnomalySynthesizer(cfg, textures, seed=12345)
-        bad, masks = zip(*(synth(g) for g in good))
-        bad_scores, bad_maps = predict(list(bad))
-        labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-        pixels = np.concatenate([np.zeros_like(good_maps), np.stack(masks)]) > 0.5
-        out[f"{name}_image_auroc"] = image_auroc(labels, np.r_[good_scores, bad_scores])
-        out[f"{name}_pixel_auroc"] = pixel_auroc(pixels, np.concatenate([good_maps, bad_maps]))
+    for name, cfg in (("official", SynthesisConfig()), ("brightness", SynthesisConfig(intensity_prob=1.0))):
+        i_auroc, p_auroc = synthetic_defect_auroc(predict, good, good_scores, good_maps, cfg, textures)
+        out[f"{name}_image_auroc"], out[f"{name}_pixel_auroc"] = i_auroc, p_auroc
     return out
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, SynthesisConfig, TrainConfig, replace
 from .data import load_images, split_train_val
 from .losses import DiffusionADLoss
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
@@ -111,6 +111,25 @@ def chunk_bounds(n: int, micro: int) -> list[int]:
     sizes that differ by one at most: 8 in chunks of 3 gives 2 + 3 + 3, not 3 + 3 + 2."""
     chunks = -(-n // micro) if 0 < micro < n else 1
     return [n * i // chunks for i in range(chunks + 1)]
+
+
+VALIDATION_SEED = 12345  # the synthetic validation defects are the same at every validation
+
+
+def synthetic_defect_auroc(
+    predict: Callable[[list[np.ndarray]], tuple[np.ndarray, np.ndarray]], good: list[np.ndarray],
+    good_scores: np.ndarray, good_maps: np.ndarray, synthesis: SynthesisConfig, textures: Sequence[np.ndarray],
+) -> tuple[float, float]:
+    """Image and pixel AUROC of held-out good images against one synthetic defect made from each of them
+    (fixed seed). ``predict`` maps images to (scores, maps); the good images' are passed in, so several
+    synthesis settings can be judged against one prediction of the good images."""
+    synth = AnomalySynthesizer(replace(synthesis, anomaly_prob=1.0), textures, seed=VALIDATION_SEED)
+    bad, masks = zip(*(synth(g) for g in good))
+    bad_scores, bad_maps = predict(list(bad))
+    labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+    pixels = np.concatenate([np.zeros_like(good_maps), np.stack(masks)]) > 0.5
+    return (image_auroc(labels, np.r_[good_scores, bad_scores]),
+            pixel_auroc(pixels, np.concatenate([good_maps, bad_maps])))
 
 
 class Trainer:
@@ -267,19 +286,20 @@ class Trainer:
         if not self.data.val:
             return {}
         good = [im.astype(np.float32) / 255.0 for im in self.data.val]
-        cfg = self.train_config.synthesis.__class__(**{**self.train_config.synthesis.__dict__, "anomaly_prob": 1.0})
-        synth = AnomalySynthesizer(cfg, self.synth.textures, seed=12345)
-        bad, masks = zip(*(synth(g) for g in good))
-        _, good_maps, good_scores = self._predict(good)
-        _, bad_maps, bad_scores = self._predict(list(bad))
-        labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-        pix_masks = np.concatenate([np.zeros_like(good_maps), np.stack(masks)]) > 0.5
+
+        def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            _, maps, scores = self._predict(images)
+            return scores, maps
+
+        good_scores, good_maps = predict(good)
+        i_auroc, p_auroc = synthetic_defect_auroc(predict, good, good_scores, good_maps, self.train_config.synthesis,
+                                                  self.synth.textures)
         metrics = {
             "val_good_score_mean": float(good_scores.mean()),
             "val_good_score_std": float(good_scores.std()),
             "val_good_score_max": float(good_scores.max()),
-            "val_synthetic_image_auroc": image_auroc(labels, np.r_[good_scores, bad_scores]),
-            "val_synthetic_pixel_auroc": pixel_auroc(pix_masks, np.concatenate([good_maps, bad_maps])),
+            "val_synthetic_image_auroc": i_auroc,
+            "val_synthetic_pixel_auroc": p_auroc,
         }
         self.metrics = metrics
         # suggested threshold: mean + 3 sigma of held-out good scores, and never below their maximum
