@@ -63,7 +63,7 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
     good = [im.astype(np.float32) / 255.0 for im in split.val]
 
     def predict(images: list) -> tuple:
-        res = [r for i in range(0, len(images), 8) for r in inspector.predict(images[i:i + 8])]
+        res = inspector.predict_many(images)
         return np.array([r.score for r in res]), np.stack([r.anomaly_map for r in res])
 
     good_scores, good_maps = predict(good)
@@ -84,8 +84,8 @@ def run_one(data: str, inputs: tuple, steps: int, lr: float, intensity: float = 
     tune_cpu()
     model_cfg, train_cfg = get_preset("fast")
     train_cfg = replace(train_cfg, batch_size=8, steps=steps, checkpoint_every=10**9, validate_every=steps,
-                        val_fraction=VAL_FRACTION, lr_denoiser=lr, lr_segmenter=lr,
-                        synthesis=replace(train_cfg.synthesis, intensity_prob=intensity))
+                        val_fraction=VAL_FRACTION, lr_denoiser=lr, lr_segmenter=lr).with_synthesis(
+                            intensity_prob=intensity)
     split, textures = inputs
     out = run_dir(steps, lr, intensity)
     trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures)

@@ -203,7 +203,7 @@ def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = Non
     train_cfg = replace(train_cfg, batch_size=BATCH, steps=10**9, checkpoint_every=10**9, validate_every=10**9,
                         val_fraction=0.0, micro_batch=micro_batch)
     if intensity is not None:
-        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, intensity_prob=intensity))
+        train_cfg = train_cfg.with_synthesis(intensity_prob=intensity)
     return model_cfg, train_cfg
 
 
@@ -472,15 +472,13 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
     samples = mvtec_test_samples(Path(data))
     todo = [(s, m) for s in samples if s.label and s.mask_path is not None
             for m in [read_mask(s.mask_path, (size, size))] if m.any() and not m.all()]
-    for i in range(0, len(todo), 8):
-        chunk = todo[i:i + 8]
-        images = [resize(read_image(s.path), size) for s, _ in chunk]  # the model's own resize
-        for (s, mask), image, res in zip(chunk, images, inspector.predict(images)):
-            grey_in = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-            grey_rec = cv2.cvtColor(res.reconstruction, cv2.COLOR_RGB2GRAY)
-            rec = out.setdefault(s.defect, {"input": [], "reconstruction": []})
-            rec["input"].append(float(grey_in[mask].mean() - grey_in[~mask].mean()))
-            rec["reconstruction"].append(float(grey_rec[mask].mean() - grey_rec[~mask].mean()))
+    images = [resize(read_image(s.path), size) for s, _ in todo]  # the model's own resize
+    for (s, mask), image, res in zip(todo, images, inspector.predict_many(images)):
+        grey_in = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        grey_rec = cv2.cvtColor(res.reconstruction, cv2.COLOR_RGB2GRAY)
+        rec = out.setdefault(s.defect, {"input": [], "reconstruction": []})
+        rec["input"].append(float(grey_in[mask].mean() - grey_in[~mask].mean()))
+        rec["reconstruction"].append(float(grey_rec[mask].mean() - grey_rec[~mask].mean()))
     summary = {}
     for d, v in sorted(out.items()):
         c_in, c_rec = np.mean(v["input"]), np.mean(v["reconstruction"])
@@ -489,11 +487,10 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
                       "images": len(v["input"])}
     good = [s for s in samples if not s.label]
     rms, spread = [], []
-    for i in range(0, len(good), 8):
-        images = [resize(read_image(s.path), size) for s in good[i:i + 8]]
-        for image, res in zip(images, inspector.predict(images)):
-            rms.append(float(np.sqrt(np.mean((res.reconstruction - image) ** 2))))
-            spread.append(float(image.std()))
+    good_images = [resize(read_image(s.path), size) for s in good]
+    for image, res in zip(good_images, inspector.predict_many(good_images)):
+        rms.append(float(np.sqrt(np.mean((res.reconstruction - image) ** 2))))
+        spread.append(float(image.std()))
     summary["good"] = {"rms_difference": float(np.mean(rms)), "grey_std": float(np.mean(spread)),
                        "images": len(good)}
     return summary

@@ -74,9 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    ("checkpoint_every", args.checkpoint_every)) if v is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.foreground:
-        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, foreground=args.foreground))
+        train_cfg = train_cfg.with_synthesis(foreground=args.foreground)
     if args.brightness_defects is not None:
-        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, intensity_prob=args.brightness_defects))
+        train_cfg = train_cfg.with_synthesis(intensity_prob=args.brightness_defects)
     try:
         paths = [p for d in args.data_dirs for p in list_images(train_folder(d))]
     except FileNotFoundError as exc:

@@ -85,6 +85,10 @@ class TrainConfig:
     micro_batch: int = 0
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
+    def with_synthesis(self, **changes: Any) -> TrainConfig:
+        """This config with some synthesis settings changed, e.g. ``cfg.with_synthesis(intensity_prob=0.25)``."""
+        return dataclasses.replace(self, synthesis=dataclasses.replace(self.synthesis, **changes))
+
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested dataclass -> plain JSON-able dict (tuples become lists)."""

@@ -105,6 +105,12 @@ class Inspector:
             InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
         ]
 
+    def predict_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[InspectionResult]:
+        """:meth:`predict` over any number of images, ``batch_size`` at a time (bounded memory)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        return [r for i in range(0, len(images), batch_size) for r in self.predict(images[i:i + batch_size])]
+
     def inspect_files(
         self, paths: Sequence[str | Path], batch_size: int = 8, cancel: Callable[[], bool] | None = None,
     ) -> Iterator[FileResult]:

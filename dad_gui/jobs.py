@@ -57,7 +57,7 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     train_cfg = replace(train_cfg, steps=spec.steps, checkpoint_every=spec.checkpoint_every,
                         validate_every=max(spec.steps, 1), micro_batch=spec.micro_batch, **batch)
     if spec.brightness_defects is not None:
-        train_cfg = replace(train_cfg, synthesis=replace(train_cfg.synthesis, intensity_prob=spec.brightness_defects))
+        train_cfg = train_cfg.with_synthesis(intensity_prob=spec.brightness_defects)
     paths = [str(p) for folder in spec.folders for p in list_images(train_folder(folder))] + list(spec.extra_images)
     data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, train_cfg.seed)
     textures = load_textures(spec.textures, model_cfg.image_size) if spec.textures else []

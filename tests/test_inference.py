@@ -27,6 +27,19 @@ def test_same_image_same_score_whatever_the_batch(inspector):
     assert alone == pytest.approx(in_batch, abs=1e-5)
 
 
+def test_predict_many_matches_one_batch_in_order(inspector):
+    rng = np.random.default_rng(2)
+    imgs = [rng.random((40, 40, 3), dtype=np.float32) * (i + 1) / 5 for i in range(5)]
+    whole = inspector.predict(imgs)
+    chunked = inspector.predict_many(imgs, batch_size=2)  # chunks of 2, 2 and 1
+    assert len(chunked) == 5
+    assert [r.score for r in chunked] == pytest.approx([r.score for r in whole], abs=1e-5)
+    assert len({round(r.score, 6) for r in chunked}) > 1  # the images differ, so order is checked
+    assert inspector.predict_many([]) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        inspector.predict_many(imgs, batch_size=0)
+
+
 def test_any_size_and_maps_back_to_input_size(inspector):
     rng = np.random.default_rng(1)
     imgs = [rng.random((17, 91, 3), dtype=np.float32), rng.random((300, 120, 3), dtype=np.float32)]

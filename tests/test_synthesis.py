@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.config import SynthesisConfig
+from core.config import SynthesisConfig, TrainConfig
 from core.synthesis import (
     AUGMENTERS,
     AnomalySynthesizer,
@@ -117,3 +117,12 @@ def test_perlin_and_procedural_sources():
     for _ in range(10):
         t = procedural_texture((32, 40), rng)
         assert t.shape == (32, 40, 3) and 0 <= t.min() and t.max() <= 1
+
+
+def test_with_synthesis_changes_only_the_named_synthesis_settings():
+    base = TrainConfig(steps=7, synthesis=SynthesisConfig(foreground="auto"))
+    changed = base.with_synthesis(intensity_prob=0.25)
+    assert changed.synthesis == SynthesisConfig(foreground="auto", intensity_prob=0.25)
+    assert changed.steps == 7 and base.synthesis.intensity_prob == 0.0  # the original is untouched
+    with pytest.raises(TypeError):
+        base.with_synthesis(no_such_setting=1)
