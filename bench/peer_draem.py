@@ -16,6 +16,7 @@ Two comparisons, each a table in docs/benchmarks.md:
     python bench/peer_draem.py draem --data D --textures T --minutes 30   # = train, draem-latency, draem-predict
     python bench/peer_draem.py ours  --data D --textures T --minutes 30    # checkpoint at DRAEM's steps too
     python bench/peer_draem.py paper --data D --textures T [--resume]      # DRAEM's steps, paper preset
+    python bench/peer_draem.py draem|ours ... --seed 1   # the same run with another seed: run-to-run spread
     python bench/peer_draem.py report --data D
 
 (D = ../shared/data/magnetic_tile, T = ../shared/data/textures_dtd10 in this project's machines.)
@@ -118,8 +119,11 @@ def test_paths(data: str) -> list[str]:
 def forget_reports(model: str) -> None:
     """A stage that retrains or re-predicts `model` invalidates its metrics cached by `report`."""
     cache = load_json("reports")
-    if any(k.startswith(model) for k in cache):
-        save_json("reports", {k: v for k, v in cache.items() if not k.startswith(model)})
+    def of_model(key: str) -> bool:  # "ours_last", "ours_step88", ... but not "ours_seed1_last"
+        return key.startswith(model + "_") and key[len(model) + 1:].startswith(("last", "step"))
+
+    if any(of_model(k) for k in cache):
+        save_json("reports", {k: v for k, v in cache.items() if not of_model(k)})
 
 
 def save_json(name: str, obj: dict) -> None:
@@ -136,15 +140,22 @@ def load_json(name: str) -> dict:
 
 # ---- DRAEM --------------------------------------------------------------------------------------
 def draem(args: argparse.Namespace) -> None:
-    """Train for the wall-clock budget, then time the model, then score the test split."""
+    """Train for the wall-clock budget, then time the model, then score the test split. With another seed: the
+    same run into draem_seed<N>/ for the run-to-run spread table (not timed again: the same network)."""
     draem_train(args)
-    draem_latency(args)
+    if not draem_run(args).startswith("draem_seed"):
+        draem_latency(args)
     draem_predict(args)
 
 
-def draem_file(name: str) -> Path:
+def draem_run(args: argparse.Namespace) -> str:
+    seed = getattr(args, "seed", 0)
+    return f"draem_seed{seed}" if seed else "draem"
+
+
+def draem_file(name: str, run: str = "draem") -> Path:
     """The worker's outputs: draem_last.pt (weights), maps_last.npz (test-split scores and maps), train.json."""
-    return OUT / "draem" / name
+    return OUT / run / name
 
 
 def update_json(name: str, **fields: Any) -> None:
@@ -152,12 +163,14 @@ def update_json(name: str, **fields: Any) -> None:
 
 
 def draem_train(args: argparse.Namespace) -> None:
-    forget_reports("draem")
-    (OUT / "draem.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
-    worker("train", "--data", args.data, "--textures", args.textures, "--out", str(draem_file("")),
-           "--minutes", str(args.minutes), "--batch-size", str(BATCH), "--size", str(SIZE))
-    log = json.loads(draem_file("train.json").read_text())
-    save_json("draem", {"steps": log["steps"], "train_seconds": log["train_seconds"],
+    run = draem_run(args)
+    forget_reports(run)
+    (OUT / f"{run}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
+    worker("train", "--data", args.data, "--textures", args.textures, "--out", str(draem_file("", run)),
+           "--minutes", str(args.minutes), "--batch-size", str(BATCH), "--size", str(SIZE),
+           "--seed", str(getattr(args, "seed", 0)))
+    log = json.loads(draem_file("train.json", run).read_text())
+    save_json(run, {"steps": log["steps"], "train_seconds": log["train_seconds"],
                         "train_peak_rss_mib": log["peak_rss_mib"], "parameters": log["parameters"],
                         "minutes": args.minutes})
 
@@ -173,12 +186,14 @@ def draem_latency(args: argparse.Namespace) -> None:
 
 def draem_predict(args: argparse.Namespace) -> None:
     """Raw scores and maps of the test split (untimed: may share the machine)."""
-    forget_reports("draem")
+    run = draem_run(args)
+    forget_reports(run)
     (OUT / "test_paths.json").write_text(json.dumps(test_paths(args.data)))
     t0 = time.monotonic()
-    worker("predict", "--weights", str(draem_file("draem_last.pt")), "--textures", args.textures,
-           "--list", str(OUT / "test_paths.json"), "--out", str(draem_file("maps_last.npz")), "--size", str(SIZE))
-    update_json("draem", predict_seconds=time.monotonic() - t0)
+    worker("predict", "--weights", str(draem_file("draem_last.pt", run)), "--textures", args.textures,
+           "--list", str(OUT / "test_paths.json"), "--out", str(draem_file("maps_last.npz", run)),
+           "--size", str(SIZE))
+    update_json(run, predict_seconds=time.monotonic() - t0)
 
 
 def equal_steps() -> int:
@@ -190,7 +205,8 @@ def equal_steps() -> int:
 
 
 # ---- ours ---------------------------------------------------------------------------------------
-def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = None):  # noqa: ANN201
+def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = None,  # noqa: ANN201
+                seed: int | None = None):
     from core.config import replace
     from core.presets import get_preset
 
@@ -204,12 +220,14 @@ def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = Non
                         val_fraction=0.0, micro_batch=micro_batch)
     if intensity is not None:
         train_cfg = train_cfg.with_synthesis(intensity_prob=intensity)
+    if seed is not None:
+        train_cfg = replace(train_cfg, seed=seed)
     return model_cfg, train_cfg
 
 
 def train_ours(name: str, preset: str, data: str, textures: str, minutes: float, steps: int,
                save_at: int | None, micro_batch: int = 0, resumable: bool = False, resume: bool = False,
-               intensity: float | None = None) -> None:
+               intensity: float | None = None, seed: int | None = None) -> None:
     """Train one of our presets; `resumable` checkpoints every step (saves not counted as training time) so
     that a run longer than one sitting goes on with `resume`, adding up its training time."""
     from core.data import list_images, train_folder
@@ -220,7 +238,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
 
     tune_cpu()
     forget_reports(name)
-    model_cfg, train_cfg = our_configs(preset, micro_batch, intensity)
+    model_cfg, train_cfg = our_configs(preset, micro_batch, intensity, seed)
     out = OUT / name
     (OUT / f"{name}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
     progress_file = out / "progress.json"
@@ -341,6 +359,10 @@ def ours(args: argparse.Namespace) -> None:
                    intensity=args.intensity_prob)
         print(json.dumps(our_report(OUT / name / "last.safetensors", args.data)), flush=True)
         return
+    if args.seed:  # the same run with another seed (initial weights, data order, defects): the spread table
+        train_ours(f"ours_seed{args.seed}", args.preset, args.data, args.textures, args.minutes, 10**9, save_at,
+                   seed=args.seed)
+        return
     train_ours("ours", args.preset, args.data, args.textures, args.minutes, 10**9, save_at)
 
 
@@ -449,7 +471,50 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
         lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
     rest = cached_report("ours_last_restoration", lambda: restoration(OUT / "ours" / "last.safetensors", args.data))
     return lines + ["", *per_defect_table(size, [(draem_name, a_draem), (ours_name, a_ours)]),
-                    *restoration_table(size, ours_name, rest)]
+                    *restoration_table(size, ours_name, rest),
+                    *spread_table(size, n, (d, a_draem), (o, a_ours, b_ours), args)]
+
+
+def spread_table(size: int, n: int, draem_first: tuple[dict, dict], ours_first: tuple[dict, dict, dict | None],
+                 args: argparse.Namespace) -> list[str]:
+    """The wall-clock runs repeated with other seeds: how far one run's figures are from another's."""
+    def seeds(model: str) -> list[tuple[int, dict]]:
+        return sorted((int(f.stem.removeprefix(f"{model}_seed")), load_json(f.stem))
+                      for f in OUT.glob(f"{model}_seed*.json"))
+
+    draem_runs, ours_runs = seeds("draem"), seeds("ours")
+    if not draem_runs and not ours_runs:
+        return []
+    lines = [
+        "", f"#### ({size}-a) run-to-run spread: the same runs with other seeds", "",
+        "The same command with another training seed: for ours the initial weights, the order of the images and the "
+        "synthetic defects; for DRAEM the initial weights (anomalib does not seed its synthetic anomalies). The "
+        "tables above show one run per model; these rows show how far another run can land.", "",
+        f"| model | seed | steps in {draem_first[0]['minutes']:g} min | I-AUROC | P-AUROC | AUPRO@0.3 | P-AP "
+        f"| I-AUROC at {n} steps | P-AUROC at {n} steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def line(model: str, seed: int, info: dict, a: dict, b: dict | None) -> str:
+        b_fig = f"{b['image_auroc']:.3f} | {b['pixel_auroc']:.3f}" if b else "– | –"
+        return (f"| {model} | {seed} | {info['steps']} | {a['image_auroc']:.3f} | {a['pixel_auroc']:.3f} "
+                f"| {a['aupro']:.3f} | {a['pixel_ap']:.3f} | {b_fig} |")
+
+    lines.append(line("DRAEM", 0, *draem_first, draem_first[1] if draem_first[0]["steps"] == n else None))
+    for seed, info in draem_runs:
+        run = f"draem_seed{seed}"
+        a = cached_report(f"{run}_last", lambda r=run: draem_report(draem_file("maps_last.npz", r), args.data))
+        lines.append(line("DRAEM", seed, info, a, a if info["steps"] == n else None))
+    lines.append(line("DiffusionAD `fast`", 0, *ours_first))
+    cache = load_json("reports")
+    for seed, info in ours_runs:
+        run = f"ours_seed{seed}"
+        last, ckpt = OUT / run / "last.safetensors", OUT / run / f"step{n}.safetensors"
+        a = cached_report(f"{run}_last", lambda p=last: our_report(p, args.data))
+        b = cached_report(f"{run}_step{n}", lambda p=ckpt: our_report(p, args.data)) \
+            if ckpt.exists() and (f"{run}_step{n}" in cache or not args.cached_only) else None
+        lines.append(line("DiffusionAD `fast`", seed, info, a, b))
+    return lines
 
 
 def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
@@ -601,6 +666,9 @@ def main() -> None:
             p.add_argument("--size", type=int, default=256, choices=SIZES, help="square image size of both models")
         if name in ("draem", "ours"):
             p.add_argument("--minutes", type=float, default=30)
+            p.add_argument("--seed", type=int, default=0,
+                           help="another seed than 0: the same run into draem_seed<N>/ or ours_seed<N>/, for the "
+                                "run-to-run spread table")
         if name == "ours":
             p.add_argument("--preset", default="fast")
             p.add_argument("--intensity-prob", type=float,
