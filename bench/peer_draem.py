@@ -514,7 +514,7 @@ def spread_table(size: int, n: int, draem_first: tuple[dict, dict], ours_first: 
         b = cached_report(f"{run}_step{n}", lambda p=ckpt: our_report(p, args.data)) \
             if ckpt.exists() and (f"{run}_step{n}" in cache or not args.cached_only) else None
         lines.append(line("DiffusionAD `fast`", seed, info, a, b))
-    return lines
+    return [*lines, ""]
 
 
 def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
