@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import machine, write_section  # noqa: E402
-from learning_rate import run_dir, training_inputs  # noqa: E402
+from learning_rate import defect_sets, run_dir, training_inputs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "runs" / "inference_settings.json"
 OFFICIAL = (200, 400, 0.0)
@@ -36,26 +36,20 @@ SETTINGS = [OFFICIAL, (50, 400, 0.0), (100, 400, 0.0), (150, 400, 0.0), (100, 30
 def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
     import cv2
     import numpy as np
+    import torch
 
-    from core.config import SynthesisConfig
     from core.data import mvtec_test_samples, resize
     from core.evaluation import score_report
     from core.inference import Inspector
-    from core.metrics import image_auroc, pixel_auroc
-    from core.model import top_k_for
-    from core.synthesis import AnomalySynthesizer
-    from core.training import VALIDATION_SEED
+    from core.model import image_score, top_k_for
+    from core.training import defect_aurocs, synthetic_defects
 
     split, textures = inputs
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
     size = inspector.config.image_size
     official = inspector.model.diffusion.config
     good = [im.astype(np.float32) / 255.0 for im in split.val]
-    defect_sets = {}
-    for name, cfg in (("official", SynthesisConfig()), ("brightness", SynthesisConfig(intensity_prob=1.0))):
-        synth = AnomalySynthesizer(replace(cfg, anomaly_prob=1.0), textures, seed=VALIDATION_SEED)
-        bad, masks = zip(*(synth(g) for g in good))
-        defect_sets[name] = (list(bad), np.stack(masks) > 0.5)
+    defects = {name: synthetic_defects(good, cfg, textures) for name, cfg in defect_sets()}
     samples = mvtec_test_samples(data)
     inputs_good = np.stack([resize(g, size) for g in good])
     k = top_k_for(inspector.config, size, size)
@@ -75,25 +69,23 @@ def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
     def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
         return maps if not sigma else np.stack([cv2.GaussianBlur(m, (0, 0), sigma) for m in maps])
 
-    def score(maps: np.ndarray) -> np.ndarray:  # the model's own image score: top-k mean of the map
-        return np.sort(maps.reshape(len(maps), -1), axis=1)[:, -k:].mean(axis=1)
+    def score(maps: np.ndarray) -> np.ndarray:  # the model's own image score of a (smoothed) map
+        return image_score(torch.from_numpy(maps)[:, None], k).numpy()
 
     rows = []
     for t_s, t_b in dict.fromkeys((s[0], s[1]) for s in SETTINGS):
         inspector.model.diffusion.config = replace(official, t_small=t_s, t_big=t_b)
         good_maps, recon = predict(good)
-        bad_maps = {name: predict(bad)[0] for name, (bad, _) in defect_sets.items()}
+        bad_maps = {name: predict(bad)[0] for name, (bad, _) in defects.items()}
         raw_test = test_maps()
+        recon_rms = float(np.sqrt(((recon - inputs_good) ** 2).mean()))
         for sigma in [s[2] for s in SETTINGS if s[:2] == (t_s, t_b)]:
-            row: dict = {"t_s": t_s, "t_b": t_b, "sigma": sigma,
-                   "recon_rms": float(np.sqrt(((recon - inputs_good) ** 2).mean()))}
+            row: dict = {"t_s": t_s, "t_b": t_b, "sigma": sigma, "recon_rms": recon_rms}
             g = smooth(good_maps, sigma)
-            for name, (_, masks) in defect_sets.items():
+            for name, (_, masks) in defects.items():
                 b = smooth(bad_maps[name], sigma)
-                labels = np.r_[np.zeros(len(g)), np.ones(len(b))]
-                pixels = np.concatenate([np.zeros_like(g, dtype=bool), masks])
-                row[f"{name}_image_auroc"] = image_auroc(labels, np.r_[score(g), score(b)])
-                row[f"{name}_pixel_auroc"] = pixel_auroc(pixels, np.concatenate([g, b]))
+                row[f"{name}_image_auroc"], row[f"{name}_pixel_auroc"] = defect_aurocs(
+                    score(g), g, score(b), b, masks)
             t = smooth(raw_test, sigma)
             rep = score_report(samples, score(t), list(t))
             row["test"] = {key: rep[key] for key in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")}

@@ -48,13 +48,19 @@ def run_dir(steps: int, lr: float, intensity: float) -> Path:
     return OUT / (f"steps{steps}_lr{lr:g}" + (f"_intensity{intensity:g}" if intensity else ""))
 
 
+def defect_sets() -> tuple:
+    """The two fixed held-out defect recipes runs are judged on: (name, SynthesisConfig) pairs."""
+    from core.config import SynthesisConfig
+
+    return ("official", SynthesisConfig()), ("brightness", SynthesisConfig(intensity_prob=1.0))
+
+
 def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
     """Held-out validation of a checkpoint on two fixed sets of synthetic defects made from the held-out good
     images: the official recipe's (textures and shuffled patches) and brightness changes alone
     (`SynthesisConfig.intensity_prob` = 1), so runs trained with different synthesis are judged alike."""
     import numpy as np
 
-    from core.config import SynthesisConfig
     from core.inference import Inspector
     from core.training import synthetic_defect_auroc
 
@@ -68,7 +74,7 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
 
     good_scores, good_maps = predict(good)
     out = {}
-    for name, cfg in (("official", SynthesisConfig()), ("brightness", SynthesisConfig(intensity_prob=1.0))):
+    for name, cfg in defect_sets():
         i_auroc, p_auroc = synthetic_defect_auroc(predict, good, good_scores, good_maps, cfg, textures)
         out[f"{name}_image_auroc"], out[f"{name}_pixel_auroc"] = i_auroc, p_auroc
     return out

@@ -143,14 +143,19 @@ def draem(args: argparse.Namespace) -> None:
     """Train for the wall-clock budget, then time the model, then score the test split. With another seed: the
     same run into draem_seed<N>/ for the run-to-run spread table (not timed again: the same network)."""
     draem_train(args)
-    if not draem_run(args).startswith("draem_seed"):
+    if not args.seed:
         draem_latency(args)
     draem_predict(args)
 
 
+def seed_run(model: str, seed: int) -> str:
+    """The run folder (and record name) of a wall-clock run repeated with another seed; the prefix for seed 0."""
+    return f"{model}_seed{seed or ''}"
+
+
 def draem_run(args: argparse.Namespace) -> str:
     seed = getattr(args, "seed", 0)
-    return f"draem_seed{seed}" if seed else "draem"
+    return seed_run("draem", seed) if seed else "draem"
 
 
 def draem_file(name: str, run: str = "draem") -> Path:
@@ -360,7 +365,7 @@ def ours(args: argparse.Namespace) -> None:
         print(json.dumps(our_report(OUT / name / "last.safetensors", args.data)), flush=True)
         return
     if args.seed:  # the same run with another seed (initial weights, data order, defects): the spread table
-        train_ours(f"ours_seed{args.seed}", args.preset, args.data, args.textures, args.minutes, 10**9, save_at,
+        train_ours(seed_run("ours", args.seed), args.preset, args.data, args.textures, args.minutes, 10**9, save_at,
                    seed=args.seed)
         return
     train_ours("ours", args.preset, args.data, args.textures, args.minutes, 10**9, save_at)
@@ -433,16 +438,11 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     d, o, p = load_json("draem"), load_json("ours"), load_json("paper")
     if not d or not o:
         return []
-    cache = load_json("reports")
     a_draem = cached_report("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data), True)
     a_ours = cached_report("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data), True)
     n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
-    ours_n = OUT / "ours" / f"step{n}.safetensors"
-    b_ours = cached_report(f"ours_step{n}", lambda: our_report(ours_n, args.data)) \
-        if ours_n.exists() and (f"ours_step{n}" in cache or not args.cached_only) else None
-    b_paper = cached_report(f"paper_step{p['steps']}",
-                            lambda: our_report(OUT / "paper" / "last.safetensors", args.data)) \
-        if p and (f"paper_step{p['steps']}" in cache or not args.cached_only) else None
+    b_ours = optional_report(f"ours_step{n}", OUT / "ours" / f"step{n}.safetensors", args)
+    b_paper = optional_report(f"paper_step{p['steps']}", OUT / "paper" / "last.safetensors", args) if p else None
     ours_name = f"DiffusionAD `{o['preset']}` @ {size} px, {adam(OUT / 'ours' / 'last.safetensors')}"
     draem_name = f"DRAEM (anomalib) @ {size} px"
     lines = [
@@ -479,8 +479,8 @@ def spread_table(size: int, n: int, draem_first: tuple[dict, dict], ours_first: 
                  args: argparse.Namespace) -> list[str]:
     """The wall-clock runs repeated with other seeds: how far one run's figures are from another's."""
     def seeds(model: str) -> list[tuple[int, dict]]:
-        return sorted((int(f.stem.removeprefix(f"{model}_seed")), load_json(f.stem))
-                      for f in OUT.glob(f"{model}_seed*.json"))
+        return sorted((int(f.stem.removeprefix(seed_run(model, 0))), load_json(f.stem))
+                      for f in OUT.glob(f"{seed_run(model, 0)}*.json"))
 
     draem_runs, ours_runs = seeds("draem"), seeds("ours")
     if not draem_runs and not ours_runs:
@@ -502,17 +502,15 @@ def spread_table(size: int, n: int, draem_first: tuple[dict, dict], ours_first: 
 
     lines.append(line("DRAEM", 0, *draem_first, draem_first[1] if draem_first[0]["steps"] == n else None))
     for seed, info in draem_runs:
-        run = f"draem_seed{seed}"
+        run = seed_run("draem", seed)
         a = cached_report(f"{run}_last", lambda r=run: draem_report(draem_file("maps_last.npz", r), args.data))
         lines.append(line("DRAEM", seed, info, a, a if info["steps"] == n else None))
     lines.append(line("DiffusionAD `fast`", 0, *ours_first))
-    cache = load_json("reports")
     for seed, info in ours_runs:
-        run = f"ours_seed{seed}"
-        last, ckpt = OUT / run / "last.safetensors", OUT / run / f"step{n}.safetensors"
+        run = seed_run("ours", seed)
+        last = OUT / run / "last.safetensors"
         a = cached_report(f"{run}_last", lambda p=last: our_report(p, args.data))
-        b = cached_report(f"{run}_step{n}", lambda p=ckpt: our_report(p, args.data)) \
-            if ckpt.exists() and (f"{run}_step{n}" in cache or not args.cached_only) else None
+        b = optional_report(f"{run}_step{n}", OUT / run / f"step{n}.safetensors", args)
         lines.append(line("DiffusionAD `fast`", seed, info, a, b))
     return [*lines, ""]
 
@@ -603,6 +601,13 @@ def per_defect_table(size: int, reports: list[tuple[str, dict]]) -> list[str]:
             lines.append(f"| {name} | {label} | " + " | ".join(f"{vals[t]:.3f}" if t in vals else "–" for t in types)
                          + " |")
     return lines + [""]
+
+
+def optional_report(key: str, ckpt: Path, args: argparse.Namespace) -> dict | None:
+    """The cached metrics of one of our checkpoints, computed now unless `--cached-only`; None if it is not there."""
+    if not ckpt.exists() or (args.cached_only and key not in load_json("reports")):
+        return None
+    return cached_report(key, lambda: our_report(ckpt, args.data))
 
 
 def cached_report(key: str, make, per_type: bool = False) -> dict:  # noqa: ANN001

@@ -123,11 +123,25 @@ def synthetic_defect_auroc(
     """Image and pixel AUROC of held-out good images against one synthetic defect made from each of them
     (fixed seed). ``predict`` maps images to (scores, maps); the good images' are passed in, so several
     synthesis settings can be judged against one prediction of the good images."""
+    bad, masks = synthetic_defects(good, synthesis, textures)
+    bad_scores, bad_maps = predict(bad)
+    return defect_aurocs(good_scores, good_maps, bad_scores, bad_maps, masks)
+
+
+def synthetic_defects(
+    good: list[np.ndarray], synthesis: SynthesisConfig, textures: Sequence[np.ndarray],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """One synthetic defect made from each good image (fixed seed): the images and their boolean masks."""
     synth = AnomalySynthesizer(replace(synthesis, anomaly_prob=1.0), textures, seed=VALIDATION_SEED)
     bad, masks = zip(*(synth(g) for g in good))
-    bad_scores, bad_maps = predict(list(bad))
-    labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
-    pixels = np.concatenate([np.zeros_like(good_maps), np.stack(masks)]) > 0.5
+    return list(bad), np.stack(masks) > 0.5
+
+
+def defect_aurocs(good_scores: np.ndarray, good_maps: np.ndarray, bad_scores: np.ndarray, bad_maps: np.ndarray,
+                  masks: np.ndarray) -> tuple[float, float]:
+    """Image and pixel AUROC of good images (all pixels normal) against defective ones with ``masks``."""
+    labels = np.r_[np.zeros(len(good_scores)), np.ones(len(bad_scores))]
+    pixels = np.concatenate([np.zeros_like(good_maps, dtype=bool), masks])
     return (image_auroc(labels, np.r_[good_scores, bad_scores]),
             pixel_auroc(pixels, np.concatenate([good_maps, bad_maps])))
 
