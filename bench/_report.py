@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -53,6 +54,20 @@ def write_section(name: str, body: str) -> None:
     block = f"<!-- {name}:start -->\n{body.rstrip()}\n<!-- {name}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    tmp = DOC.with_suffix(".tmp")
+    tmp = DOC.with_name(f"{DOC.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(DOC)
+
+
+def save_json(path: Path, obj: object) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file of this process, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def publish(name: str, body: str) -> None:
+    """Print a benchmark's section and write it into docs/benchmarks.md."""
+    print(body)
+    write_section(name, body)

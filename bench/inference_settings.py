@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, write_section  # noqa: E402
-from learning_rate import defect_sets, run_dir, training_inputs  # noqa: E402
+from _report import machine, publish, save_json  # noqa: E402
+from learning_rate import defect_cells, defect_sets, run_dir, training_inputs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "runs" / "inference_settings.json"
 OFFICIAL = (200, 400, 0.0)
@@ -112,8 +112,7 @@ def table(result: dict) -> str:
         tag = " (official)" if (r["t_s"], r["t_b"], r["sigma"]) == OFFICIAL else ""
         t, uneven = r["test"], r["test_uneven_pixel_auroc"]
         lines.append(f"| {r['t_s']} / {r['t_b']}{tag} | {r['sigma']:g} "
-                     f"| {r['official_image_auroc']:.3f} / {r['official_pixel_auroc']:.3f} "
-                     f"| {r['brightness_image_auroc']:.3f} / {r['brightness_pixel_auroc']:.3f} "
+                     f"{defect_cells(r)}"
                      f"| {r['recon_rms']:.3f} | {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro']:.3f} "
                      f"| {'–' if uneven is None else f'{uneven:.3f}'} |")
     return "\n".join(lines)
@@ -135,12 +134,8 @@ def main() -> None:
     tune_cpu()
     result = {"run": f"{args.steps} steps at learning rate {args.lr:g}",
               "rows": measure(ckpt, args.data, training_inputs(args.data, args.textures))}
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(OUT)
-    body = table(result)
-    print(body)
-    write_section("inference-settings", body)
+    save_json(OUT, result)
+    publish("inference-settings", table(result))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import git_rev, machine, write_section  # noqa: E402
+from _report import git_rev, machine, publish, save_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "runs" / "learning_rate"
 RESULTS = OUT / "results.json"
@@ -53,6 +53,11 @@ def defect_sets() -> tuple:
     from core.config import SynthesisConfig
 
     return ("official", SynthesisConfig()), ("brightness", SynthesisConfig(intensity_prob=1.0))
+
+
+def defect_cells(d: dict) -> str:
+    """Table cells '| I / P | I / P ' of the two defect validations (official recipe, brightness alone)."""
+    return "".join(f"| {d[f'{name}_image_auroc']:.3f} / {d[f'{name}_pixel_auroc']:.3f} " for name, _ in defect_sets())
 
 
 def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
@@ -152,8 +157,7 @@ def brightness_table(results: list[dict]) -> list[str]:
         d, t = r["defects"], r["test"]
         uneven = r.get("test_per_defect_image_auroc", {}).get("uneven")
         lines.append(f"| {r['steps']} | {r['lr']:g} | {key(r)[2]:g} "
-                     f"| {d['official_image_auroc']:.3f} / {d['official_pixel_auroc']:.3f} "
-                     f"| {d['brightness_image_auroc']:.3f} / {d['brightness_pixel_auroc']:.3f} "
+                     f"{defect_cells(d)}"
                      f"| {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro']:.3f} "
                      f"| {'–' if uneven is None else f'{uneven:.3f}'} | {r['commit']} |")
     return lines
@@ -171,27 +175,20 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
 
-    def save() -> None:
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(RESULTS)
-
     inputs = training_inputs(args.data, args.textures)
     for lr in args.lr or []:
         res = run_one(args.data, inputs, args.steps, lr, args.intensity_prob)
         results = [r for r in results if key(r) != (args.steps, lr, args.intensity_prob)] + [res]
-        save()
+        save_json(RESULTS, results)
         print(json.dumps(res), flush=True)
     for r in results:  # runs from before the two defect validations: judged from their kept weights
         ckpt = run_dir(*key(r)) / "last.safetensors"
         if "defects" not in r and ckpt.exists():
             r["defects"] = defect_validation(ckpt, inputs)
-            save()
+            save_json(RESULTS, results)
     if not results:
         sys.exit("no run yet: give --lr")
-    body = table(results)
-    print(body)
-    write_section("learning-rate", body)
+    publish("learning-rate", table(results))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,13 @@ def _share(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value:g}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -71,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg, train_cfg = get_preset(args.preset)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                    ("micro_batch", args.micro_batch), ("seed", args.seed),
-                                   ("checkpoint_every", args.checkpoint_every)) if v is not None}
+                                   ("checkpoint_every", args.checkpoint_every), ("grad_clip", args.grad_clip))
+                 if v is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.foreground:
         train_cfg = train_cfg.with_synthesis(foreground=args.foreground)
@@ -239,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--micro-batch", type=_positive_int,
                    help="run each batch in chunks of this size, accumulating gradients (same steps, less memory)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--grad-clip", type=_non_negative, metavar="NORM",
+                   help="clip each network's gradient norm to this before its step (0: off; default: the preset's)")
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")
     t.add_argument("--foreground", choices=["none", "region", "auto"], help="where synthetic defects may go")

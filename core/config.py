@@ -83,6 +83,10 @@ class TrainConfig:
     # > 0: each step runs the batch in chunks of this many images and accumulates their gradients: the same
     # optimizer step as the whole batch (BatchNorm statistics aside) in a fraction of the memory
     micro_batch: int = 0
+    # > 0: before each optimizer step, the gradients of each network are scaled down so that their global L2
+    # norm is at most this (0 = off, as in the official code). Guards a high learning rate against the rare
+    # step that blows up the weights.
+    grad_clip: float = 0.0
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def with_synthesis(self, **changes: Any) -> TrainConfig:

@@ -237,10 +237,25 @@ class Trainer:
         self.opt_denoiser.zero_grad(set_to_none=True)
         self.opt_segmenter.zero_grad(set_to_none=True)
         losses = self._backward(x, mask, normal)
+        losses.update(self._clip_gradients())
         self.opt_denoiser.step()
         self.opt_segmenter.step()
         self.step += 1
         return losses
+
+    def _clip_gradients(self) -> dict[str, float]:
+        """Each network's gradient norm before clipping (clipped to ``grad_clip`` when that is set)."""
+        clip = self.train_config.grad_clip
+        norms = {}
+        for name, net in (("denoiser", self.model.denoiser), ("segmenter", self.model.segmenter)):
+            params = [p for p in net.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm([g for g in (p.grad for p in params) if g is not None])
+            if not torch.isfinite(norm):
+                raise TrainingError(f"the {name}'s gradient is not finite ({norm.item()}) at step {self.step + 1}")
+            if clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
+            norms[f"grad_norm_{name}"] = float(norm)
+        return norms
 
     def _backward(self, x: torch.Tensor, mask: torch.Tensor, normal: torch.Tensor) -> dict[str, float]:
         """Loss of the batch and its gradients, in chunks of ``micro_batch`` images when that is set.
@@ -273,7 +288,7 @@ class Trainer:
                         "smooth_l1": losses["smooth_l1"] * w_mask}
             loss = self.loss_fn.total(**weighted)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}")
+                raise TrainingError(f"loss is not finite ({loss.item()}) at step {self.step + 1}")
             loss.backward()
             for k, v in (("loss", loss), *weighted.items()):
                 total[k] = total.get(k, 0.0) + float(v.detach())
@@ -344,7 +359,7 @@ class Trainer:
         """Train until ``train_config.steps``; yields one :class:`TrainProgress` per step.
 
         Checkpoints every ``checkpoint_every`` steps and at the end, also when cancelled (by
-        ``cancel()`` returning True, or by closing the generator). A non-finite loss raises
+        ``cancel()`` returning True, or by closing the generator). A non-finite loss or gradient raises
         :class:`TrainingError` and keeps the last good checkpoint untouched.
         """
         cfg = self.train_config
@@ -358,10 +373,10 @@ class Trainer:
                 t0 = time.perf_counter()
                 try:
                     losses = self.train_step()
-                except TrainingError:
+                except TrainingError as err:
                     healthy = False
                     kept = f"; last good checkpoint kept: {self.last_checkpoint}" if self.last_checkpoint else ""
-                    raise TrainingError(f"training stopped: loss is not finite at step {self.step + 1}{kept}") from None
+                    raise TrainingError(f"training stopped: {err}{kept}") from None
                 except torch.OutOfMemoryError:
                     healthy = False
                     chunk = min(cfg.micro_batch or cfg.batch_size, cfg.batch_size)

@@ -14,10 +14,10 @@ from core.cli import main
 def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(mvtec_folder), "--preset", "tiny", "--steps", "4", "--micro-batch", "2",
-                 "--brightness-defects", "0.3", "--out", str(run)]) == 0
+                 "--brightness-defects", "0.3", "--grad-clip", "0.5", "--out", str(run)]) == 0
     ckpt = run / "last.safetensors"
     header = load_checkpoint(ckpt)
-    assert header.step == 4 and header.train_config.micro_batch == 2
+    assert header.step == 4 and header.train_config.micro_batch == 2 and header.train_config.grad_clip == 0.5
     assert header.train_config.synthesis.intensity_prob == pytest.approx(0.3)
 
     test_good = mvtec_folder / "test" / "good"
@@ -54,6 +54,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(empty), "--brightness-defects", "1.5", "--out", str(tmp_path / "r")])
     assert "between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(empty), "--grad-clip", "-1", "--out", str(tmp_path / "r")])
+    assert "0 or more" in capsys.readouterr().err
 
 
 def test_infer_exit_code_when_nothing_readable(tmp_path):
