@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -71,3 +72,16 @@ def publish(name: str, body: str) -> None:
     """Print a benchmark's section and write it into docs/benchmarks.md."""
     print(body)
     write_section(name, body)
+
+
+def data_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the script's docstring and the --data and --textures every real-data bench needs."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="MVTec-layout folder (train/good, test/, ground_truth/)")
+    ap.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
+    return ap
+
+
+def test_cells(t: dict) -> str:
+    """Table cells '| I-AUROC | P-AUROC | AUPRO ' of a test-split report."""
+    return f"| {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro']:.3f} "

@@ -14,7 +14,6 @@ Usage: python bench/inference_settings.py --data PATH/magnetic_tile --textures P
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine, publish, save_json  # noqa: E402
+from _report import data_parser, machine, publish, save_json, test_cells  # noqa: E402
 from learning_rate import defect_cells, defect_sets, run_dir, training_inputs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "runs" / "inference_settings.json"
@@ -113,15 +112,13 @@ def table(result: dict) -> str:
         t, uneven = r["test"], r["test_uneven_pixel_auroc"]
         lines.append(f"| {r['t_s']} / {r['t_b']}{tag} | {r['sigma']:g} "
                      f"{defect_cells(r)}"
-                     f"| {r['recon_rms']:.3f} | {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro']:.3f} "
+                     f"| {r['recon_rms']:.3f} {test_cells(t)}"
                      f"| {'–' if uneven is None else f'{uneven:.3f}'} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="MVTec-layout folder (train/good, test/, ground_truth/)")
-    ap.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
+    ap = data_parser(__doc__)
     ap.add_argument("--steps", type=int, default=500, help="the learning_rate.py run to load: its steps")
     ap.add_argument("--lr", type=float, default=1e-3, help="the learning_rate.py run to load: its learning rate")
     args = ap.parse_args()

@@ -15,7 +15,6 @@ brightness changes alone), so runs trained with different synthesis compare on t
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import git_rev, machine, publish, save_json  # noqa: E402
+from _report import data_parser, git_rev, machine, publish, save_json, test_cells  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "runs" / "learning_rate"
 RESULTS = OUT / "results.json"
@@ -158,15 +157,12 @@ def brightness_table(results: list[dict]) -> list[str]:
         uneven = r.get("test_per_defect_image_auroc", {}).get("uneven")
         lines.append(f"| {r['steps']} | {r['lr']:g} | {key(r)[2]:g} "
                      f"{defect_cells(d)}"
-                     f"| {t['image_auroc']:.3f} | {t['pixel_auroc']:.3f} | {t['aupro']:.3f} "
-                     f"| {'–' if uneven is None else f'{uneven:.3f}'} | {r['commit']} |")
+                     f"{test_cells(t)}| {'–' if uneven is None else f'{uneven:.3f}'} | {r['commit']} |")
     return lines
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="MVTec-layout folder (train/good, test/, ground_truth/)")
-    ap.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
+    ap = data_parser(__doc__)
     ap.add_argument("--steps", type=int, default=88)
     ap.add_argument("--lr", type=float, action="append", help="learning rate(s) to run (default: none)")
     ap.add_argument("--intensity-prob", type=float, default=0.0,

@@ -17,7 +17,6 @@ Usage: python bench/stability.py --data PATH/magnetic_tile --textures PATH/textu
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import git_rev, machine, publish, save_json  # noqa: E402
+from _report import data_parser, git_rev, machine, publish, save_json, test_cells  # noqa: E402
 from learning_rate import VAL_FRACTION, defect_cells, defect_validation, training_inputs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -116,16 +115,13 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"| {r['steps']} | {r['seed']} | {r['grad_clip']:g} | {outcome} | {norm_cell(g.get('denoiser'))} "
             f"| {norm_cell(g.get('segmenter'))} | {clipped} "
-            f"{defect_cells(d)}| {t['image_auroc']:.3f} "
-            f"| {t['pixel_auroc']:.3f} | {t['aupro']:.3f} | {t['pixel_ap']:.3f} "
+            f"{defect_cells(d)}{test_cells(t)}| {t['pixel_ap']:.3f} "
             f"| {r['train_seconds'] / 60:.1f} min{' (1 thread)' if r.get('threads') == 1 else ''} | {r['commit']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="MVTec-layout folder (train/good, test/, ground_truth/)")
-    ap.add_argument("--textures", required=True, help="folder of texture images (anomaly sources)")
+    ap = data_parser(__doc__)
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seed", type=int, action="append", help="training seed(s) (default 0)")
     ap.add_argument("--grad-clip", type=float, action="append", help="gradient clip(s), 0 = off (default 0)")
