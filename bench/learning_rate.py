@@ -3,8 +3,8 @@
 Trains `fast` (128 px, batch 8) from scratch for a fixed number of steps per learning rate (the same for
 the denoiser and the segmenter), with 10 % of the good images held out. It reports the held-out
 validation (good images and synthetic defects made from them; this is what a default may be chosen on)
-and, for the record only, the test split. Each run is cached in bench/runs/learning_rate/, so the
-table grows run by run.
+and, for the record only, the test split. Each run's record is kept in bench/results/learning_rate.json
+(tracked, so the table grows run by run across checkouts); weights go to bench/runs/learning_rate/.
 
 Usage: python bench/learning_rate.py --data PATH/magnetic_tile --textures PATH/textures_dtd10 \
            --steps 500 --lr 2e-4 --lr 1e-3
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import data_parser, git_rev, machine, publish, save_json, test_cells  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "runs" / "learning_rate"
-RESULTS = OUT / "results.json"
+OUT = Path(__file__).resolve().parent / "runs" / "learning_rate"  # weights (not tracked)
+RESULTS = Path(__file__).resolve().parent / "results" / "learning_rate.json"  # run records (tracked)
 VAL_FRACTION = 0.1
 
 

@@ -82,7 +82,7 @@ def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float) -> dic
             "grad_norms": {name: stats(v) for name, v in norms.items() if v},
             "defects": defect_validation(ckpt, inputs),
             "test": {k: report[k] for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")},
-            "commit": git_rev()}
+            "commit": git_rev(), "machine": machine()}
 
 
 def norm_cell(stats: dict | None) -> str:
@@ -92,7 +92,8 @@ def norm_cell(stats: dict | None) -> str:
 def table(results: list[dict]) -> str:
     lines = [
         "## Training stability of `fast` (`bench/stability.py`)", "",
-        f"Machine: {machine()}. `fast` at 128 px, batch 8, Adam {results[0]['lr']:g} for both networks, trained "
+        f"Machine: {results[0].get('machine') or machine()}. `fast` at 128 px, batch 8, "
+        f"Adam {results[0]['lr']:g} for both networks, trained "
         f"from scratch on 90 % of `train/good` with several seeds, with gradient clipping off (the official "
         "recipe) and on (`TrainConfig.grad_clip`: each network's gradient norm is scaled down to at most this "
         "before its step). Gradient norms are before clipping; 'clipped' is the share of steps where the clip "
