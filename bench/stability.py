@@ -37,7 +37,7 @@ def key(r: dict) -> tuple[int, int, float]:
     return r["steps"], r["seed"], r["grad_clip"]
 
 
-def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float) -> dict:
+def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float, resume: bool = False) -> dict:
     import numpy as np
 
     from core.checkpoint import load_checkpoint
@@ -53,7 +53,10 @@ def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float) -> dic
                         validate_every=0, val_fraction=VAL_FRACTION)
     split, textures = inputs
     out = RUNS / f"steps{steps}_seed{seed}_clip{clip:g}"
-    trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures)
+    ckpt = out / "last.safetensors"
+    start = load_checkpoint(ckpt).step if resume and ckpt.exists() else 0
+    trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures,
+                      resume_from=ckpt if start else None)
     norms: dict[str, list[float]] = {"denoiser": [], "segmenter": []}
     losses: list[float] = []
     stopped = None
@@ -68,16 +71,16 @@ def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float) -> dic
     except TrainingError as err:
         stopped = str(err).replace(str(out), out.name)
     seconds = time.monotonic() - t0
-    ckpt = out / "last.safetensors"
     report = evaluate(Inspector.from_checkpoint(ckpt, device="cpu"), data)
 
     def stats(values: list[float]) -> dict[str, float]:
         a = np.asarray(values)
         return {"median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max()),
-                "max_at": int(a.argmax()) + 1, "clipped_share": float((a > clip).mean()) if clip else 0.0}
+                "max_at": start + int(a.argmax()) + 1, "clipped_share": float((a > clip).mean()) if clip else 0.0}
 
     return {"steps": steps, "seed": seed, "grad_clip": clip, "lr": train_cfg.lr_denoiser,
-            "steps_done": len(losses), "stopped": stopped, "kept_step": load_checkpoint(ckpt).step,
+            "resumed_at": start, "steps_done": start + len(losses), "stopped": stopped,
+            "kept_step": load_checkpoint(ckpt).step,
             "train_seconds": seconds, "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "grad_norms": {name: stats(v) for name, v in norms.items() if v},
             "defects": defect_validation(ckpt, inputs),
@@ -110,6 +113,8 @@ def table(results: list[dict]) -> str:
         g, d, t = r["grad_norms"], r["defects"], r["test"]
         outcome = (f"stopped at step {r['steps_done'] + 1}: non-finite, step {r['kept_step']} kept"
                    if r["stopped"] else "finished")
+        if r.get("resumed_at"):
+            outcome += f" (resumed at step {r['resumed_at']}; norms from there)"
 
         clipped = (f"{g['denoiser']['clipped_share']:.0%} / {g['segmenter']['clipped_share']:.0%}"
                    if r["grad_clip"] and g else "–")
@@ -127,6 +132,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, action="append", help="training seed(s) (default 0)")
     ap.add_argument("--grad-clip", type=float, action="append", help="gradient clip(s), 0 = off (default 0)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue a run from its last checkpoint (optimizer state kept; the random draws after it "
+                         "differ from an unbroken run's)")
     ap.add_argument("--report-only", action="store_true", help="only rewrite the table from the kept records")
     args = ap.parse_args()
     import torch
@@ -142,7 +150,8 @@ def main() -> None:
         inputs = training_inputs(args.data, args.textures)
         for seed in args.seed or [0]:
             for clip in args.grad_clip or [0.0]:
-                res = {**run_one(args.data, inputs, args.steps, seed, clip), "threads": torch.get_num_threads()}
+                res = {**run_one(args.data, inputs, args.steps, seed, clip, args.resume),
+                       "threads": torch.get_num_threads()}
                 results = [r for r in load() if key(r) != key(res)] + [res]
                 save_json(RESULTS, results)
                 print(json.dumps(res), flush=True)

@@ -145,9 +145,13 @@ AUGMENTERS: tuple[Callable[[Image, np.random.Generator], Image], ...] = (
 
 
 def augment_source(x: Image, rng: np.random.Generator) -> Image:
-    """Apply 3 distinct augmenters chosen at random from the 10."""
+    """Apply 3 distinct augmenters chosen at random from the 10.
+
+    Each augmenter gets its input clipped to [0, 1]: float rounding leaves values like 1.0000001 (a resized
+    texture), which solarize turns into -1e-7, gamma into NaN and autocontrast into a whole NaN image.
+    """
     for idx in rng.choice(len(AUGMENTERS), 3, replace=False):
-        x = AUGMENTERS[idx](x.astype(np.float32), rng)
+        x = AUGMENTERS[idx](np.clip(x, 0, 1).astype(np.float32), rng)
     return np.clip(x, 0, 1).astype(np.float32)
 
 

@@ -226,6 +226,10 @@ class Trainer:
             augmented.append(aug)
             masks.append(mask)
         x = to_tensor(augmented, self.device)
+        if not torch.isfinite(x).all():  # a defect in the synthesis, not in the data: say so, not "loss is nan"
+            bad = [str(int(i)) for i, a in zip(idx, augmented) if not np.isfinite(a).all()]
+            raise TrainingError(f"anomaly synthesis produced non-finite pixels at step {self.step + 1} "
+                                f"(from training image no. {', '.join(bad)})")
         m = torch.from_numpy(np.stack(masks))[:, None].to(self.device)
         normal = m.flatten(1).amax(1) == 0
         return x, m, normal

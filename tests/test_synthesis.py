@@ -5,6 +5,7 @@ from core.config import SynthesisConfig, TrainConfig
 from core.synthesis import (
     AUGMENTERS,
     AnomalySynthesizer,
+    augment_source,
     auto_foreground,
     perlin_noise,
     procedural_texture,
@@ -101,6 +102,17 @@ def test_augmenters_keep_shape_and_range(aug):
     out = aug(image(), np.random.default_rng(0))
     assert out.shape == (64, 48, 3)
     assert np.clip(out, 0, 1).min() >= 0 and np.isfinite(out).all()
+
+
+def test_augmentation_chains_stay_finite_on_rounding_overshoot():
+    # a resized texture can hold 1.0000001; solarize made that -1e-7, gamma NaN and autocontrast a whole NaN image,
+    # which stopped a training run at step 353 as "loss is not finite"
+    x = image(32, 32)
+    x[::3, ::5] = np.nextafter(np.float32(1), np.float32(2))
+    x[1::7, ::2] = -np.float32(1e-7)
+    for seed in range(300):
+        out = augment_source(x, np.random.default_rng(seed))
+        assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1, seed
 
 
 def test_self_shuffle_is_a_permutation():

@@ -115,6 +115,20 @@ def test_non_finite_gradient_stops_and_keeps_last_good_checkpoint(data, tiny_con
         torch.testing.assert_close(v.detach(), before[k])
 
 
+def test_non_finite_synthetic_image_is_named_as_such(data, tiny_configs, tmp_path):
+    model_cfg, train_cfg = tiny_configs
+    trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
+    real = trainer.synth
+
+    def broken(image, rng):
+        out, mask = real(image, rng)
+        return np.full_like(out, np.nan), mask
+
+    trainer.synth = broken
+    with pytest.raises(TrainingError, match="anomaly synthesis produced non-finite pixels at step 1"):
+        fit(trainer)
+
+
 @pytest.mark.parametrize("clip", [0.0, 1e-3])
 def test_grad_clip_bounds_each_network_and_reports_the_norm(data, tiny_configs, tmp_path, clip):
     model_cfg, train_cfg = tiny_configs
