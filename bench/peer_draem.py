@@ -633,6 +633,10 @@ def report(args: argparse.Namespace) -> None:
     tables = {size: size_tables(size, args) for size in SIZES}
     if not any(tables.values()):
         sys.exit("run the draem and ours stages first")
+    missing = [size for size, rows in tables.items() if not rows]
+    if missing and not args.partial:  # run records live in bench/runs/, which a fresh checkout does not have
+        sys.exit(f"no draem / ours records at {', '.join(f'{s} px' for s in missing)} in bench/runs/; the published "
+                 "section keeps them. Run those stages first, or pass --partial to publish only what is here")
     lines = [
         "## Peer benchmark: anomalib DRAEM vs DiffusionAD on Magnetic Tile (`bench/peer_draem.py`)", "",
         f"Machine: {machine()}. Commit {git_rev()}. anomalib 2.7.0 (its own venv; torch 2.13.0 CPU), "
@@ -689,6 +693,8 @@ def main() -> None:
         if name == "report":
             p.add_argument("--cached-only", action="store_true",
                            help="leave out the (b) rows whose metrics were not computed yet")
+            p.add_argument("--partial", action="store_true",
+                           help="publish even though one image size has no runs here (its tables are dropped)")
     args = ap.parse_args()
     configure(getattr(args, "size", 256))
     {"setup": setup, "draem": draem, "draem-latency": draem_latency, "draem-predict": draem_predict, "ours": ours,
