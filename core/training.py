@@ -8,6 +8,7 @@ L_noise (normal samples only) + 5 focal + SmoothL1 through both networks.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
@@ -252,12 +253,10 @@ class Trainer:
         clip = self.train_config.grad_clip
         norms = {}
         for name, net in (("denoiser", self.model.denoiser), ("segmenter", self.model.segmenter)):
-            params = [p for p in net.parameters() if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm([g for g in (p.grad for p in params) if g is not None])
+            # an infinite bound scales by exactly 1; a non-finite norm spoils the gradients, but no step follows
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else math.inf)
             if not torch.isfinite(norm):
                 raise TrainingError(f"the {name}'s gradient is not finite ({norm.item()}) at step {self.step + 1}")
-            if clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
             norms[f"grad_norm_{name}"] = float(norm)
         return norms
 
