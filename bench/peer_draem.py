@@ -9,13 +9,17 @@ and hands back raw scores and maps.
 
 Two comparisons, each a table in docs/benchmarks.md:
   (a) equal wall clock: each model trains for --minutes on all cores, one after the other;
-  (b) equal optimizer steps and batch: the steps DRAEM reached in (a), our checkpoint saved at that
-      step in our own run, and the ``paper`` preset trained for as many steps.
+  (b) equal optimizer steps and batch (--steps, 300): DRAEM's run trains on past its wall-clock budget to that
+      step (one run, two sets of weights), ours keeps a checkpoint at that step on its way through the budget,
+      and the ``paper`` preset trains for as many steps.
+
+Run records and cached metrics are kept in bench/results/peer_draem[_<size>]/ (tracked), so that `report`
+rebuilds the tables on a fresh checkout; weights, maps and the peer venv stay in bench/runs/ (ignored).
 
     python bench/peer_draem.py setup                          # anomalib 2.7.0 into bench/runs/peer-venv
     python bench/peer_draem.py draem --data D --textures T --minutes 30   # = train, draem-latency, draem-predict
-    python bench/peer_draem.py ours  --data D --textures T --minutes 30    # checkpoint at DRAEM's steps too
-    python bench/peer_draem.py paper --data D --textures T [--resume]      # DRAEM's steps, paper preset
+    python bench/peer_draem.py ours  --data D --textures T --minutes 30    # checkpoint at --steps too
+    python bench/peer_draem.py paper --data D --textures T [--resume]      # DRAEM's --steps, paper preset
     python bench/peer_draem.py draem|ours ... --seed 1   # the same run with another seed: run-to-run spread
     python bench/peer_draem.py report --data D
 
@@ -43,20 +47,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from _report import git_rev, machine, write_section  # noqa: E402
+from _report import save_json as _save_json  # noqa: E402
 
-OUT = ROOT / "bench" / "runs" / "peer_draem"  # results at 256 px; other sizes in peer_draem_<size> (see `configure`)
+OUT = ROOT / "bench" / "runs" / "peer_draem"  # weights and maps at 256 px; other sizes in peer_draem_<size>
+REC = ROOT / "bench" / "results" / "peer_draem"  # run records and cached metrics (tracked): the tables come from them
 VENV = ROOT / "bench" / "runs" / "peer-venv"
 WORKER = HERE / "peer_draem_worker.py"
 PEER_PACKAGES = ["torch==2.13.0", "torchvision==0.28.0", "anomalib==2.7.0"]  # pinned: see `setup`
 SIZE, BATCH = 256, 8
+EQUAL_STEPS = 300  # comparison (b), as the issue proposes: both models well past their first steps
 SIZES = (256, 128)  # 256: DRAEM's default; 128: our shipped `fast` preset's size, where 30 CPU-minutes go 4x further
 
 
 def configure(size: int) -> None:
-    """Every stage works at one square image size, with its results in their own folder."""
-    global SIZE, OUT
+    """Every stage works at one square image size, with its weights and its records in their own folders."""
+    global SIZE, OUT, REC
     SIZE = size
-    OUT = ROOT / "bench" / "runs" / ("peer_draem" if size == 256 else f"peer_draem_{size}")
+    folder = "peer_draem" if size == 256 else f"peer_draem_{size}"
+    OUT, REC = ROOT / "bench" / "runs" / folder, ROOT / "bench" / "results" / folder
 
 # PyPI's torchvision 0.28.0 is built against CUDA torch: with the CPU torch its C++ ops do not load, and
 # `import torchvision` (hence anomalib) fails registering fake kernels for `nms`/`qnms`. DRAEM needs none
@@ -119,29 +127,28 @@ def test_paths(data: str) -> list[str]:
 def forget_reports(model: str) -> None:
     """A stage that retrains or re-predicts `model` invalidates its metrics cached by `report`."""
     cache = load_json("reports")
-    def of_model(key: str) -> bool:  # "ours_last", "ours_step88", ... but not "ours_seed1_last"
-        return key.startswith(model + "_") and key[len(model) + 1:].startswith(("last", "step"))
+    def of_model(key: str) -> bool:  # "ours_last", "ours_step300", "draem_wall", ... but not "ours_seed1_last"
+        return key.startswith(model + "_") and key[len(model) + 1:].startswith(("last", "step", "wall"))
 
     if any(of_model(k) for k in cache):
         save_json("reports", {k: v for k, v in cache.items() if not of_model(k)})
 
 
 def save_json(name: str, obj: dict) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = OUT / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(OUT / f"{name}.json")
+    """A run record or the metrics cache, in the tracked REC folder (weights stay in bench/runs/)."""
+    _save_json(REC / f"{name}.json", obj)
 
 
 def load_json(name: str) -> dict:
-    path = OUT / f"{name}.json"
+    path = REC / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 # ---- DRAEM --------------------------------------------------------------------------------------
 def draem(args: argparse.Namespace) -> None:
-    """Train for the wall-clock budget, then time the model, then score the test split. With another seed: the
-    same run into draem_seed<N>/ for the run-to-run spread table (not timed again: the same network)."""
+    """Train for the wall-clock budget and on to the equal step count (one run gives both comparisons), then
+    time the model, then score the test split with both weights. With another seed: the same run into
+    draem_seed<N>/ for the run-to-run spread table (not timed again: the same network)."""
     draem_train(args)
     if not args.seed:
         draem_latency(args)
@@ -159,8 +166,15 @@ def draem_run(args: argparse.Namespace) -> str:
 
 
 def draem_file(name: str, run: str = "draem") -> Path:
-    """The worker's outputs: draem_last.pt (weights), maps_last.npz (test-split scores and maps), train.json."""
+    """The worker's outputs: draem_wall.pt and draem_step<N>.pt (weights at the end of the wall-clock budget and
+    at the equal step count), maps_<wall|stepN>.npz (test-split scores and maps), train.json."""
     return OUT / run / name
+
+
+def draem_points(run_info: dict) -> list[str]:
+    """The weights a DRAEM run kept: "wall" and "step<N>" (one of them when both budgets ended together)."""
+    n = run_info["equal_steps"]
+    return ["wall"] + ([f"step{n}"] if run_info["wall"]["steps"] != n else [])
 
 
 def update_json(name: str, **fields: Any) -> None:
@@ -170,19 +184,20 @@ def update_json(name: str, **fields: Any) -> None:
 def draem_train(args: argparse.Namespace) -> None:
     run = draem_run(args)
     forget_reports(run)
-    (OUT / f"{run}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
+    (REC / f"{run}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
     worker("train", "--data", args.data, "--textures", args.textures, "--out", str(draem_file("", run)),
-           "--minutes", str(args.minutes), "--batch-size", str(BATCH), "--size", str(SIZE),
-           "--seed", str(getattr(args, "seed", 0)))
+           "--minutes", str(args.minutes), "--steps", str(args.steps), "--batch-size", str(BATCH), "--size",
+           str(SIZE), "--seed", str(getattr(args, "seed", 0)))
     log = json.loads(draem_file("train.json", run).read_text())
-    save_json(run, {"steps": log["steps"], "train_seconds": log["train_seconds"],
-                        "train_peak_rss_mib": log["peak_rss_mib"], "parameters": log["parameters"],
-                        "minutes": args.minutes})
+    n = args.steps
+    save_json(run, {"wall": log["wall"], "equal_steps": n, "steps": n, "train_seconds": log["saved"][str(n)]["seconds"],
+                    "train_peak_rss_mib": log["peak_rss_mib"], "parameters": log["parameters"],
+                    "minutes": args.minutes, "commit": git_rev()})
 
 
 def draem_latency(args: argparse.Namespace) -> None:
     """Alone on the machine, like every timed stage."""
-    weights = str(draem_file("draem_last.pt"))
+    weights = str(draem_file("draem_wall.pt"))
     lat = {b: json.loads(worker("latency", "--weights", weights, "--textures", args.textures,
                                 "--batch-size", str(b), "--repeats", "10" if b == 1 else "5", "--size", str(SIZE),
                                 capture=True).strip().splitlines()[-1]) for b in (1, 8)}
@@ -190,22 +205,24 @@ def draem_latency(args: argparse.Namespace) -> None:
 
 
 def draem_predict(args: argparse.Namespace) -> None:
-    """Raw scores and maps of the test split (untimed: may share the machine)."""
+    """Raw scores and maps of the test split for each weights the run kept (untimed: may share the machine)."""
     run = draem_run(args)
     forget_reports(run)
+    OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "test_paths.json").write_text(json.dumps(test_paths(args.data)))
     t0 = time.monotonic()
-    worker("predict", "--weights", str(draem_file("draem_last.pt", run)), "--textures", args.textures,
-           "--list", str(OUT / "test_paths.json"), "--out", str(draem_file("maps_last.npz", run)),
-           "--size", str(SIZE))
+    for point in draem_points(load_json(run)):
+        worker("predict", "--weights", str(draem_file(f"draem_{point}.pt", run)), "--textures", args.textures,
+               "--list", str(OUT / "test_paths.json"), "--out", str(draem_file(f"maps_{point}.npz", run)),
+               "--size", str(SIZE))
     update_json(run, predict_seconds=time.monotonic() - t0)
 
 
 def equal_steps() -> int:
-    """The step count of comparison (b): the steps DRAEM reached in the wall-clock run (its last weights)."""
-    steps = load_json("draem").get("steps")
+    """The step count of comparison (b), as DRAEM's run recorded it."""
+    steps = load_json("draem").get("equal_steps")
     if not steps:
-        sys.exit("run `peer_draem.py draem` first: comparison (b) uses the steps DRAEM reached")
+        sys.exit("run `peer_draem.py draem` first: comparison (b) uses the steps of its run")
     return int(steps)
 
 
@@ -245,7 +262,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     forget_reports(name)
     model_cfg, train_cfg = our_configs(preset, micro_batch, intensity, seed)
     out = OUT / name
-    (OUT / f"{name}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
+    (REC / f"{name}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
     progress_file = out / "progress.json"
     before = {"steps": 0, "train_seconds": 0.0, "peak_rss_mib": 0.0}
     resume_from = None
@@ -312,6 +329,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
                      "train_peak_rss_mib": peak(),
                      "parameters": count_parameters(trainer.model), "minutes": minutes,
                      "image_size": SIZE, "batch_size": BATCH, "micro_batch": micro_batch,
+                     "adam": adam(out / "last.safetensors"), "commit": git_rev(),
                      "latency": our_latencies(out / "last.safetensors")})
 
 
@@ -357,7 +375,7 @@ def ours_latency(args: argparse.Namespace) -> None:
 
 
 def ours(args: argparse.Namespace) -> None:
-    save_at = equal_steps() if load_json("draem") else None
+    save_at = args.steps  # comparison (b): the checkpoint at the equal step count
     if args.intensity_prob is not None:  # an experiment beside the tables: its own folder, scored on request
         name = f"ours_intensity{args.intensity_prob:g}"
         train_ours(name, args.preset, args.data, args.textures, args.minutes, 10**9, save_at,
@@ -438,27 +456,27 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     d, o, p = load_json("draem"), load_json("ours"), load_json("paper")
     if not d or not o:
         return []
-    a_draem = cached_report("draem_last", lambda: draem_report(draem_file("maps_last.npz"), args.data), True)
+    n = equal_steps()
+    a_draem, b_draem = (draem_point_report("draem", point, args.data, True) for point in ("wall", f"step{n}"))
     a_ours = cached_report("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data), True)
-    n = equal_steps()  # DRAEM's own run: (b) shares its row with (a)
     b_ours = optional_report(f"ours_step{n}", OUT / "ours" / f"step{n}.safetensors", args)
     b_paper = optional_report(f"paper_step{p['steps']}", OUT / "paper" / "last.safetensors", args) if p else None
-    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px, {adam(OUT / 'ours' / 'last.safetensors')}"
+    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px, {run_adam(o, 'ours')}"
     draem_name = f"DRAEM (anomalib) @ {size} px"
     lines = [
         f"### ({size}-a) Equal wall clock at {size} px: {d['minutes']:g} minutes of training each (all cores)", "",
         HEAD,
-        row(draem_name, a_draem, d, d["steps"], d["train_seconds"]),
+        row(draem_name, a_draem, d, d["wall"]["steps"], d["wall"]["seconds"]),
         row(ours_name, a_ours, o, o["steps"], o["train_seconds"]), "",
         f"### ({size}-b) Equal optimizer steps at {size} px: {n} steps of batch {BATCH}", "", HEAD,
-        row(draem_name, a_draem, d, n, d["train_seconds"]),
+        row(draem_name, b_draem, d, n, d["train_seconds"]),
     ]
     if b_ours is not None:
         lines.append(row(ours_name, b_ours, o, n, o["saved"][str(n)]))
     else:
         lines.append(f"| {ours_name} | not evaluated yet | | | | {n} × {BATCH} | | | | | |")
-    if p:
-        name = f"DiffusionAD `paper` @ {size} px, {adam(OUT / 'paper' / 'last.safetensors')}" + (
+    if p and p["steps"] == n:
+        name = f"DiffusionAD `paper` @ {size} px, {run_adam(p, 'paper')}" + (
             f" (micro-batches of {p['micro_batch']})" if p.get("micro_batch") else "")
         lines.append(row(name, b_paper, p, p["steps"], p["train_seconds"]) if b_paper is not None
                      else f"| {name} | not evaluated yet | | | | {p['steps']} × {BATCH} | | | | | |")
@@ -467,20 +485,21 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
         lines.append(f"| DiffusionAD `paper` @ {size} px | training: {done['steps']} of {n} steps so far "
                      f"(`paper --resume` goes on) | | | | {n} × {BATCH} | {done['train_seconds'] / 60:.1f} min so far "
                      f"| | | {done['peak_rss_mib'] / 1024:.1f} GiB | |")
-    elif size == 256:
+    else:
         lines.append(f"| DiffusionAD `paper` @ {size} px | not run yet | | | | {n} × {BATCH} | | | | | |")
     rest = cached_report("ours_last_restoration", lambda: restoration(OUT / "ours" / "last.safetensors", args.data))
     return lines + ["", *per_defect_table(size, [(draem_name, a_draem), (ours_name, a_ours)]),
                     *restoration_table(size, ours_name, rest),
-                    *spread_table(size, n, (d, a_draem), (o, a_ours, b_ours), args)]
+                    *spread_table(size, n, (d, a_draem, b_draem), (o, a_ours, b_ours), args)]
 
 
-def spread_table(size: int, n: int, draem_first: tuple[dict, dict], ours_first: tuple[dict, dict, dict | None],
+def spread_table(size: int, n: int, draem_first: tuple[dict, dict, dict],
+                 ours_first: tuple[dict, dict, dict | None],
                  args: argparse.Namespace) -> list[str]:
     """The wall-clock runs repeated with other seeds: how far one run's figures are from another's."""
     def seeds(model: str) -> list[tuple[int, dict]]:
         return sorted((int(f.stem.removeprefix(seed_run(model, 0))), load_json(f.stem))
-                      for f in OUT.glob(f"{seed_run(model, 0)}*.json"))
+                      for f in REC.glob(f"{seed_run(model, 0)}*.json"))
 
     draem_runs, ours_runs = seeds("draem"), seeds("ours")
     if not draem_runs and not ours_runs:
@@ -495,23 +514,24 @@ def spread_table(size: int, n: int, draem_first: tuple[dict, dict], ours_first: 
         "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def line(model: str, seed: int, info: dict, a: dict, b: dict | None) -> str:
+    def line(model: str, seed: int, steps: int, a: dict, b: dict | None) -> str:
         b_fig = f"{b['image_auroc']:.3f} | {b['pixel_auroc']:.3f}" if b else "– | –"
-        return (f"| {model} | {seed} | {info['steps']} | {a['image_auroc']:.3f} | {a['pixel_auroc']:.3f} "
+        return (f"| {model} | {seed} | {steps} | {a['image_auroc']:.3f} | {a['pixel_auroc']:.3f} "
                 f"| {a['aupro']:.3f} | {a['pixel_ap']:.3f} | {b_fig} |")
 
-    lines.append(line("DRAEM", 0, *draem_first, draem_first[1] if draem_first[0]["steps"] == n else None))
+    lines.append(line("DRAEM", 0, draem_first[0]["wall"]["steps"], *draem_first[1:]))
     for seed, info in draem_runs:
         run = seed_run("draem", seed)
-        a = cached_report(f"{run}_last", lambda r=run: draem_report(draem_file("maps_last.npz", r), args.data))
-        lines.append(line("DRAEM", seed, info, a, a if info["steps"] == n else None))
-    lines.append(line("DiffusionAD `fast`", 0, *ours_first))
+        a = draem_point_report(run, "wall", args.data)
+        b = draem_point_report(run, f"step{n}", args.data) if info["equal_steps"] == n else None
+        lines.append(line("DRAEM", seed, info["wall"]["steps"], a, b))
+    lines.append(line("DiffusionAD `fast`", 0, ours_first[0]["steps"], *ours_first[1:]))
     for seed, info in ours_runs:
         run = seed_run("ours", seed)
         last = OUT / run / "last.safetensors"
         a = cached_report(f"{run}_last", lambda p=last: our_report(p, args.data))
         b = optional_report(f"{run}_step{n}", OUT / run / f"step{n}.safetensors", args)
-        lines.append(line("DiffusionAD `fast`", seed, info, a, b))
+        lines.append(line("DiffusionAD `fast`", seed, info["steps"], a, b))
     return [*lines, ""]
 
 
@@ -604,14 +624,28 @@ def per_defect_table(size: int, reports: list[tuple[str, dict]]) -> list[str]:
 
 
 def optional_report(key: str, ckpt: Path, args: argparse.Namespace) -> dict | None:
-    """The cached metrics of one of our checkpoints, computed now unless `--cached-only`; None if it is not there."""
-    if not ckpt.exists() or (args.cached_only and key not in load_json("reports")):
+    """The cached metrics of one of our checkpoints (computed now unless `--cached-only`); None where neither the
+    metrics nor the checkpoint are here."""
+    cached = key in load_json("reports")
+    if not cached and (not ckpt.exists() or args.cached_only):
         return None
     return cached_report(key, lambda: our_report(ckpt, args.data))
 
 
+def draem_point_report(run: str, point: str, data: str, per_type: bool = False) -> dict:
+    """Metrics of the DRAEM weights `point` ("wall" or "step<N>"); the wall-clock ones where both are the same."""
+    if point not in draem_points(load_json(run)):
+        point = "wall"
+    return cached_report(f"{run}_{point}", lambda: draem_report(draem_file(f"maps_{point}.npz", run), data), per_type)
+
+
+def run_adam(run_info: dict, run: str) -> str:
+    """The learning rates of a run as recorded with it (older records: read from its checkpoint)."""
+    return run_info.get("adam") or adam(OUT / run / "last.safetensors")
+
+
 def cached_report(key: str, make, per_type: bool = False) -> dict:  # noqa: ANN001
-    """Metrics cached in OUT/reports.json (`make` runs only when `key` is missing or, with `per_type`, when
+    """Metrics cached in REC/reports.json (`make` runs only when `key` is missing or, with `per_type`, when
     its report was made before score_report gave per-defect pixel figures)."""
     cache = load_json("reports")
     if key not in cache or (per_type and "per_defect_pixels" not in cache[key]):
@@ -675,6 +709,9 @@ def main() -> None:
             p.add_argument("--size", type=int, default=256, choices=SIZES, help="square image size of both models")
         if name in ("draem", "ours"):
             p.add_argument("--minutes", type=float, default=30)
+            p.add_argument("--steps", type=int, default=EQUAL_STEPS,
+                           help="comparison (b): weights kept at this optimizer step (DRAEM trains on to it "
+                                "past the wall-clock budget; ours saves it on the way)")
             p.add_argument("--seed", type=int, default=0,
                            help="another seed than 0: the same run into draem_seed<N>/ or ours_seed<N>/, for the "
                                 "run-to-run spread table")

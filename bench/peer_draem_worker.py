@@ -4,7 +4,7 @@ It imports anomalib, never the project: training writes plain ``state_dict`` fil
 prediction writes the raw scores and anomaly maps of a list of images to an ``.npz``; every metric
 is computed afterwards by the project's own code (``core.metrics``), so both models are scored alike.
 
-    python peer_draem_worker.py train --data D --textures T --out DIR --minutes 30 [--save-steps 38]
+    python peer_draem_worker.py train --data D --textures T --out DIR --minutes 30 --steps 300
     python peer_draem_worker.py predict --weights W --list paths.json --out maps.npz
     python peer_draem_worker.py latency --weights W --batch 8
 
@@ -57,19 +57,24 @@ def build_model(textures: str):  # noqa: ANN201
 
 
 def train(args: argparse.Namespace) -> None:
+    """Train until both budgets are spent: --minutes of training (weights then saved as draem_wall.pt, the
+    wall-clock comparison) and --steps optimizer steps (draem_step<N>.pt, the equal-steps comparison).
+    The clock starts with the first training step's setup (Lightning's on_train_start), as for ours."""
     from anomalib.data import Folder
     from anomalib.engine import Engine
     from lightning.pytorch.callbacks import Callback
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_steps = {int(s) for s in args.save_steps.split(",") if s}
     log: dict = {"steps": 0, "step_seconds": [], "losses": [], "saved": {}}
     t_start = time.monotonic()
 
     class StepLog(Callback):
         def __init__(self) -> None:
-            self.t = time.monotonic()
+            self.t = self.t0 = time.monotonic()
+
+        def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+            self.t = self.t0 = time.monotonic()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             now = time.monotonic()
@@ -80,10 +85,17 @@ def train(args: argparse.Namespace) -> None:
             log["losses"].append(loss)
             self.t = now
             print(f"step {step} loss {loss:.4f} {log['step_seconds'][-1]:.1f} s", flush=True)
-            if step in save_steps:
-                path = out / f"draem_step{step}.pt"
-                torch.save(pl_module.model.state_dict(), path)
-                log["saved"][str(step)] = {"path": str(path), "seconds": now - t_start}
+            trained = now - self.t0
+            if "wall" not in log and trained >= 60 * args.minutes:
+                torch.save(pl_module.model.state_dict(), out / "draem_wall.pt")
+                log["wall"] = {"steps": step, "seconds": trained}
+            if step == args.steps:
+                torch.save(pl_module.model.state_dict(), out / f"draem_step{step}.pt")
+                log["saved"][str(step)] = {"seconds": trained}
+            if "wall" in log and step >= args.steps:
+                trainer.should_stop = True
+            (out / "train.json.tmp").write_text(json.dumps(log))  # progress, for a look while it runs
+            (out / "train.json.tmp").replace(out / "progress.json")
 
     datamodule = Folder(
         name="magnetic_tile", root=args.data, normal_dir="train/good",
@@ -94,15 +106,14 @@ def train(args: argparse.Namespace) -> None:
     )
     torch.manual_seed(args.seed)
     model = build_model(args.textures)
-    engine = Engine(accelerator="cpu", devices=1, max_epochs=100000, max_steps=args.max_steps,
-                    max_time={"minutes": args.minutes}, check_val_every_n_epoch=100000,
-                    callbacks=[StepLog()], default_root_dir=str(out / "lightning"))
+    engine = Engine(accelerator="cpu", devices=1, max_epochs=100000, max_steps=-1,
+                    check_val_every_n_epoch=100000, callbacks=[StepLog()], default_root_dir=str(out / "lightning"))
     engine.fit(model, datamodule=datamodule)
     log["train_seconds"] = time.monotonic() - t_start
     log["parameters"] = sum(p.numel() for p in model.model.parameters())
     log["peak_rss_mib"] = peak_rss_mib()
-    torch.save(model.model.state_dict(), out / "draem_last.pt")
-    (out / "train.json").write_text(json.dumps(log, indent=1))
+    (out / "train.json.tmp").write_text(json.dumps(log, indent=1))
+    (out / "train.json.tmp").replace(out / "train.json")
 
 
 def load(weights: str, textures: str):  # noqa: ANN201
@@ -161,8 +172,7 @@ def main() -> None:
             p.add_argument("--data", required=True)
             p.add_argument("--out", required=True)
             p.add_argument("--minutes", type=float, required=True)
-            p.add_argument("--max-steps", type=int, default=-1)
-            p.add_argument("--save-steps", default="")
+            p.add_argument("--steps", type=int, required=True)
             p.add_argument("--seed", type=int, default=0)
         else:
             p.add_argument("--weights", required=True)
