@@ -466,7 +466,7 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     a_ours = cached_report("ours_last", lambda: our_report(OUT / "ours" / "last.safetensors", args.data), True)
     b_ours = optional_report(f"ours_step{n}", OUT / "ours" / f"step{n}.safetensors", args)
     b_paper = optional_report(f"paper_step{p['steps']}", OUT / "paper" / "last.safetensors", args) if p else None
-    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px, {run_adam(o, 'ours')}" + restored(o)
+    ours_name = f"DiffusionAD `{o['preset']}` @ {size} px, {o['adam']}" + restored(o)
     draem_name = f"DRAEM (anomalib) @ {size} px" + restored(d)
     lines = [
         f"### ({size}-a) Equal wall clock at {size} px: {d['minutes']:g} minutes of training each (all cores)", "",
@@ -481,7 +481,7 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
     else:
         lines.append(f"| {ours_name} | not evaluated yet | | | | {n} × {BATCH} | | | | | |")
     if p and p["steps"] == n:
-        name = f"DiffusionAD `paper` @ {size} px, {run_adam(p, 'paper')}" + (
+        name = f"DiffusionAD `paper` @ {size} px, {p['adam']}" + (
             f" (micro-batches of {p['micro_batch']})" if p.get("micro_batch") else "") + restored(p)
         lines.append(row(name, b_paper, p, p["steps"], p["train_seconds"]) if b_paper is not None
                      else f"| {name} | not evaluated yet | | | | {p['steps']} × {BATCH} | | | | | |")
@@ -643,11 +643,6 @@ def draem_point_report(run: str, point: str, data: str, per_type: bool = False) 
     if point not in draem_points(load_json(run)):
         point = "wall"
     return cached_report(f"{run}_{point}", lambda: draem_report(draem_file(f"maps_{point}.npz", run), data), per_type)
-
-
-def run_adam(run_info: dict, run: str) -> str:
-    """The learning rates of a run as recorded with it (older records: read from its checkpoint)."""
-    return run_info.get("adam") or adam(OUT / run / "last.safetensors")
 
 
 def cached_report(key: str, make, per_type: bool = False) -> dict:  # noqa: ANN001

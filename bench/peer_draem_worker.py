@@ -56,6 +56,13 @@ def build_model(textures: str):  # noqa: ANN201
     return Draem(dtd_dir=textures, pre_processor=Draem.configure_pre_processor((SIZE, SIZE)))
 
 
+def write_json(path: Path, obj: dict) -> None:
+    """Atomically (this side cannot import the project's bench/_report.save_json)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
 def train(args: argparse.Namespace) -> None:
     """Train until both budgets are spent: --minutes of training (weights then saved as draem_wall.pt, the
     wall-clock comparison) and --steps optimizer steps (draem_step<N>.pt, the equal-steps comparison).
@@ -94,8 +101,7 @@ def train(args: argparse.Namespace) -> None:
                 log["saved"][str(step)] = {"seconds": trained}
             if "wall" in log and step >= args.steps:
                 trainer.should_stop = True
-            (out / "train.json.tmp").write_text(json.dumps(log))  # progress, for a look while it runs
-            (out / "train.json.tmp").replace(out / "progress.json")
+            write_json(out / "progress.json", log)  # for a look while it runs
 
     datamodule = Folder(
         name="magnetic_tile", root=args.data, normal_dir="train/good",
@@ -112,8 +118,7 @@ def train(args: argparse.Namespace) -> None:
     log["train_seconds"] = time.monotonic() - t_start
     log["parameters"] = sum(p.numel() for p in model.model.parameters())
     log["peak_rss_mib"] = peak_rss_mib()
-    (out / "train.json.tmp").write_text(json.dumps(log, indent=1))
-    (out / "train.json.tmp").replace(out / "train.json")
+    write_json(out / "train.json", log)
 
 
 def load(weights: str, textures: str):  # noqa: ANN201
