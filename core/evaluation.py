@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,31 @@ def evaluate(
 
     Defective images without a (non-empty) mask count for image metrics only.
     """
+    pred = predict_test(inspector, root, batch_size, progress)
+    report = score_report(pred.samples, pred.scores, pred.maps)
+    report.update(errors=pred.errors, seconds=pred.seconds,
+                  ms_per_image_incl_io=1000 * pred.seconds / max(len(pred.samples), 1),
+                  model_image_size=inspector.config.image_size)
+    return report
+
+
+@dataclass
+class SplitPrediction:
+    """A model's image scores and EVAL_SIZE anomaly maps on a test split, before the metrics."""
+
+    samples: list[Any]  # the readable test samples, in order
+    scores: np.ndarray
+    maps: list[np.ndarray]
+    errors: list[str]  # "<file>: <reason>" of each unreadable one
+    seconds: float  # inference time, reading the files included
+
+
+def predict_test(
+    inspector: Inspector, root: str | Path, batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> SplitPrediction:
+    """Scores and maps of every image of ``root/test``; :func:`score_report` turns them into metrics (the
+    metrics are the slow part on a GPU: a caller may compute them elsewhere)."""
     root = Path(root)
     if not (root / "test").is_dir():
         raise FileNotFoundError(f"{root}: no test/ folder (MVTec AD layout expected)")
@@ -43,11 +69,7 @@ def evaluate(
         kept.append(sample)
         scores.append(fr.result.score)
         maps.append(cv2.resize(fr.result.anomaly_map, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR))
-    elapsed = time.perf_counter() - t0
-    report = score_report(kept, np.array(scores), maps)
-    report.update(errors=errors, seconds=elapsed, ms_per_image_incl_io=1000 * elapsed / max(len(kept), 1),
-                  model_image_size=inspector.config.image_size)
-    return report
+    return SplitPrediction(kept, np.array(scores), maps, errors, time.perf_counter() - t0)
 
 
 def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray]) -> dict[str, Any]:

@@ -1,0 +1,220 @@
+"""Peer benchmark, GPU part: our `paper` preset at comparison (b)'s step count, and both presets trained on past
+the CPU budgets, on a GPU machine; scored by the same code on the same test split as `peer_draem.py`.
+
+The GPU machine reads nothing outside the repository, so `pack` puts what it needs in one folder of
+bench/runs/: the training images and textures as loaded at the benchmark's size (the arrays the CPU runs train
+on, bit for bit; the textures rounded to float16) and a copy of the test split, removed again by `import`.
+`run` trains with full fp32 math (no autocast, like the CPU runs), keeps weights at the snapshot steps,
+predicts the test split on the GPU and computes the metrics in parallel CPU processes; `import` files its
+records under bench/results/peer_draem_<size>/ for `peer_draem.py report`.
+
+    python bench/peer_gpu.py pack --data D --textures T --size 128          # here
+    python bench/peer_gpu.py run --pack bench/runs/gpu_pack --out DIR        # on the GPU machine
+    python bench/peer_gpu.py import DIR --size 128                            # here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import peer_draem as pd  # noqa: E402
+from _report import git_rev  # noqa: E402
+
+PACK = HERE / "runs" / "gpu_pack"
+PAPER_SNAPSHOTS = (300, 1000, 2000)
+FAST_SNAPSHOTS = (300, 558, 1000, 2000, 4000, 8000)
+
+
+def pack(args: argparse.Namespace) -> None:
+    from core.data import list_images, train_folder
+    from core.synthesis import load_textures
+    from core.training import TrainData
+
+    pd.configure(args.size)
+    if PACK.exists():
+        shutil.rmtree(PACK)
+    PACK.mkdir(parents=True)
+    _, train_cfg = pd.our_configs("fast")
+    data = TrainData.from_paths(list_images(train_folder(args.data)), args.size, train_cfg.val_fraction,
+                                train_cfg.seed)
+    textures = load_textures(args.textures, args.size)
+    np.savez_compressed(PACK / "train.npz", train=np.stack(data.train), textures=np.stack(textures).astype(np.float16))
+    for part in ("test", "ground_truth"):
+        shutil.copytree(Path(args.data) / part, PACK / "data" / part)
+    (PACK / "pack.json").write_text(json.dumps({"size": args.size, "commit": git_rev(), "data": Path(args.data).name,
+                                                "train_images": len(data.train), "textures": len(textures)}))
+    print(f"{PACK}: {len(data.train)} training images, {len(textures)} textures, test split copied")
+
+
+def _score(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray]) -> dict:
+    from core.evaluation import score_report
+
+    return score_report(samples, scores, maps)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train `paper`, then `fast`, each until its last snapshot or its share of the time; score every snapshot."""
+    import torch
+
+    from core.evaluation import predict_test
+    from core.inference import Inspector
+    from core.training import TrainData
+
+    t_start = time.monotonic()
+    src = Path(args.pack)
+    meta = json.loads((src / "pack.json").read_text())
+    pd.configure(meta["size"])
+    arrays = np.load(src / "train.npz")
+    data = TrainData(list(arrays["train"]), [])
+    textures = list(arrays["textures"].astype(np.float32))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    # the metric processes fork before CUDA starts in this one (a forked CUDA context is unusable)
+    pool = ProcessPoolExecutor(max(1, (os.cpu_count() or 2) - 2), mp_context=multiprocessing.get_context("fork"))
+    pool.submit(int).result()
+    pending: dict[str, Future] = {}
+    results: dict[str, Any] = {"pack": meta, "runs": {}, "reports": {}}
+
+    def flush() -> None:
+        for key, fut in list(pending.items()):
+            if fut.done():
+                results["reports"][key] = fut.result()
+                del pending[key]
+        tmp = out / "gpu_runs.tmp"
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(out / "gpu_runs.json")
+
+    for preset, snapshots, share in (("paper", args.paper_snapshots, args.paper_share),
+                                     ("fast", args.fast_snapshots, 1.0)):
+        record = train_preset(preset, snapshots, t_start + share * args.train_seconds, data, textures, work,
+                              args.device, meta, flush, results)
+        for step in record["snapshots"]:
+            snap = work / f"{preset}_step{step}.safetensors"
+            pred = predict_test(Inspector.from_checkpoint(snap, device=args.device), src / "data")
+            record["snapshots"][step]["predict_seconds"] = pred.seconds
+            pending[f"{preset}_step{step}"] = pool.submit(_score, pred.samples, pred.scores, pred.maps)
+            snap.unlink()
+        flush()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    while pending:
+        time.sleep(2)
+        flush()
+    pool.shutdown()
+    results["seconds"] = time.monotonic() - t_start
+    flush()
+    print(f"done in {results['seconds']:.0f} s", flush=True)
+
+
+def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data: Any, textures: list[np.ndarray],
+                 work: Path, device: str, meta: dict, flush: Callable[[], None], results: dict) -> dict:
+    """Train one preset until its last snapshot or the deadline (the first snapshot, the table's row, is reached
+    whatever the clock says), keeping the weights of each snapshot step in `work`."""
+    import torch
+
+    from core.config import replace
+    from core.model import count_parameters
+    from core.training import Trainer, device_name
+
+    model_cfg, train_cfg = pd.our_configs(preset)
+    train_cfg = replace(train_cfg, amp=False)  # fp32, as on the CPU
+    trainer = Trainer(model_cfg, train_cfg, data, work / preset, device=device, textures=textures,
+                      info={"preset": preset, "benchmark": "peer_gpu"})
+    dev = trainer.device
+    record: dict[str, Any] = {"preset": preset, "device": device_name(dev), "image_size": meta["size"],
+                              "batch_size": pd.BATCH, "micro_batch": 0, "amp": False,
+                              "parameters": count_parameters(trainer.model), "adam": "", "snapshots": {},
+                              "torch": torch.__version__, "commit": meta["commit"]}
+    results["runs"][preset] = record
+    trained = 0.0
+    t0 = time.monotonic()
+    last = max(snapshots)
+    for rec in trainer.run(cancel=lambda: trainer.step >= last or (
+            time.monotonic() > deadline and trainer.step >= snapshots[0])):
+        if rec.done:
+            break
+        if rec.step in snapshots:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            trained += time.monotonic() - t0
+            snap = work / f"{preset}_step{rec.step}.safetensors"
+            shutil.move(trainer.save(), snap)
+            record["snapshots"][str(rec.step)] = {"train_seconds": trained, "loss": rec.losses}
+            if not record["adam"]:
+                record["adam"] = pd.adam(snap)
+            print(f"{preset} step {rec.step}: {trained:.1f} s", flush=True)
+            flush()
+            t0 = time.monotonic()  # saving is not training
+    if dev.type == "cuda":
+        record["gpu_peak_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    return record
+
+
+def import_runs(args: argparse.Namespace) -> None:
+    """File the GPU runs: the `paper` record at (b)'s step count and the longer-training curve of both presets."""
+    pd.configure(args.size)
+    got = json.loads((Path(args.dir) / "gpu_runs.json").read_text())
+    if got["pack"]["size"] != args.size:
+        sys.exit(f"{args.dir}: runs at {got['pack']['size']} px, not {args.size}")
+    n = pd.equal_steps()
+    reports = pd.load_json("reports")
+    paper = got["runs"].get("paper")
+    if paper and str(n) in paper["snapshots"] and f"paper_step{n}" in got["reports"]:
+        snap = paper["snapshots"][str(n)]
+        pd.save_json("paper", {k: v for k, v in paper.items() if k != "snapshots"}
+                     | {"steps": n, "train_seconds": snap["train_seconds"], "minutes": 0})
+        reports[f"paper_step{n}"] = got["reports"][f"paper_step{n}"]
+    pd.save_json("reports", reports)
+    pd.save_json("gpu_curve", got)
+    if PACK.exists():
+        shutil.rmtree(PACK)  # the copy of the test split leaves the repository again
+    print(f"filed {len(got['reports'])} reports under {pd.REC}")
+
+
+def steps_list(text: str) -> tuple[int, ...]:
+    return tuple(sorted(int(v) for v in text.split(",")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="stage", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--data", required=True)
+    p.add_argument("--textures", required=True)
+    p.add_argument("--size", type=int, default=128, choices=pd.SIZES)
+    p = sub.add_parser("run")
+    p.add_argument("--pack", default=str(PACK))
+    p.add_argument("--out", required=True, help="folder for gpu_runs.json")
+    p.add_argument("--work", default="/tmp/peer_gpu", help="folder for the snapshot weights (deleted once scored)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--train-seconds", type=float, default=300,
+                   help="training clock of both presets together, from the start of the script")
+    p.add_argument("--paper-snapshots", type=steps_list, default=PAPER_SNAPSHOTS)
+    p.add_argument("--fast-snapshots", type=steps_list, default=FAST_SNAPSHOTS)
+    p.add_argument("--paper-share", type=float, default=0.35, help="the part of --train-seconds `paper` may use")
+    p = sub.add_parser("import")
+    p.add_argument("dir")
+    p.add_argument("--size", type=int, default=128, choices=pd.SIZES)
+    args = ap.parse_args()
+    {"pack": pack, "run": run, "import": import_runs}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
