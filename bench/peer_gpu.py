@@ -10,7 +10,7 @@ records under bench/results/peer_draem_<size>/ for `peer_draem.py report`.
 
     python bench/peer_gpu.py pack --data D --textures T --size 128          # here
     python bench/peer_gpu.py run --pack bench/runs/gpu_pack --out DIR        # on the GPU machine
-    python bench/peer_gpu.py import DIR --size 128                            # here
+    python bench/peer_gpu.py import DIR [DIR...] --size 128                   # here
 """
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> None:
 
     for preset, snapshots, share in (("paper", args.paper_snapshots, args.paper_share),
                                      ("fast", args.fast_snapshots, 1.0)):
+        if preset not in args.presets:
+            continue
         record = train_preset(preset, snapshots, t_start + share * args.train_seconds, data, textures, work,
                               args.device, meta, flush, results)
         for step in record["snapshots"]:
@@ -138,6 +140,8 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
     trainer = Trainer(model_cfg, train_cfg, data, work / preset, device=device, textures=textures,
                       info={"preset": preset, "benchmark": "peer_gpu"})
     dev = trainer.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)  # this preset's peak, not the one trained before it
     record: dict[str, Any] = {"preset": preset, "device": device_name(dev), "image_size": meta["size"],
                               "batch_size": pd.BATCH, "micro_batch": 0, "amp": False,
                               "parameters": count_parameters(trainer.model), "adam": "", "snapshots": {},
@@ -168,24 +172,27 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
 
 
 def import_runs(args: argparse.Namespace) -> None:
-    """File the GPU runs: the `paper` record at (b)'s step count and the longer-training curve of both presets."""
+    """File GPU runs: the first run's `paper` weights at (b)'s step count as the table's `paper` row, and every
+    run's snapshots for the longer-training table (a repeated run shows how far one GPU run lands from another)."""
     pd.configure(args.size)
-    got = json.loads((Path(args.dir) / "gpu_runs.json").read_text())
-    if got["pack"]["size"] != args.size:
-        sys.exit(f"{args.dir}: runs at {got['pack']['size']} px, not {args.size}")
+    runs = [json.loads((Path(d) / "gpu_runs.json").read_text()) for d in args.dirs]
+    if any(got["pack"]["size"] != args.size for got in runs):
+        sys.exit(f"not all of {', '.join(args.dirs)} are runs at {args.size} px")
     n = pd.equal_steps()
     reports = pd.load_json("reports")
-    paper = got["runs"].get("paper")
-    if paper and str(n) in paper["snapshots"] and f"paper_step{n}" in got["reports"]:
-        snap = paper["snapshots"][str(n)]
-        pd.save_json("paper", {k: v for k, v in paper.items() if k != "snapshots"}
-                     | {"steps": n, "train_seconds": snap["train_seconds"], "minutes": 0})
-        reports[f"paper_step{n}"] = got["reports"][f"paper_step{n}"]
-    pd.save_json("reports", reports)
-    pd.save_json("gpu_curve", got)
+    for got in runs:
+        paper = got["runs"].get("paper")
+        if paper and str(n) in paper["snapshots"] and f"paper_step{n}" in got["reports"]:
+            snap = paper["snapshots"][str(n)]
+            pd.save_json("paper", {k: v for k, v in paper.items() if k != "snapshots"}
+                         | {"steps": n, "train_seconds": snap["train_seconds"], "minutes": 0})
+            reports[f"paper_step{n}"] = got["reports"][f"paper_step{n}"]
+            pd.save_json("reports", reports)
+            break
+    pd.save_json("gpu_curve", {"runs": runs})
     if PACK.exists():
         shutil.rmtree(PACK)  # the copy of the test split leaves the repository again
-    print(f"filed {len(got['reports'])} reports under {pd.REC}")
+    print(f"filed {sum(len(got['reports']) for got in runs)} reports of {len(runs)} runs under {pd.REC}")
 
 
 def steps_list(text: str) -> tuple[int, ...]:
@@ -206,11 +213,12 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--train-seconds", type=float, default=300,
                    help="training clock of both presets together, from the start of the script")
+    p.add_argument("--presets", type=lambda t: t.split(","), default=["paper", "fast"])
     p.add_argument("--paper-snapshots", type=steps_list, default=PAPER_SNAPSHOTS)
     p.add_argument("--fast-snapshots", type=steps_list, default=FAST_SNAPSHOTS)
     p.add_argument("--paper-share", type=float, default=0.35, help="the part of --train-seconds `paper` may use")
     p = sub.add_parser("import")
-    p.add_argument("dir")
+    p.add_argument("dirs", nargs="+", help="folders of gpu_runs.json, one per run")
     p.add_argument("--size", type=int, default=128, choices=pd.SIZES)
     args = ap.parse_args()
     {"pack": pack, "run": run, "import": import_runs}[args.stage](args)
