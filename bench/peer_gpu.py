@@ -4,9 +4,9 @@ the CPU budgets, on a GPU machine; scored by the same code on the same test spli
 The GPU machine reads nothing outside the repository, so `pack` puts what it needs in one folder of
 bench/runs/: the training images and textures as loaded at the benchmark's size (the arrays the CPU runs train
 on, bit for bit; the textures rounded to float16) and a copy of the test split, removed again by `import`.
-`run` trains with full fp32 math (no autocast, like the CPU runs), keeps weights at the snapshot steps,
-predicts the test split on the GPU and computes the metrics in parallel CPU processes; `import` files its
-records under bench/results/peer_draem_<size>/ for `peer_draem.py report`.
+`run` trains in fp32 without autocast, like the CPU runs (cuDNN's default TF32 convolutions aside), keeps
+weights at the snapshot steps, predicts the test split on the GPU and computes the metrics in parallel CPU
+processes; `import` files its records under bench/results/peer_draem_<size>/ for `peer_draem.py report`.
 
     python bench/peer_gpu.py pack --data D --textures T --size 128          # here
     python bench/peer_gpu.py run --pack bench/runs/gpu_pack --out DIR        # on the GPU machine
