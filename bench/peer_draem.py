@@ -653,10 +653,11 @@ def halves_table(size: int, n: int, args: argparse.Namespace) -> list[str]:
     if len(set(minutes.values())) != 1:
         sys.exit(f"halves: the candidate runs had different budgets ({minutes}); rerun one of them")
     budget = f"{minutes['ours']:g} min"
-    rows = [("DRAEM", None, "draem", "wall", f"{load_json('draem')['minutes']:g} min"),
-            ("DRAEM", None, "draem", f"step{n}", f"{n} steps")]
-    for run in SPLIT_CANDIDATES:
-        rows += [("`fast`", run, run, "last", budget), ("`fast`", run, run, f"step{n}", f"{n} steps")]
+    rows: list[tuple[str, str | None, str, str, str]] = [
+        ("DRAEM", None, "draem", "wall", f"{load_json('draem')['minutes']:g} min"),
+        ("DRAEM", None, "draem", f"step{n}", f"{n} steps")]
+    for recipe in SPLIT_CANDIDATES:
+        rows += [("`fast`", recipe, recipe, "last", budget), ("`fast`", recipe, recipe, f"step{n}", f"{n} steps")]
     found = []
     for model, run, folder, point, label in rows:
         key = f"{folder}_{point}_halves"  # cleared by forget_reports(folder) when that run is redone
