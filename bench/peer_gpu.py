@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import peer_draem as pd  # noqa: E402
-from _report import git_rev  # noqa: E402
+from _report import git_rev, save_json  # noqa: E402
 
 PACK = HERE / "runs" / "gpu_pack"
 PAPER_SNAPSHOTS = (300, 1000, 2000)
@@ -57,22 +57,16 @@ def pack(args: argparse.Namespace) -> None:
     np.savez_compressed(PACK / "train.npz", train=np.stack(data.train), textures=np.stack(textures).astype(np.float16))
     for part in ("test", "ground_truth"):
         shutil.copytree(Path(args.data) / part, PACK / "data" / part)
-    (PACK / "pack.json").write_text(json.dumps({"size": args.size, "commit": git_rev(), "data": Path(args.data).name,
-                                                "train_images": len(data.train), "textures": len(textures)}))
+    save_json(PACK / "pack.json", {"size": args.size, "commit": git_rev(), "data": Path(args.data).name,
+                                   "train_images": len(data.train), "textures": len(textures)})
     print(f"{PACK}: {len(data.train)} training images, {len(textures)} textures, test split copied")
-
-
-def _score(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray]) -> dict:
-    from core.evaluation import score_report
-
-    return score_report(samples, scores, maps)
 
 
 def run(args: argparse.Namespace) -> None:
     """Train `paper`, then `fast`, each until its last snapshot or its share of the time; score every snapshot."""
     import torch
 
-    from core.evaluation import predict_test
+    from core.evaluation import predict_test, score_report
     from core.inference import Inspector
     from core.training import TrainData
 
@@ -84,7 +78,6 @@ def run(args: argparse.Namespace) -> None:
     data = TrainData(list(arrays["train"]), [])
     textures = list(arrays["textures"].astype(np.float32))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work)
     # the metric processes fork before CUDA starts in this one (a forked CUDA context is unusable)
     pool = ProcessPoolExecutor(max(1, (os.cpu_count() or 2) - 2), mp_context=multiprocessing.get_context("fork"))
@@ -97,9 +90,7 @@ def run(args: argparse.Namespace) -> None:
             if fut.done():
                 results["reports"][key] = fut.result()
                 del pending[key]
-        tmp = out / "gpu_runs.tmp"
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(out / "gpu_runs.json")
+        save_json(out / "gpu_runs.json", results)
 
     for preset, snapshots, share in (("paper", args.paper_snapshots, args.paper_share),
                                      ("fast", args.fast_snapshots, 1.0)):
@@ -111,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
             snap = work / f"{preset}_step{step}.safetensors"
             pred = predict_test(Inspector.from_checkpoint(snap, device=args.device), src / "data")
             record["snapshots"][step]["predict_seconds"] = pred.seconds
-            pending[f"{preset}_step{step}"] = pool.submit(_score, pred.samples, pred.scores, pred.maps)
+            pending[f"{preset}_step{step}"] = pool.submit(score_report, pred.samples, pred.scores, pred.maps)
             snap.unlink()
         flush()
         if torch.cuda.is_available():
