@@ -1,7 +1,8 @@
 """Gaussian diffusion process of DiffusionAD (no weights).
 
 Follows the DDPM formulation of Ho et al. (2020) as used by the official DiffusionAD code:
-a linear beta schedule computed once in float64, epsilon prediction, the one-step x0 estimate
+a linear beta schedule computed once in float64 (then kept as float32 tensors, once per device),
+epsilon prediction, the one-step x0 estimate
 clamped to [-1, 1], and the norm-guided one-step reconstruction of Zhang et al. (TPAMI 2025).
 The iterative DDPM sampler exists only to measure the one-step speed-up.
 """
@@ -27,10 +28,16 @@ def linear_beta_schedule(num_timesteps: int, beta_start: float, beta_end: float)
     return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
 
 
-def extract(coeffs: np.ndarray, t: Tensor, shape: torch.Size) -> Tensor:
-    """Pick ``coeffs[t]`` per sample and broadcast to ``shape`` ([N, 1, 1, 1])."""
-    values = torch.from_numpy(coeffs).to(t.device)[t].float()
-    return values.view(-1, *([1] * (len(shape) - 1)))
+def extract(coeffs: Tensor, t: Tensor, shape: torch.Size) -> Tensor:
+    """Pick ``coeffs[t]`` per sample (``coeffs`` on t's device) and broadcast to ``shape`` ([N, 1, 1, 1])."""
+    return coeffs[t].view(-1, *([1] * (len(shape) - 1)))
+
+
+# the schedule tables the diffusion reads per timestep (float64 numpy attributes of GaussianDiffusion)
+COEFFICIENTS = (
+    "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2", "model_variance",
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,20 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (1.0 - acp_prev) * np.sqrt(1.0 - betas) / (1.0 - acp)
         # "large" fixed model variance: beta_t, with the posterior variance at t = 0
         self.model_variance = np.append(self.posterior_variance[1], betas[1:])
+        self._tables: dict[torch.device, dict[str, Tensor]] = {}
+
+    def coefficients(self, device: torch.device) -> dict[str, Tensor]:
+        """The schedule tables as float32 tensors on ``device``, made once per device (no float64 there:
+        MPS has none, and a per-call host-to-device copy would cost every step)."""
+        table = self._tables.get(device)
+        if table is None:
+            cpu = {name: torch.tensor(getattr(self, name), dtype=torch.float32) for name in COEFFICIENTS}
+            table = self._tables[device] = {name: v.to(device) for name, v in cpu.items()}
+        return table
+
+    def _at(self, name: str, t: Tensor, shape: torch.Size) -> Tensor:
+        """Table ``name`` at timesteps ``t``, shaped to broadcast against ``shape``."""
+        return extract(self.coefficients(t.device)[name], t, shape)
 
     # ---- data range -------------------------------------------------------------------------
     def to_model_range(self, x: Tensor) -> Tensor:
@@ -78,15 +99,15 @@ class GaussianDiffusion:
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Sample q(x_t | x_0) = N(sqrt(acp_t) x0, (1 - acp_t) I)."""
         return (
-            extract(self.sqrt_alphas_cumprod, t, x0.shape) * x0
-            + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
+            self._at("sqrt_alphas_cumprod", t, x0.shape) * x0
+            + self._at("sqrt_one_minus_alphas_cumprod", t, x0.shape) * noise
         )
 
     def predict_x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor, clamp: bool = True) -> Tensor:
         """x0 estimate (x_t - sqrt(1 - acp_t) eps) / sqrt(acp_t), clamped to [-1, 1]."""
         x0 = (
-            extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-            - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+            self._at("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+            - self._at("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps
         )
         return x0.clamp(-1.0, 1.0) if clamp else x0
 
@@ -102,8 +123,8 @@ class GaussianDiffusion:
         """
         w = self.config.guidance_w if w is None else w
         norm = self.predict_x0_from_eps(x_tb, t_b, eps_b)
-        sqrt_acp_s = extract(self.sqrt_alphas_cumprod, t_s, x_ts.shape)
-        sqrt_1m_acp_s = extract(self.sqrt_one_minus_alphas_cumprod, t_s, x_ts.shape)
+        sqrt_acp_s = self._at("sqrt_alphas_cumprod", t_s, x_ts.shape)
+        sqrt_1m_acp_s = self._at("sqrt_one_minus_alphas_cumprod", t_s, x_ts.shape)
         norm_ts = sqrt_acp_s * norm + sqrt_1m_acp_s * eps_s
         eps_guided = eps_s - sqrt_1m_acp_s * w * (norm_ts - x_ts)
         return self.predict_x0_from_eps(x_ts, t_s, eps_guided)
@@ -135,8 +156,8 @@ class GaussianDiffusion:
     def q_posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Mean of the posterior q(x_{t-1} | x_t, x_0)."""
         return (
-            extract(self.posterior_mean_coef1, t, x_t.shape) * x0
-            + extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+            self._at("posterior_mean_coef1", t, x_t.shape) * x0
+            + self._at("posterior_mean_coef2", t, x_t.shape) * x_t
         )
 
     def p_sample(self, model: EpsModel, x_t: Tensor, t: Tensor, generator: torch.Generator | None = None) -> StepOutput:
@@ -145,7 +166,7 @@ class GaussianDiffusion:
         mean = self.q_posterior_mean(pred_x0, x_t, t)
         noise = torch.randn(x_t.shape, generator=generator, device=x_t.device)
         nonzero = (t > 0).float().view(-1, *([1] * (x_t.dim() - 1)))
-        std = extract(self.model_variance, t, x_t.shape).sqrt()
+        std = self._at("model_variance", t, x_t.shape).sqrt()
         return StepOutput(mean + nonzero * std * noise, pred_x0)
 
     def reconstruct_iterative_progressive(
@@ -164,7 +185,11 @@ class GaussianDiffusion:
     def reconstruct_iterative(
         self, model: EpsModel, x0: Tensor, t_start: int | None = None, generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Multi-step DDPM reconstruction from t_start (default t_s); returns x_0."""
-        steps = self.reconstruct_iterative_progressive(model, x0, t_start or self.config.t_small, generator)
-        last = deque(steps, maxlen=1)[0]
+        """Multi-step DDPM reconstruction from t_start (default t_s; 0: no noise, x0 itself); returns x_0."""
+        t_start = self.config.t_small if t_start is None else t_start
+        if not 0 <= t_start <= self.num_timesteps:
+            raise ValueError(f"t_start must be within 0..{self.num_timesteps}, not {t_start}")
+        if t_start == 0:
+            return x0.clamp(-1.0, 1.0)
+        last = deque(self.reconstruct_iterative_progressive(model, x0, t_start, generator), maxlen=1)[0]
         return last.prev_sample.clamp(-1.0, 1.0)

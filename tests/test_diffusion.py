@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from core.config import DiffusionConfig
 from core.diffusion import GaussianDiffusion, linear_beta_schedule
@@ -89,3 +90,63 @@ def test_symmetric_range_roundtrip():
     diff = GaussianDiffusion(DiffusionConfig(data_range="symmetric"))
     x = torch.rand(2, 3, 4, 4)
     torch.testing.assert_close(diff.from_model_range(diff.to_model_range(x)), x)
+
+
+def _small_diffusion() -> GaussianDiffusion:
+    return GaussianDiffusion(DiffusionConfig(num_timesteps=100, t_small=3, t_big=6, train_t_split=5))
+
+
+def _counting_model(calls: list):
+    def model(x, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x)
+    return model
+
+
+def test_iterative_reconstruction_from_t_start_zero_is_the_input():
+    """t_start=0 means no noise and no step, not "the default t_s"."""
+    diff, calls = _small_diffusion(), []
+    x0 = torch.rand(2, 3, 4, 4)
+    out = diff.reconstruct_iterative(_counting_model(calls), x0, t_start=0)
+    assert calls == []
+    torch.testing.assert_close(out, x0)
+    diff.reconstruct_iterative(_counting_model(calls), x0)  # None: the configured t_s
+    assert calls == [2, 1, 0]
+    with pytest.raises(ValueError, match="t_start"):
+        diff.reconstruct_iterative(_counting_model(calls), x0, t_start=101)
+
+
+class _DtypeRecorder(TorchDispatchMode):
+    """Records the dtype of every tensor an operator returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.dtypes.add(t.dtype)
+        return out
+
+
+def test_coefficients_are_float32_tensors_and_match_the_float64_schedule(diff):
+    """No float64 tensor on the device path (MPS has none); float32 tables equal the float64 schedule."""
+    table = diff.coefficients(torch.device("cpu"))
+    assert table is diff.coefficients(torch.device("cpu"))  # made once per device
+    for name, values in table.items():
+        assert values.dtype == torch.float32, name
+        np.testing.assert_allclose(values.numpy(), getattr(diff, name), rtol=1e-6, err_msg=name)
+    x0 = torch.rand(3, 3, 4, 4)
+    t = torch.tensor([0, 200, 999])
+    noise = torch.randn_like(x0)
+    with _DtypeRecorder() as rec:
+        xt = diff.q_sample(x0, t, noise)
+        x0_hat = diff.predict_x0_from_eps(xt, t, noise, clamp=False)
+        diff.reconstruct(lambda x, tt: torch.zeros_like(x), x0, noise, noise)
+    assert torch.float64 not in rec.dtypes and torch.float32 in rec.dtypes
+    acp = diff.alphas_cumprod[t.numpy()].reshape(-1, 1, 1, 1)
+    expected = np.sqrt(acp) * x0.double().numpy() + np.sqrt(1 - acp) * noise.double().numpy()
+    np.testing.assert_allclose(xt.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(x0_hat.numpy(), x0.numpy(), atol=2e-3)
