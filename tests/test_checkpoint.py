@@ -131,3 +131,22 @@ def test_atomic_write_creates_parent(tmp_path):
     target = tmp_path / "a" / "b.txt"
     atomic_write_bytes(target, b"hello")
     assert target.read_bytes() == b"hello"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_atomic_write_gives_the_umask_mode_without_changing_the_umask(tmp_path, monkeypatch):
+    """The file gets 0666 less the umask, and the process-wide umask is never set (other threads race it)."""
+    old = os.umask(0o027)
+    try:
+        def no_umask(*_a):
+            raise AssertionError("os.umask called while writing")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+        atomic_write_bytes(tmp_path / "f.bin", b"y")  # replacing an existing file too
+        monkeypatch.undo()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").read_bytes() == b"y"
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
