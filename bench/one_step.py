@@ -51,7 +51,7 @@ def run(insp: Inspector, images: list[np.ndarray], iterative: bool, batch: int) 
             ns, nb = fixed_noise(x.shape, dev)
             x0_hat = diff.reconstruct(model.denoiser, x0, ns, nb)
         t1 = time.perf_counter()
-        amap = model.segmenter(x, model.segmenter_input(x0_hat))
+        amap = model.anomaly_map(x, x0_hat)
         scores.append(image_score(amap, top_k_for(insp.config, *amap.shape[-2:])).cpu().numpy())
         t2 = time.perf_counter()
         recon_s += t1 - t0

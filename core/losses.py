@@ -8,20 +8,20 @@ from torch import Tensor, nn
 
 
 class FocalLoss(nn.Module):
-    """Binary focal loss on probabilities: mean of alpha * (1 - p_t)^gamma * BCE, p_t = exp(-BCE).
+    """Binary focal loss from logits: mean of alpha * (1 - p_t)^gamma * BCE, p_t = exp(-BCE).
 
-    alpha is applied uniformly (not class-balanced), as in the official code.
+    alpha is applied uniformly (not class-balanced), as in the official code, which computes the same
+    formula on probabilities. From logits, BCE is exact for any logit: a confidently wrong pixel keeps its
+    gradient, where clamping probabilities to [1e-6, 1 - 1e-6] would give it none (|logit| > 13.8).
     """
 
     def __init__(self, alpha: float = 0.5, gamma: float = 4.0):
         super().__init__()
         self.alpha, self.gamma = alpha, gamma
 
-    def forward(self, prob: Tensor, target: Tensor) -> Tensor:
-        # BCE written out (not F.binary_cross_entropy, which raises on NaN inputs instead of
-        # letting the trainer see a non-finite loss and stop cleanly)
-        p, y = prob.float().clamp(1e-6, 1 - 1e-6), target.float()
-        bce = -(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        # a NaN logit gives a NaN loss (no exception), so the trainer sees it and stops cleanly
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
         pt = torch.exp(-bce)
         return (self.alpha * (1 - pt) ** self.gamma * bce).mean()
 
@@ -40,7 +40,7 @@ def noise_loss(eps_s_hat: Tensor, eps_s: Tensor, eps_b_hat: Tensor, eps_b: Tenso
 
 
 class DiffusionADLoss(nn.Module):
-    """L = L_noise + focal_weight * Focal(M_hat, M) + SmoothL1(M_hat, M)."""
+    """L = L_noise + focal_weight * Focal(M_hat, M) + SmoothL1(M_hat, M), M_hat = sigmoid(mask_logits)."""
 
     def __init__(self, focal_weight: float = 5.0):
         super().__init__()
@@ -49,11 +49,11 @@ class DiffusionADLoss(nn.Module):
 
     def forward(
         self, eps_s_hat: Tensor, eps_s: Tensor, eps_b_hat: Tensor, eps_b: Tensor,
-        mask_hat: Tensor, mask: Tensor, normal: Tensor,
+        mask_logits: Tensor, mask: Tensor, normal: Tensor,
     ) -> dict[str, Tensor]:
         l_noise = noise_loss(eps_s_hat, eps_s, eps_b_hat, eps_b, normal)
-        l_focal = self.focal(mask_hat, mask)
-        l_smooth = F.smooth_l1_loss(mask_hat.float(), mask.float())
+        l_focal = self.focal(mask_logits, mask)
+        l_smooth = F.smooth_l1_loss(torch.sigmoid(mask_logits.float()), mask.float())
         return {"loss": self.total(l_noise, l_focal, l_smooth), "noise": l_noise, "focal": l_focal,
                 "smooth_l1": l_smooth}
 

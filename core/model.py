@@ -43,11 +43,14 @@ class DiffusionAD(nn.Module):
         """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range)."""
         x0 = self.diffusion.to_model_range(x)
         x0_hat = self.diffusion.reconstruct(self.denoiser, x0, noise_s, noise_b)
-        amap = self.segmenter(x, self.segmenter_input(x0_hat).to(x.dtype)).float()
+        amap = self.anomaly_map(x, x0_hat)
         recon = self.diffusion.from_model_range(x0_hat)
         k = top_k_for(self.config, amap.shape[-2], amap.shape[-1])
         return Prediction(recon.float(), amap, image_score(amap, k))
 
+    def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
+        """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range)."""
+        return torch.sigmoid(self.segmenter(x, self.segmenter_input(x0_hat).to(x.dtype)).float())
 
     def segmenter_input(self, x0_hat: Tensor) -> Tensor:
         """The reconstruction as the segmenter sees it: [0, 1] scale, clamped only to [-1, 1].

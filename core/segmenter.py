@@ -1,4 +1,4 @@
-"""Segmentation sub-network: DRAEM's discriminative U-Net with a 1-channel sigmoid head.
+"""Segmentation sub-network: DRAEM's discriminative U-Net with a 1-channel head (logits; sigmoid in the model).
 
 Structure of ``DiscriminativeSubNetwork`` (Zehnder et al., DRAEM, ICCV 2021) as used by
 DiffusionAD (``models/Seg_subnetwork.py``): six [Conv-BN-ReLU]x2 encoder blocks of widths
@@ -23,8 +23,10 @@ DOWNSAMPLING = 32  # five 2x poolings: the deepest feature map is (H / 32) x (W 
 
 
 class SegmentationUNet(nn.Module):
-    """(x [N, C, H, W], x0_hat [N, C, H, W]) -> anomaly probability map [N, 1, H, W].
+    """(x [N, C, H, W], x0_hat [N, C, H, W]) -> anomaly logits [N, 1, H, W].
 
+    The official network ends in a sigmoid; here it is left to the consumer (the probability map of
+    :class:`core.model.DiffusionAD`), so that training computes the loss from logits, which is stable.
     H and W must be divisible by 32 (five 2x poolings).
     """
 
@@ -55,4 +57,4 @@ class SegmentationUNet(nn.Module):
         h = feats.pop()
         for up_conv, dec_conv in zip(self.up_convs, self.dec_convs):
             h = dec_conv(torch.cat([up_conv(self.up(h)), feats.pop()], dim=1))
-        return torch.sigmoid(self.head(h))
+        return self.head(h)

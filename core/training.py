@@ -283,8 +283,8 @@ class Trainer:
                 x0 = diff.to_model_range(xs)
                 x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s[part], t_b[part],
                                                             noise_s[part], noise_b[part])
-                mask_hat = self.model.segmenter(xs, self.model.segmenter_input(x0_g).to(xs.dtype))
-                losses = self.loss_fn(eps_s, noise_s[part], eps_b, noise_b[part], mask_hat.float(), mask[part],
+                mask_logits = self.model.segmenter(xs, self.model.segmenter_input(x0_g).to(xs.dtype))
+                losses = self.loss_fn(eps_s, noise_s[part], eps_b, noise_b[part], mask_logits.float(), mask[part],
                                       normal[part])
             w_noise, w_mask = float(normal[part].sum()) / n_normal, xs.shape[0] / n
             weighted = {"noise": losses["noise"] * w_noise, "focal": losses["focal"] * w_mask,

@@ -62,3 +62,18 @@ def test_top_k_scales_with_map_size():
     amap = torch.zeros(1, 1, 4, 4)
     amap[0, 0, 0, :2] = torch.tensor([1.0, 0.5])
     assert image_score(amap, 2).item() == pytest.approx(0.75)
+
+
+def test_segmenter_gives_logits_and_the_model_probabilities():
+    """Training takes the segmenter's logits (a stable focal loss); the model's map is their sigmoid."""
+    cfg = get_preset("tiny")[0]
+    torch.manual_seed(0)
+    model = DiffusionAD(cfg).eval()
+    with torch.no_grad():
+        model.segmenter.head.bias.fill_(-30.0)  # a confident "good": p = 1e-13, far below any clamp
+        x = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+        logits = model.segmenter(x, x)
+        assert logits.max() < -20
+        torch.testing.assert_close(model.anomaly_map(x, x), torch.sigmoid(logits))
+        pred = model(x, torch.randn_like(x), torch.randn_like(x))
+    assert ((pred.anomaly_map >= 0) & (pred.anomaly_map < 1e-6)).all()
