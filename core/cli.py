@@ -78,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_cfg, train_cfg = get_preset(args.preset)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
                                    ("micro_batch", args.micro_batch), ("seed", args.seed),
-                                   ("checkpoint_every", args.checkpoint_every), ("grad_clip", args.grad_clip))
+                                   ("checkpoint_every", args.checkpoint_every), ("grad_clip", args.grad_clip),
+                                   ("amp", args.bf16 or None))
                  if v is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.foreground:
@@ -250,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-clip", type=_non_negative, metavar="NORM",
                    help="clip each network's gradient norm to this before its step (0: off; default: the preset's)")
     t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast on CUDA (faster, less memory; default fp32 like the official code)")
     t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")
     t.add_argument("--foreground", choices=["none", "region", "auto"], help="where synthetic defects may go")
     t.add_argument("--brightness-defects", type=_share, metavar="SHARE",

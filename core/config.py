@@ -79,7 +79,9 @@ class TrainConfig:
     validate_every: int = 200
     val_fraction: float = 0.1  # held-out share of the good images (never the test split)
     seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA only
+    # bf16 autocast on CUDA (opt-in, ``dad train --bf16``); off: fp32, as the official code trains. Older
+    # checkpoints stored true (then the default) and resume with it
+    amp: bool = False
     # > 0: each step runs the batch in chunks of this many images and accumulates their gradients: the same
     # optimizer step as the whole batch (BatchNorm statistics aside) in a fraction of the memory
     micro_batch: int = 0

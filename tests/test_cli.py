@@ -84,3 +84,29 @@ def test_presets_lists_parameter_counts(capsys):
 def test_help(cmd):
     res = subprocess.run([sys.executable, "-m", "core.cli", *cmd, "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "usage: dad" in res.stdout
+
+
+def test_training_is_fp32_unless_bf16_is_asked_for(mvtec_folder, tmp_path, monkeypatch):
+    """The official recipe trains in fp32; bf16 autocast (CUDA) is an opt-in: ``dad train --bf16``."""
+    import core.training as T
+    from core.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+    from core.config import TrainConfig
+    from core.model import DiffusionAD
+    from core.presets import PRESETS
+
+    assert TrainConfig().amp is False and not any(train.amp for _, train in PRESETS.values())
+    seen = []
+
+    def fake_trainer(model_cfg, train_cfg, *a, **k):
+        seen.append(train_cfg.amp)
+        raise CheckpointError("stop here")
+
+    monkeypatch.setattr(T, "Trainer", fake_trainer)
+    for extra in ([], ["--bf16"]):
+        assert main(["train", str(mvtec_folder), "--preset", "tiny", "--out", str(tmp_path / "r"), *extra]) == 2
+    assert seen == [False, True]
+    # a checkpoint written when bf16 was the default still loads, with its setting
+    cfg = PRESETS["tiny"][0]
+    save_checkpoint(Checkpoint(cfg, DiffusionAD(cfg).state_dict(), train_config=TrainConfig(amp=True)),
+                    tmp_path / "old.safetensors")
+    assert load_checkpoint(tmp_path / "old.safetensors").train_config.amp is True
