@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .model import check_model_size
 
 FORMAT_VERSION = 1
 META_KEY = "dad"
@@ -168,8 +170,10 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
     try:
         model_config = from_dict(ModelConfig, header["model_config"])
         train_config = from_dict(TrainConfig, header["train_config"]) if header.get("train_config") else None
+        check_model_size(model_config)  # before any weight is allocated
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid configuration in checkpoint ({exc})") from exc
+    _check_header_values(header, path)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = None
     if with_optimizer and header.get("optimizer"):
@@ -177,8 +181,23 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
     return Checkpoint(
         model_config=model_config, state_dict=state, step=int(header.get("step", 0)),
         train_config=train_config, optimizer=optimizer, metrics=dict(header.get("metrics") or {}),
-        threshold=header.get("threshold"), info=dict(header.get("info") or {}),
+        threshold=None if header.get("threshold") is None else float(header["threshold"]),
+        info=dict(header.get("info") or {}),
     )
+
+
+def _check_header_values(header: dict[str, Any], path: str | Path) -> None:
+    """The header's values besides the configs: a NaN threshold would pass every image as OK."""
+    threshold = header.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not math.isfinite(threshold)):
+        raise CheckpointError(f"{path}: invalid threshold in checkpoint ({threshold!r}; expected a finite number)")
+    step = header.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: invalid step in checkpoint ({step!r}; expected an integer of 0 or more)")
+    for key in ("metrics", "info", "optimizer"):
+        if not isinstance(header.get(key) or {}, dict):
+            raise CheckpointError(f"{path}: invalid {key} in checkpoint (expected a mapping)")
 
 
 def _load(path: Path, header_only: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:

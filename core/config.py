@@ -3,15 +3,59 @@
 Numbers default to the official implementation (see ``docs/algorithm.md``); presets in
 :mod:`core.presets` override what they need. Configs round-trip through plain dicts
 (``to_dict`` / ``from_dict``) so checkpoints can describe themselves as JSON.
+Every value is checked when a config is built (``__post_init__``): a typo in a choice or a value out
+of range raises ``ValueError`` naming the field, so a hand-edited or damaged checkpoint header is
+refused before a model is built from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+# ---- value checks (each raises ValueError naming ``Class.field``) ------------------------------------------
+def _refuse(cfg: Any, name: str, expected: str) -> None:
+    raise ValueError(f"{type(cfg).__name__}.{name}: {getattr(cfg, name)!r} is not allowed; expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(cfg: Any, name: str, lo: int, hi: int) -> None:
+    value = getattr(cfg, name)
+    if not _is_int(value) or not lo <= value <= hi:
+        _refuse(cfg, name, f"an integer from {lo} to {hi}")
+
+
+def _check_number(cfg: Any, name: str, lo: float, hi: float = math.inf, hi_open: bool = False) -> None:
+    """A finite number in [lo, hi] (or [lo, hi) with ``hi_open``)."""
+    value = getattr(cfg, name)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and lo <= value and (value < hi if hi_open else value <= hi))
+    if not ok:
+        _refuse(cfg, name, f"a finite number from {lo:g} to {hi:g}" + (" (exclusive)" if hi_open else ""))
+
+
+def _check_choice(cfg: Any, name: str, allowed: tuple[str, ...]) -> None:
+    if getattr(cfg, name) not in allowed:
+        _refuse(cfg, name, "one of " + ", ".join(repr(a) for a in allowed))
+
+
+def _check_int_tuple(cfg: Any, name: str, lo: int, hi: int, min_len: int, max_len: int) -> None:
+    value = getattr(cfg, name)
+    if (not isinstance(value, tuple) or not min_len <= len(value) <= max_len
+            or not all(_is_int(v) and lo <= v <= hi for v in value)):
+        _refuse(cfg, name, f"{min_len} to {max_len} integers from {lo} to {hi}")
+
+
+DATA_RANGES = ("unit", "symmetric")
+FOREGROUNDS = ("none", "region", "auto")
 
 
 @dataclass(frozen=True)
@@ -27,6 +71,19 @@ class DiffusionConfig:
     # exactly as the official code does. "symmetric": images are mapped to [-1, 1].
     data_range: str = "unit"
 
+    def __post_init__(self) -> None:
+        _check_int(self, "num_timesteps", 2, 100_000)
+        _check_number(self, "beta_end", 0.0)
+        _check_number(self, "beta_start", 1e-12, self.beta_end)  # beta_0 = 0 would make the posterior 0 / 0
+        if self.beta_end * 1000.0 / self.num_timesteps >= 1.0:  # betas are scaled by 1000 / T; 1 - beta must stay > 0
+            _refuse(self, "beta_end", f"below {self.num_timesteps / 1000:g} (num_timesteps / 1000)")
+        if not _is_int(self.t_small) or not _is_int(self.t_big) or not 0 <= self.t_small < self.t_big:
+            _refuse(self, "t_small", f"an integer from 0 to below t_big ({self.t_big!r})")
+        _check_int(self, "t_big", self.t_small + 1, self.num_timesteps - 1)
+        _check_int(self, "train_t_split", 1, self.num_timesteps - 1)
+        _check_number(self, "guidance_w", 0.0)
+        _check_choice(self, "data_range", DATA_RANGES)
+
 
 @dataclass(frozen=True)
 class DenoiserConfig:
@@ -37,10 +94,21 @@ class DenoiserConfig:
     num_heads: int = 4
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check_int(self, "base_channels", 1, 4096)
+        _check_int_tuple(self, "channel_mults", 1, 64, 1, 8)
+        _check_int(self, "num_res_blocks", 1, 16)
+        _check_int_tuple(self, "attention_resolutions", 1, 4096, 0, 16)
+        _check_int(self, "num_heads", 1, 64)
+        _check_number(self, "dropout", 0.0, 1.0, hi_open=True)
+
 
 @dataclass(frozen=True)
 class SegmenterConfig:
     base_width: int = 64  # DRAEM discriminative U-Net; widths b, 2b, 4b, 8b, 8b, 8b
+
+    def __post_init__(self) -> None:
+        _check_int(self, "base_width", 1, 1024)
 
 
 @dataclass(frozen=True)
@@ -58,6 +126,15 @@ class SynthesisConfig:
     intensity_prob: float = 0.0
 
 
+    def __post_init__(self) -> None:
+        for name in ("anomaly_prob", "texture_prob", "shuffle_prob", "intensity_prob", "beta_max"):
+            _check_number(self, name, 0.0, 1.0)
+        _check_number(self, "beta_min", 0.0, self.beta_max)
+        _check_int(self, "perlin_max_exp", 0, 10)
+        _check_number(self, "perlin_threshold", -math.inf)
+        _check_choice(self, "foreground", FOREGROUNDS)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 256  # working resolution (square); inputs of any size are resized
@@ -66,6 +143,20 @@ class ModelConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("diffusion", DiffusionConfig), ("denoiser", DenoiserConfig),
+                          ("segmenter", SegmenterConfig)):
+            if not isinstance(getattr(self, name), cls):
+                _refuse(self, name, f"a {cls.__name__}")
+        if not _is_int(self.image_size) or not 32 <= self.image_size <= 2048 or self.image_size % 32:
+            _refuse(self, "image_size", "a multiple of 32 from 32 to 2048 (the segmenter halves it five times)")
+        levels = len(self.denoiser.channel_mults)
+        if self.image_size % 2 ** (levels - 1):
+            _refuse(self, "image_size", f"a multiple of {2 ** (levels - 1)} for the denoiser's {levels} levels")
+        if not _is_int(self.channels) or self.channels != 3:
+            _refuse(self, "channels", "3 (grey images are replicated to 3 channels)")
+        _check_int(self, "score_top_k", 1, 256 * 256)
 
 
 @dataclass(frozen=True)
@@ -90,6 +181,20 @@ class TrainConfig:
     # step that blows up the weights.
     grad_clip: float = 0.0
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+
+    def __post_init__(self) -> None:
+        _check_int(self, "batch_size", 1, 65_536)
+        _check_int(self, "steps", 0, 10**9)
+        for name in ("lr_denoiser", "lr_segmenter", "focal_weight", "grad_clip"):
+            _check_number(self, name, 0.0)
+        for name in ("checkpoint_every", "validate_every", "micro_batch"):
+            _check_int(self, name, 0, 10**9)
+        _check_number(self, "val_fraction", 0.0, 1.0, hi_open=True)
+        _check_int(self, "seed", 0, 2**63 - 1)
+        if not isinstance(self.amp, bool):
+            _refuse(self, "amp", "true or false")
+        if not isinstance(self.synthesis, SynthesisConfig):
+            _refuse(self, "synthesis", "a SynthesisConfig")
 
     def with_synthesis(self, **changes: Any) -> TrainConfig:
         """This config with some synthesis settings changed, e.g. ``cfg.with_synthesis(intensity_prob=0.25)``."""
@@ -126,6 +231,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{cls.__name__}.{name}: expected a number")
+            if isinstance(default, int) and not (math.isfinite(value) and value == int(value)):
+                raise ValueError(f"{cls.__name__}.{name}: expected an integer, not {value!r}")
             kwargs[name] = type(default)(value)
         elif isinstance(default, str):
             if not isinstance(value, str):

@@ -70,3 +70,17 @@ def build_on_meta(config: ModelConfig) -> DiffusionAD:
     """The model without allocating weights (for parameter counts of large presets)."""
     with torch.device("meta"):
         return DiffusionAD(config)
+
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights: far above any preset (paper: 160 M)
+
+
+def check_model_size(config: ModelConfig) -> int:
+    """The parameter count of ``config``, counted without allocating; ``ValueError`` above MAX_PARAMETERS."""
+    n = count_parameters(build_on_meta(config))
+    if n > MAX_PARAMETERS:
+        raise ValueError(
+            f"ModelConfig: {n:,} parameters (denoiser.base_channels {config.denoiser.base_channels}, "
+            f"channel_mults {list(config.denoiser.channel_mults)}, segmenter.base_width "
+            f"{config.segmenter.base_width}), more than the {MAX_PARAMETERS:,} this program builds")
+    return n

@@ -163,8 +163,6 @@ class Trainer:
         preview_every: int = 0,
         info: dict[str, Any] | None = None,
     ):
-        if train_config.micro_batch < 0:
-            raise ValueError(f"micro_batch must be 0 (whole batch) or a positive size, not {train_config.micro_batch}")
         self.train_config = train_config
         self.data = data
         self.out_dir = Path(out_dir)
