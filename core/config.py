@@ -125,7 +125,6 @@ class SynthesisConfig:
     # level); 0 in the official recipe
     intensity_prob: float = 0.0
 
-
     def __post_init__(self) -> None:
         for name in ("anomaly_prob", "texture_prob", "shuffle_prob", "intensity_prob", "beta_max"):
             _check_number(self, name, 0.0, 1.0)
