@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import git_rev, machine, write_section  # noqa: E402
 
 from core.data import mvtec_test_samples, read_image, resize  # noqa: E402
-from core.inference import Inspector, fixed_noise  # noqa: E402
+from core.devices import fixed_noise, to_tensor  # noqa: E402
+from core.inference import Inspector  # noqa: E402
 from core.metrics import image_auroc  # noqa: E402
 from core.model import image_score, top_k_for  # noqa: E402
 from core.runtime import tune_cpu  # noqa: E402
-from core.training import to_tensor  # noqa: E402
 
 
 def balanced_subset(root: str, n: int) -> list:

@@ -123,8 +123,9 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
     import torch
 
     from core.config import replace
+    from core.devices import device_name
     from core.model import count_parameters
-    from core.training import Trainer, device_name
+    from core.training import Trainer
 
     model_cfg, train_cfg = pd.our_configs(preset)
     train_cfg = replace(train_cfg, amp=False)  # fp32, as on the CPU

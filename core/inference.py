@@ -12,19 +12,25 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, load_weights
 from .data import ImageReadError, read_image, resize
+from .devices import fixed_noise, pick_device, to_tensor
 from .model import DiffusionAD
-from .training import pick_device, to_tensor
-
-NOISE_SEED = 20240131  # fixed inference noise: the same image always gets the same score
 
 
-def fixed_noise(shape: torch.Size | tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same (eps_s, eps_b) for every image of a batch, independent of batch composition."""
-    g = torch.Generator().manual_seed(NOISE_SEED)
-    one = (1, *shape[1:])
-    ns, nb = torch.randn(one, generator=g), torch.randn(one, generator=g)
-    n = shape[0]
-    return ns.expand(n, *one[1:]).to(device), nb.expand(n, *one[1:]).to(device)
+@torch.inference_mode()
+def predict_batch(
+    model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reconstructions [N, S, S, 3], anomaly maps [N, S, S] and scores [N] of float32 RGB images in [0, 1]
+    (any size; resized to the model's S), as one batch with the fixed noise.
+
+    The one inference path: :class:`Inspector` and the trainer's validation and previews both go through it.
+    """
+    size = model.config.image_size
+    x = to_tensor([im if im.shape[:2] == (size, size) else resize(im, size) for im in images], device)
+    ns, nb = fixed_noise(x.shape, device)
+    pred = model.eval()(x, ns, nb)
+    return (pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy(), pred.anomaly_map[:, 0].cpu().numpy(),
+            pred.score.cpu().numpy())
 
 
 @dataclass(frozen=True)
@@ -89,18 +95,11 @@ class Inspector:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return Inspector(model, dev, self.checkpoint)
 
-    @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Inspect float32 RGB [H, W, 3] images in [0, 1] of any size, as one batch."""
         if not images:
             return []
-        size = self.config.image_size
-        x = to_tensor([resize(im, size) for im in images], self.device)
-        ns, nb = fixed_noise(x.shape, self.device)
-        pred = self.model(x, ns, nb)
-        recon = pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy()
-        maps = pred.anomaly_map[:, 0].cpu().numpy()
-        scores = pred.score.cpu().numpy()
+        recon, maps, scores = predict_batch(self.model, images, self.device)
         return [
             InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
         ]

@@ -23,6 +23,8 @@ import torch
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from .config import ModelConfig, SynthesisConfig, TrainConfig, replace
 from .data import load_images, split_train_val
+from .devices import pick_device, seed_everything, to_tensor
+from .inference import predict_batch
 from .losses import DiffusionADLoss
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
 from .model import DiffusionAD
@@ -49,41 +51,6 @@ class TrainProgress:
     done: bool = False
     cancelled: bool = False
     message: str = ""
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu (or exactly what ``preference`` names)."""
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def inference_device(preference: str = "auto", busy: str | None = None) -> torch.device:
-    """Where inference should run while a training job uses ``busy``: one GPU job at a time, so
-    inference falls back to the CPU when training holds the accelerator it would use."""
-    dev = pick_device(preference)
-    if busy and dev.type != "cpu" and torch.device(busy).type == dev.type:
-        return torch.device("cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """float32 [H, W, 3] arrays -> [N, 3, H, W] tensor (channels_last on CPU)."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().to(device)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x.contiguous()
 
 
 @dataclass
@@ -296,19 +263,10 @@ class Trainer:
         return total
 
     # ---- validation, preview, checkpoint -------------------------------------------------
-    @torch.inference_mode()
     def _predict(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from .inference import fixed_noise
-
-        self.model.eval()
-        recons, maps, scores = [], [], []
-        for i in range(0, len(images), 8):
-            x = to_tensor(images[i : i + 8], self.device)
-            ns, nb = fixed_noise(x.shape, self.device)
-            pred = self.model(x, ns, nb)
-            recons.append(pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy())
-            maps.append(pred.anomaly_map[:, 0].cpu().numpy())
-            scores.append(pred.score.cpu().numpy())
+        """Reconstructions, maps and scores of the live model, 8 images at a time, by the Inspector's path."""
+        parts = [predict_batch(self.model, images[i : i + 8], self.device) for i in range(0, len(images), 8)]
+        recons, maps, scores = zip(*parts)
         return np.concatenate(recons), np.concatenate(maps), np.concatenate(scores)
 
     def validate(self) -> dict[str, float]:
@@ -419,16 +377,4 @@ def fit(trainer: Trainer, cancel: Callable[[], bool] | None = None) -> TrainProg
     return deque(trainer.run(cancel), maxlen=1)[0]
 
 
-__all__ = ["Trainer", "TrainData", "TrainProgress", "TrainingError", "CheckpointError", "fit", "pick_device"]
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable name of the device (GPU model, or CPU)."""
-    if device.type == "cuda":
-        try:
-            return f"GPU: {torch.cuda.get_device_name(device)}"
-        except (RuntimeError, AssertionError):  # driver gone or CUDA not compiled in
-            return f"GPU: {device}"
-    if device.type == "mps":
-        return "GPU: Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
+__all__ = ["Trainer", "TrainData", "TrainProgress", "TrainingError", "CheckpointError", "fit"]

@@ -36,8 +36,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.checkpoint import atomic_write_text
+from core.devices import device_name, inference_device
 from core.inference import Inspector
-from core.training import device_name, inference_device
 
 from . import APP_NAME, __version__
 from .app import apply_theme, log, show_error

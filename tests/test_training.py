@@ -5,7 +5,8 @@ import torch
 from core.checkpoint import load_checkpoint
 from core.config import replace
 from core.data import list_images
-from core.training import TrainData, Trainer, TrainingError, fit, pick_device
+from core.devices import pick_device
+from core.training import TrainData, Trainer, TrainingError, fit
 
 
 @pytest.fixture
@@ -249,10 +250,28 @@ def test_pick_device_on_cpu_machine():
 def test_inference_device_gives_the_gpu_to_training(monkeypatch):
     import torch
 
-    from core import training
+    from core import devices
 
-    monkeypatch.setattr(training, "pick_device", lambda pref="auto": torch.device("cuda" if pref == "auto" else pref))
-    assert training.inference_device("auto", None).type == "cuda"
-    assert training.inference_device("auto", "cuda:0").type == "cpu"  # training holds the GPU
-    assert training.inference_device("auto", "cpu").type == "cuda"  # a CPU job leaves the GPU free
-    assert training.inference_device("cpu", None).type == "cpu"
+    monkeypatch.setattr(devices, "pick_device", lambda pref="auto": torch.device("cuda" if pref == "auto" else pref))
+    assert devices.inference_device("auto", None).type == "cuda"
+    assert devices.inference_device("auto", "cuda:0").type == "cpu"  # training holds the GPU
+    assert devices.inference_device("auto", "cpu").type == "cuda"  # a CPU job leaves the GPU free
+    assert devices.inference_device("cpu", None).type == "cpu"
+
+
+def test_validation_predicts_like_the_inspector(data, tiny_configs, tmp_path):
+    """Validation and previews go through the Inspector's inference path: the live model scores a set of
+    images exactly as an Inspector around it does."""
+    from core.inference import Inspector
+
+    model_cfg, train_cfg = tiny_configs
+    trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
+    trainer.train_step()
+    images = [im.astype(np.float32) / 255.0 for im in data.train + data.val]  # 10: two chunks of 8
+    recon, maps, scores = trainer._predict(images)
+    results = Inspector(trainer.model, trainer.device).predict_many(images, batch_size=8)
+    np.testing.assert_array_equal(scores, [r.score for r in results])
+    np.testing.assert_array_equal(maps, np.stack([r.anomaly_map for r in results]))
+    np.testing.assert_array_equal(recon, np.stack([r.reconstruction for r in results]))
+    trainer.train_step()  # and training goes on in training mode
+    assert trainer.model.training
