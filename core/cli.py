@@ -86,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_cfg = train_cfg.with_synthesis(foreground=args.foreground)
     if args.brightness_defects is not None:
         train_cfg = train_cfg.with_synthesis(intensity_prob=args.brightness_defects)
+    if args.large_brightness is not None:
+        train_cfg = train_cfg.with_synthesis(large_brightness_prob=args.large_brightness)
     try:
         paths = [p for d in args.data_dirs for p in list_images(train_folder(d))]
     except FileNotFoundError as exc:
@@ -258,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--brightness-defects", type=_share, metavar="SHARE",
                    help="share (0-1) of synthetic defects that are the surface itself made brighter or darker, "
                         "for stains and discolouration (default 0, the official recipe)")
+    t.add_argument("--large-brightness", type=_share, metavar="SHARE",
+                   help="share (0-1) of synthetic defects that are large (20-45%% of the image), feathered, "
+                        "low-contrast brightness changes, for uneven surfaces (default 0, the official recipe)")
     t.add_argument("--init", help="fine-tune from this checkpoint")
     t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
     t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")

@@ -120,10 +120,16 @@ class SynthesisConfig:
     perlin_threshold: float = 0.5
     foreground: str = "none"  # "none" | "region" | "auto"
     texture_prob: float = 0.5  # share of texture sources when a texture folder is given
-    shuffle_prob: float = 0.5  # among built-in sources: 8x8 self-shuffle vs procedural texture
+    shuffle_prob: float = 0.5  # without a texture folder: 8x8 self-shuffle vs procedural texture (stand-in for DTD)
     # share of anomalies whose source is the image itself made brighter or darker (same texture, other grey
     # level); 0 in the official recipe
     intensity_prob: float = 0.0
+    # grey sources for grey images: "auto" (per image: grey when its channels are equal within 1/255),
+    # "always" or "never" (the sources keep their colour)
+    grey_sources: str = "auto"
+    # share of anomalies that are a large (20-45 % of the image), feathered, low-contrast brightness change
+    # (+-0.02..0.08); 0 in the official recipe
+    large_brightness_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("anomaly_prob", "texture_prob", "shuffle_prob", "intensity_prob", "beta_max"):

@@ -2,9 +2,12 @@
 
 Follows DiffusionAD's ``perlin_synthetic`` (itself DRAEM's scheme): a thresholded, rotated
 Perlin mask restricted to a foreground, filled with an augmented source image blended with
-beta ~ U[0.2, 0.8). Sources are an optional texture folder (DTD-like) and built-in ones that
-need no external images: the 8x8 self-shuffle of the spec and procedural textures.
-The imgaug augmenters of the original are re-implemented with numpy/OpenCV.
+beta ~ U[0.2, 0.8). Sources: with a texture folder (DTD-like), half folder textures and half the
+8x8 self-shuffle of the augmented image, as the official code; without one, built-in procedural
+textures stand in for DTD. The imgaug augmenters of the original are re-implemented with
+numpy/OpenCV. Grey images get grey sources, so their synthetic defects are grey too.
+Options beyond the official recipe: brightness-shifted copies of the image through the Perlin
+mask, and large, feathered, low-contrast brightness changes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,29 @@ import numpy as np
 from .config import SynthesisConfig
 
 Image = np.ndarray  # float32 [H, W, 3] in [0, 1]
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, as OpenCV's RGB2GRAY and YCrCb
+GREY_TOLERANCE = 1 / 255
+GREY_SOURCES = ("auto", "always", "never")
+# the large brightness defects: area share of the image, luminance shift either way, feather half-width
+# (share of the shorter side)
+LARGE_AREA = (0.20, 0.45)
+LARGE_SHIFT = (0.02, 0.08)
+LARGE_FEATHER = (0.03, 0.08)
+
+
+def luminance(x: Image) -> np.ndarray:
+    return (x @ LUMA).astype(np.float32)
+
+
+def to_grey(x: Image) -> Image:
+    """Luminance replicated to 3 channels."""
+    return np.repeat(luminance(x)[..., None], 3, axis=-1)
+
+
+def is_grey(x: Image) -> bool:
+    """All channels equal within 1/255 (a grey image decoded or stored as RGB)."""
+    return bool(float(np.ptp(x, axis=-1).max(initial=0.0)) <= GREY_TOLERANCE + 1e-6)
 
 
 # ---- Perlin noise (DRAEM's generator) ---------------------------------------------------------
@@ -91,16 +117,30 @@ def _gamma(x: Image, rng: np.random.Generator) -> Image:
 
 
 def _brightness(x: Image, rng: np.random.Generator) -> Image:
-    return np.clip(x * rng.uniform(0.8, 1.2) + rng.uniform(-30, 30) / 255, 0, 1)
+    """MultiplyAndAddToBrightness(mul 0.8-1.2, add -30..30, in random order) on the luminance Y of YCrCb:
+    every channel moves by the change of Y, so chroma is kept."""
+    y = luminance(x)
+    mul, add = rng.uniform(0.8, 1.2), rng.uniform(-30, 30) / 255
+    if rng.random() < 0.5:
+        y2 = np.clip(np.clip(y * mul, 0, 1) + add, 0, 1)
+    else:
+        y2 = np.clip(np.clip(y + add, 0, 1) * mul, 0, 1)
+    return np.clip(x + (y2 - y)[..., None], 0, 1).astype(np.float32)
+
+
+_SMOOTH = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13  # PIL's ImageFilter.SMOOTH
 
 
 def _sharpness(x: Image, rng: np.random.Generator) -> Image:
-    blur = cv2.GaussianBlur(x, (3, 3), 0)
-    factor = rng.uniform(0.0, 2.0)
-    return np.clip(blur + factor * (x - blur), 0, 1)
+    """pillike.EnhanceSharpness(0-2): blend with PIL's SMOOTH filter (border pixels unfiltered, as PIL)."""
+    smooth = x.copy()
+    smooth[1:-1, 1:-1] = cv2.filter2D(x, -1, _SMOOTH)[1:-1, 1:-1]
+    return np.clip(smooth + rng.uniform(0.0, 2.0) * (x - smooth), 0, 1).astype(np.float32)
 
 
 def _hue_saturation(x: Image, rng: np.random.Generator) -> Image:
+    if is_grey(x):  # no hue to turn; imgaug would tint a grey image
+        return x
     hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-50, 50) * 360 / 255) % 360
     hsv[..., 1] = np.clip(hsv[..., 1] + rng.uniform(-50, 50) / 255, 0, 1)
@@ -116,7 +156,7 @@ def _solarize(x: Image, rng: np.random.Generator) -> Image:
 
 def _posterize(x: Image, rng: np.random.Generator) -> Image:
     bits = int(rng.integers(1, 9))
-    q = np.floor(x * 255).astype(np.uint8) & np.uint8((0xFF << (8 - bits)) & 0xFF)
+    q = np.rint(x * 255).astype(np.uint8) & np.uint8((0xFF << (8 - bits)) & 0xFF)
     return q.astype(np.float32) / 255
 
 
@@ -124,18 +164,43 @@ def _invert(x: Image, rng: np.random.Generator) -> Image:
     return 1 - x
 
 
+def autocontrast(x: Image, cutoff: int = 0) -> Image:
+    """PIL's ImageOps.autocontrast per channel: drop ``cutoff`` percent of the darkest and of the lightest
+    pixels from the 8-bit histogram, then stretch what is left to [0, 1] (values beyond it clip). A channel
+    with a single level is left as is."""
+    out = np.empty_like(x)
+    u8 = np.rint(x * 255).astype(np.int64)
+    cut = u8[..., 0].size * cutoff // 100
+    for c in range(x.shape[-1]):
+        hist = np.bincount(u8[..., c].ravel(), minlength=256)
+        lo = int(np.searchsorted(np.cumsum(hist), cut, side="right"))
+        hi = 255 - int(np.searchsorted(np.cumsum(hist[::-1]), cut, side="right"))
+        out[..., c] = x[..., c] if hi <= lo else np.clip((x[..., c] * 255 - lo) / (hi - lo), 0, 1)
+    return out
+
+
 def _autocontrast(x: Image, rng: np.random.Generator) -> Image:
-    lo, hi = x.min(axis=(0, 1)), x.max(axis=(0, 1))
-    return ((x - lo) / np.maximum(hi - lo, 1e-6)).astype(np.float32)
+    """pillike.Autocontrast(): a cutoff of 0 to 20 % (whole percent), the same for every channel."""
+    return autocontrast(x, int(rng.integers(0, 21)))
 
 
 def _equalize(x: Image, rng: np.random.Generator) -> Image:
-    u8 = (x * 255).astype(np.uint8)
-    return np.stack([cv2.equalizeHist(np.ascontiguousarray(u8[..., c])) for c in range(3)], -1).astype(np.float32) / 255
+    """pillike.Equalize(): PIL's ImageOps.equalize per channel."""
+    u8 = np.rint(x * 255).astype(np.int64)
+    out = x.copy()
+    for c in range(x.shape[-1]):
+        hist = np.bincount(u8[..., c].ravel(), minlength=256)
+        used = hist[hist > 0]
+        step = (int(used.sum()) - int(used[-1])) // 255
+        if step:
+            lut = np.minimum((np.cumsum(hist) - hist + step // 2) // step, 255)
+            out[..., c] = lut[u8[..., c]] / 255
+    return out.astype(np.float32)
 
 
 def _affine(x: Image, rng: np.random.Generator) -> Image:
-    return rotate(x, float(rng.uniform(-45, 45)), cv2.BORDER_REFLECT)
+    """Affine(rotate -45..45): bilinear, the corners padded with black (imgaug's constant 0)."""
+    return rotate(x, float(rng.uniform(-45, 45)))
 
 
 AUGMENTERS: tuple[Callable[[Image, np.random.Generator], Image], ...] = (
@@ -144,15 +209,19 @@ AUGMENTERS: tuple[Callable[[Image, np.random.Generator], Image], ...] = (
 )
 
 
-def augment_source(x: Image, rng: np.random.Generator) -> Image:
-    """Apply 3 distinct augmenters chosen at random from the 10.
+def augment_source(x: Image, rng: np.random.Generator, grey: bool = False) -> Image:
+    """Apply 3 distinct augmenters chosen at random from the 10; with ``grey`` the source goes in and comes
+    out as its luminance (per-channel gamma would tint it).
 
     Each augmenter gets its input clipped to [0, 1]: float rounding leaves values like 1.0000001 (a resized
     texture), which solarize turns into -1e-7, gamma into NaN and autocontrast into a whole NaN image.
     """
+    if grey:
+        x = to_grey(x)
     for idx in rng.choice(len(AUGMENTERS), 3, replace=False):
         x = AUGMENTERS[idx](np.clip(x, 0, 1).astype(np.float32), rng)
-    return np.clip(x, 0, 1).astype(np.float32)
+    x = np.clip(x, 0, 1).astype(np.float32)
+    return to_grey(x) if grey else x
 
 
 # ---- built-in sources --------------------------------------------------------------------------
@@ -176,12 +245,15 @@ def self_shuffle(image: Image, rng: np.random.Generator, grid: int = 8) -> Image
     return image[rows][:, cols]
 
 
-def procedural_texture(shape: tuple[int, int], rng: np.random.Generator) -> Image:
-    """A random synthetic texture: coloured noise, stripes, checkers, blobs or scratches."""
+def procedural_texture(shape: tuple[int, int], rng: np.random.Generator, grey: bool = False) -> Image:
+    """A random synthetic texture between two colours (their luminance with ``grey``): Perlin octaves,
+    stripes, checkers, speckle or scratches."""
     h, w = shape
     kind = int(rng.integers(0, 5))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     colours = rng.random((2, 3)).astype(np.float32)
+    if grey:
+        colours = to_grey(colours)
     if kind == 0:  # multi-octave Perlin noise
         t = sum(perlin_noise(shape, (2**o, 2**o), rng) / 2**o for o in range(1, 6))
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
@@ -210,6 +282,40 @@ def intensity_shift(image: Image, rng: np.random.Generator) -> Image:
     return np.clip(image * gain, 0, 1).astype(np.float32)
 
 
+def feathered_region(region: np.ndarray, width: float) -> np.ndarray:
+    """Soft version of a binary ``region``: 0.5 on its edge, rising to 1 inside and falling to 0 outside over
+    ``width`` pixels either side (smoothstep of the signed distance to the edge)."""
+    inside = region.astype(np.uint8)
+    d_in = cv2.distanceTransform(inside, cv2.DIST_L2, 5)
+    d_out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
+    signed = np.where(inside > 0, d_in - 0.5, 0.5 - d_out)
+    return _fade(np.clip(0.5 + signed / (2 * max(width, 1e-3)), 0, 1)).astype(np.float32)
+
+
+def large_brightness_defect(
+    image: Image, rng: np.random.Generator, fg: np.ndarray | None = None,
+) -> tuple[Image, np.ndarray]:
+    """A large, low-contrast brightness change: a low-frequency Perlin blob covering 20-45 % of the image,
+    its edge feathered, every channel shifted by the same 0.02-0.08 up or down (luminance only).
+
+    Returns the image and the binary target: the pixels shifted by at least half the full amount (the
+    feather's midline), like a drawn annotation of an uneven region. Pixels just outside it change by less.
+    """
+    h, w = image.shape[:2]
+    area = rng.uniform(*LARGE_AREA)
+    res = (2 ** int(rng.integers(0, 2)), 2 ** int(rng.integers(0, 2)))
+    noise = perlin_noise((h, w), res, rng)
+    region = noise > np.quantile(noise, 1 - area)
+    alpha = feathered_region(region, rng.uniform(*LARGE_FEATHER) * min(h, w))
+    if fg is not None:
+        alpha = alpha * fg
+    shift = float(rng.choice((-1.0, 1.0)) * rng.uniform(*LARGE_SHIFT))
+    mask = (alpha >= 0.5).astype(np.float32)
+    if not mask.any():
+        return image, np.zeros((h, w), np.float32)
+    return np.clip(image + shift * alpha[..., None], 0, 1).astype(np.float32), mask
+
+
 # ---- the synthesiser ----------------------------------------------------------------------------
 class AnomalySynthesizer:
     """Seedable callable ``image -> (augmented, mask)``.
@@ -220,6 +326,8 @@ class AnomalySynthesizer:
     """
 
     def __init__(self, config: SynthesisConfig, textures: Sequence[Image] = (), seed: int | None = None):
+        if config.grey_sources not in GREY_SOURCES:
+            raise ValueError(f"grey_sources must be one of {', '.join(GREY_SOURCES)}, not {config.grey_sources!r}")
         self.config = config
         self.textures = list(textures)
         self.rng = np.random.default_rng(seed)
@@ -228,16 +336,20 @@ class AnomalySynthesizer:
         rng = self.rng if rng is None else rng
         h, w = image.shape[:2]
         empty = np.zeros((h, w), np.float32)
-        if rng.random() >= self.config.anomaly_prob:
+        cfg = self.config
+        if rng.random() >= cfg.anomaly_prob:
             return image, empty
+        # options beyond the official recipe make no extra draw when off
+        if cfg.large_brightness_prob > 0 and rng.random() < cfg.large_brightness_prob:
+            fg = auto_foreground(image) if cfg.foreground == "auto" else None
+            return large_brightness_defect(image, rng, fg)
         mask = self._mask(image, rng)
         if not mask.any():
             return image, empty
-        cfg = self.config
-        if cfg.intensity_prob > 0 and rng.random() < cfg.intensity_prob:  # no extra draw on the official recipe
+        if cfg.intensity_prob > 0 and rng.random() < cfg.intensity_prob:
             source = intensity_shift(image, rng)
         else:
-            source = augment_source(self._source(image, rng), rng)
+            source = self._source(image, rng)
         beta = rng.uniform(self.config.beta_min, self.config.beta_max)
         m = mask[..., None]
         augmented = image * (1 - m) + (1 - beta) * source * m + beta * image * m
@@ -258,14 +370,23 @@ class AnomalySynthesizer:
                 return mask
         return np.zeros(shape, np.float32)
 
+    def _grey(self, image: Image) -> bool:
+        mode = self.config.grey_sources
+        return mode == "always" or (mode == "auto" and is_grey(image))
+
     def _source(self, image: Image, rng: np.random.Generator) -> Image:
+        """The augmented source: with textures, a folder texture (``texture_prob``) or else the self-shuffle;
+        without, the self-shuffle (``shuffle_prob``) or else a procedural texture standing in for DTD.
+        Every source goes through exactly one ``augment_source``."""
         h, w = image.shape[:2]
-        if self.textures and rng.random() < self.config.texture_prob:
-            tex = self.textures[int(rng.integers(len(self.textures)))]
-            return cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
-        if rng.random() < self.config.shuffle_prob:
-            return self_shuffle(augment_source(image, rng), rng)
-        return procedural_texture((h, w), rng)
+        cfg, grey = self.config, self._grey(image)
+        if self.textures:
+            if rng.random() < cfg.texture_prob:
+                tex = self.textures[int(rng.integers(len(self.textures)))]
+                return augment_source(cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR), rng, grey)
+        elif rng.random() >= cfg.shuffle_prob:
+            return augment_source(procedural_texture((h, w), rng, grey), rng, grey)
+        return self_shuffle(augment_source(image, rng, grey), rng)
 
 
 def load_textures(folder: str | Path, size: int, limit: int = 500) -> list[Image]:
