@@ -173,8 +173,10 @@ class Trainer:
             self.opt_denoiser.load_state_dict(self._opt_state["denoiser"])
             self.opt_segmenter.load_state_dict(self._opt_state["segmenter"])
         self.loss_fn = DiffusionADLoss(train_config.focal_weight)
+        # the run's one random stream (numpy): the synthesiser's own generator, seeded with seed + step (so a
+        # resumed run starts a stream of its own), draws each batch's images and their synthetic defects; the
+        # timesteps and noises come from torch's generator, seeded the same way by seed_everything above
         self.synth = AnomalySynthesizer(train_config.synthesis, textures, seed=train_config.seed + self.step)
-        self.rng = np.random.default_rng(train_config.seed + 7919 * (self.step + 1))
         self.last_checkpoint: Path | None = None
         self.metrics: dict[str, float] = {}
         self.threshold: float | None = None
@@ -185,10 +187,10 @@ class Trainer:
 
     # ---- one step --------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = self.rng.integers(0, len(self.data.train), self.train_config.batch_size)
+        idx = self.synth.rng.integers(0, len(self.data.train), self.train_config.batch_size)
         augmented, masks = [], []
         for i in idx:
-            aug, mask = self.synth(self.data.train[i].astype(np.float32) / 255.0, self.rng)
+            aug, mask = self.synth(self.data.train[i].astype(np.float32) / 255.0)
             augmented.append(aug)
             masks.append(mask)
         x = to_tensor(augmented, self.device)

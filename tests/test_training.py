@@ -116,16 +116,18 @@ def test_non_finite_gradient_stops_and_keeps_last_good_checkpoint(data, tiny_con
         torch.testing.assert_close(v.detach(), before[k])
 
 
-def test_non_finite_synthetic_image_is_named_as_such(data, tiny_configs, tmp_path):
+def test_non_finite_synthetic_image_is_named_as_such(data, tiny_configs, tmp_path, monkeypatch):
+    from core.synthesis import AnomalySynthesizer
+
     model_cfg, train_cfg = tiny_configs
     trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
-    real = trainer.synth
+    real = AnomalySynthesizer.__call__
 
-    def broken(image, rng):
-        out, mask = real(image, rng)
+    def broken(self, image, rng=None):
+        out, mask = real(self, image, rng)
         return np.full_like(out, np.nan), mask
 
-    trainer.synth = broken
+    monkeypatch.setattr(AnomalySynthesizer, "__call__", broken)
     with pytest.raises(TrainingError, match="anomaly synthesis produced non-finite pixels at step 1"):
         fit(trainer)
 
@@ -275,3 +277,27 @@ def test_validation_predicts_like_the_inspector(data, tiny_configs, tmp_path):
     np.testing.assert_array_equal(recon, np.stack([r.reconstruction for r in results]))
     trainer.train_step()  # and training goes on in training mode
     assert trainer.model.training
+
+
+def test_one_seeded_stream_makes_batches_reproducible(data, tiny_configs, tmp_path):
+    """The synthesiser's own generator, seeded with the train seed (+ step), is the run's one stream: it draws
+    the batch's images and their synthetic defects. Same seed, same batches; another seed, others."""
+    from core.devices import to_tensor
+    from core.synthesis import AnomalySynthesizer
+
+    model_cfg, train_cfg = tiny_configs
+
+    def first_batches(seed):
+        trainer = Trainer(model_cfg, replace(train_cfg, seed=seed), data, tmp_path / str(seed), device="cpu")
+        return [trainer._batch() for _ in range(2)]
+
+    a, b, c = first_batches(5), first_batches(5), first_batches(6)
+    for (xa, ma, _), (xb, mb, _) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ma, mb)
+    assert not torch.equal(a[0][0], c[0][0])
+    # replayed from a synthesiser with the documented seed
+    synth = AnomalySynthesizer(train_cfg.synthesis, seed=5)
+    idx = synth.rng.integers(0, len(data.train), train_cfg.batch_size)
+    expected = [synth(data.train[i].astype(np.float32) / 255.0) for i in idx]
+    assert torch.equal(a[0][0], to_tensor([im for im, _ in expected], torch.device("cpu")))
+    assert torch.equal(a[0][1][:, 0], torch.from_numpy(np.stack([m for _, m in expected])))
