@@ -216,12 +216,14 @@ def test_read_only_folder_write_says_why(tmp_path, monkeypatch):
     target.write_text("previous")
     if os.geteuid() != 0:
         target.parent.chmod(0o555)
-    else:
-        import tempfile
+    else:  # root writes anywhere: deny creating a file in that folder instead
+        real_open = os.open
 
-        def denied(*_a, **_k):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        monkeypatch.setattr(tempfile, "mkstemp", denied)
+        def denied(path, *a, **k):
+            if os.path.dirname(path) == str(target.parent):
+                raise PermissionError(errno.EACCES, "Permission denied", path)
+            return real_open(path, *a, **k)
+        monkeypatch.setattr(os, "open", denied)
     try:
         with pytest.raises(PermissionError):
             atomic_write_text(target, "new")
