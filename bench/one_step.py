@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import git_rev, machine, write_section  # noqa: E402
 
-from core.data import mvtec_test_samples, read_image, resize  # noqa: E402
+from core.data import mvtec_test_samples, resize  # noqa: E402
 from core.devices import fixed_noise, to_tensor  # noqa: E402
 from core.inference import Inspector  # noqa: E402
 from core.metrics import image_auroc  # noqa: E402
@@ -71,7 +71,7 @@ def main() -> None:
     tune_cpu()
     insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
     samples = balanced_subset(args.data, args.images)
-    images = [read_image(s.path) for s in samples]
+    images = [insp.read_image(s.path) for s in samples]
     labels = np.array([s.label for s in samples])
     run(insp, images[: args.batch], iterative=False, batch=args.batch)  # warm-up (kernel selection)
     s1, r1, t1 = run(insp, images, iterative=False, batch=args.batch)

@@ -706,7 +706,7 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
     grey-level spread of those images: what the segmenter must learn to ignore."""
     import cv2
 
-    from core.data import mvtec_test_samples, read_image, read_mask, resize
+    from core.data import mvtec_test_samples, read_mask, resize
     from core.inference import Inspector
 
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
@@ -715,7 +715,7 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
     samples = mvtec_test_samples(Path(data))
     todo = [(s, m) for s in samples if s.label and s.mask_path is not None
             for m in [read_mask(s.mask_path, (size, size))] if m.any() and not m.all()]
-    images = [resize(read_image(s.path), size) for s, _ in todo]  # the model's own resize
+    images = [resize(inspector.read_image(s.path), size) for s, _ in todo]  # the model's own range and resize
     for (s, mask), image, res in zip(todo, images, inspector.predict_many(images)):
         grey_in = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         grey_rec = cv2.cvtColor(res.reconstruction, cv2.COLOR_RGB2GRAY)
@@ -730,7 +730,7 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
                       "images": len(v["input"])}
     good = [s for s in samples if not s.label]
     rms, spread = [], []
-    good_images = [resize(read_image(s.path), size) for s in good]
+    good_images = [resize(inspector.read_image(s.path), size) for s in good]
     for image, res in zip(good_images, inspector.predict_many(good_images)):
         rms.append(float(np.sqrt(np.mean((res.reconstruction - image) ** 2))))
         spread.append(float(image.std()))

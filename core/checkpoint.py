@@ -122,7 +122,7 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
         optim_meta[name] = m
     header = {
         "format_version": FORMAT_VERSION,
-        "model_config": to_dict(ckpt.model_config),
+        "model_config": _model_config_dict(ckpt.model_config),
         "train_config": _train_config_dict(ckpt.train_config) if ckpt.train_config else None,
         "step": ckpt.step,
         "metrics": ckpt.metrics,
@@ -153,6 +153,15 @@ def _sniff(path: Path, head: bytes) -> str | None:
 def read_header(path: str | Path) -> dict[str, Any]:
     """Read and validate only the JSON header (fast; for registries and listings)."""
     return _load(Path(path), header_only=True)[0]
+
+
+def _model_config_dict(cfg: ModelConfig) -> dict:
+    """``input_max`` is written only when it is not the 8-bit default, so that builds from before it existed still
+    open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly."""
+    data = to_dict(cfg)
+    if data.get("input_max") == ModelConfig.input_max:
+        data.pop("input_max")
+    return data
 
 
 def _train_config_dict(cfg: TrainConfig) -> dict:

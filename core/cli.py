@@ -166,7 +166,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         rows.append([str(fr.path), f"{score:.6f}", verdict, threshold if threshold is not None else "", ""])
         if args.overlays:
             try:
-                overlay_png(fr.path, fr.result, Path(args.overlays) / f"{fr.path.stem}_overlay.png")
+                overlay_png(fr.path, fr.result, Path(args.overlays) / f"{fr.path.stem}_overlay.png",
+                            insp.config.input_max)
             except OSError as exc:
                 print(f"\ncould not write overlay for {fr.path}: {exc}", file=sys.stderr)
     bar.close()

@@ -145,6 +145,10 @@ class ModelConfig:
     image_size: int = 256  # working resolution (square); inputs of any size are resized
     channels: int = 3  # grey inputs are replicated to 3 channels
     score_top_k: int = 50  # image score = mean of top-k pixels, k given at 256^2, scaled
+    # the pixel value that becomes 1.0, for every image the model sees: taken from the training images (255 for
+    # 8-bit ones; 1023, 4095 or 65535 for deeper ones, e.g. 4095 for a 12-bit camera; the largest pixel of float
+    # ones). Checkpoints without it are 8-bit models
+    input_max: float = 255.0
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -162,6 +166,7 @@ class ModelConfig:
         if not _is_int(self.channels) or self.channels != 3:
             _refuse(self, "channels", "3 (grey images are replicated to 3 channels)")
         _check_int(self, "score_top_k", 1, 256 * 256)
+        _check_number(self, "input_max", 1e-12)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Image discovery and decoding, MVTec AD layout, and the training sample source.
 
 Decoding goes through ``np.fromfile`` + ``cv2.imdecode`` so paths with any characters work;
-grey, RGB, RGBA, palette and 16-bit images all become float32 RGB in [0, 1].
+grey, RGB, RGBA, palette, 16-bit and float images all become float32 RGB in [0, 1]: pixel values
+divided by a model's input range (``ModelConfig.input_max``, taken from its training images), or
+without one by the full scale of the file's pixel type. Never by an image's own maximum.
 A file that cannot be read raises :class:`ImageReadError` naming the file and the reason.
 """
 
@@ -57,8 +59,14 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
 MAX_FILE_BYTES = 2**30  # no camera image is 1 GiB; refuse before reading it into memory
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to float32 RGB [H, W, 3] in [0, 1]."""
+def read_image(path: str | Path, input_max: float | None = None) -> np.ndarray:
+    """Decode an image file to float32 RGB [H, W, 3] in [0, 1]: pixel values divided by ``input_max`` (a model's
+    input range), or without one by the full scale of the file's pixel type (255, 65535; 1.0 for float)."""
+    return to_float_rgb(read_raw(path), path, input_max)
+
+
+def read_raw(path: str | Path) -> np.ndarray:
+    """Decode an image file to its OpenCV array (grey / BGR / BGRA, native pixel type), bounded in size."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.png would block the reader forever
@@ -72,7 +80,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(path, "permission denied") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
-    return decode_image(raw, path)
+    return decode_raw(raw, path)
 
 
 def header_size(raw: np.ndarray | bytes) -> tuple[int, int] | None:
@@ -136,8 +144,13 @@ def _tiff_size(b: bytes) -> tuple[int, int] | None:
     return (size[256], size[257]) if len(size) == 2 else None
 
 
-def decode_image(raw: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
-    """Decode encoded bytes (uint8 array) to float32 RGB [H, W, 3] in [0, 1].
+def decode_image(raw: np.ndarray, path: str | Path = "<bytes>", input_max: float | None = None) -> np.ndarray:
+    """Decode encoded bytes (uint8 array) to float32 RGB [H, W, 3] in [0, 1] (scaled as :func:`read_image`)."""
+    return to_float_rgb(decode_raw(raw, path), path, input_max)
+
+
+def decode_raw(raw: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
+    """Decode encoded bytes (uint8 array) to the OpenCV array in its native pixel type.
 
     Memory stays bounded: an image over :data:`MAX_PIXELS` is refused from its header before any
     pixel is decoded, and one whose longer side exceeds :data:`MAX_SIDE` is shrunk in its native
@@ -164,30 +177,61 @@ def decode_image(raw: np.ndarray, path: str | Path = "<bytes>") -> np.ndarray:
     if max(h, w) > MAX_SIDE:
         scale = MAX_SIDE / max(h, w)
         img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return to_float_rgb(img, path)
+    return img
 
 
-def to_float_rgb(img: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
-    """OpenCV array (grey / BGR / BGRA, uint8 / uint16 / float) -> float32 RGB in [0, 1]."""
-    if img.dtype == np.uint8:
-        img = img.astype(np.float32) / 255.0
-    elif img.dtype == np.uint16:
-        img = img.astype(np.float32) / 65535.0
-    elif np.issubdtype(img.dtype, np.floating):
-        img = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        if img.max() > 1.0:
-            img = img / max(float(img.max()), 1e-6)
-    else:
+def full_scale(dtype: np.dtype) -> float:
+    """The white of a pixel type: 255 (8-bit), 65535 (16-bit), 1.0 (float)."""
+    return 255.0 if dtype == np.uint8 else 65535.0 if dtype == np.uint16 else 1.0
+
+
+def to_rgb(img: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    """OpenCV array (grey / BGR / BGRA, uint8 / uint16 / float) -> float32 RGB in the file's own pixel values,
+    neither scaled nor clipped. Non-finite float pixels become 0 (+inf: the largest finite pixel)."""
+    if img.dtype not in (np.uint8, np.uint16) and not np.issubdtype(img.dtype, np.floating):
         raise ImageReadError(path, f"unsupported pixel type {img.dtype}")
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+    x = img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(x).all():
+        finite = x[np.isfinite(x)]
+        x = np.nan_to_num(x, nan=0.0, posinf=float(finite.max()) if finite.size else 0.0, neginf=0.0)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[2] not in (1, 3, 4):
         raise ImageReadError(path, f"unsupported image shape {img.shape}")
-    if img.shape[2] == 1:
-        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
-    if img.shape[2] == 4:  # composite BGRA over black, like a camera would see it
-        img = img[..., :3] * img[..., 3:4]
-    return np.ascontiguousarray(np.clip(img[..., ::-1], 0.0, 1.0))
+    if x.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(x, 3, axis=2))
+    if x.shape[2] == 4:  # composite BGRA over black, like a camera would see it
+        x = x[..., :3] * np.clip(x[..., 3:4] / full_scale(img.dtype), 0.0, 1.0)
+    return np.ascontiguousarray(x[..., ::-1])
+
+
+def to_float_rgb(img: np.ndarray, path: str | Path = "<array>", input_max: float | None = None) -> np.ndarray:
+    """OpenCV array (grey / BGR / BGRA, uint8 / uint16 / float) -> float32 RGB in [0, 1]: values divided by
+    ``input_max`` (a model's input range, the same for every image), else by the pixel type's full scale."""
+    return scale_to_unit(to_rgb(img, path), full_scale(img.dtype) if input_max is None else input_max)
+
+
+def scale_to_unit(rgb: np.ndarray, input_max: float) -> np.ndarray:
+    """float32 RGB in pixel values -> [0, 1] (divided by ``input_max``, clipped), in place."""
+    rgb /= np.float32(input_max)
+    return np.clip(rgb, 0.0, 1.0, out=rgb)
+
+
+INTEGER_RANGES = (255.0, 1023.0, 4095.0, 65535.0)  # the white of 8-, 10-, 12- and 16-bit images
+
+
+def input_range(peaks: Sequence[tuple[bool, float]]) -> float:
+    """A model's input range (``ModelConfig.input_max``) from its training images' (is_float, largest pixel).
+
+    Integer images: the smallest of 255, 1023, 4095, 65535 that covers their largest pixel, so a 12-bit
+    camera's images in 16-bit files get 4095. Float images: their largest pixel (1.0 when none is positive).
+    """
+    top_int = max((p for is_float, p in peaks if not is_float), default=0.0)
+    integer = next((r for r in INTEGER_RANGES if r >= top_int), INTEGER_RANGES[-1])
+    if not any(is_float for is_float, _ in peaks):
+        return integer
+    top_float = max(p for is_float, p in peaks if is_float)
+    return max(top_float, integer if top_int > 0 else 0.0) or 1.0
 
 
 def write_png(path: str | Path, bgr: np.ndarray) -> None:
@@ -289,19 +333,32 @@ class LoadReport:
     images: list[np.ndarray]
     paths: list[Path]
     errors: list[ImageReadError]
+    input_max: float = 255.0  # the pixel value that became 1.0 (255 in the uint8 images)
 
 
-def load_images(paths: Sequence[str | Path], size: int) -> LoadReport:
-    """Read and resize images to uint8 [size, size, 3] (compact in memory); collect errors."""
+def load_images(paths: Sequence[str | Path], size: int, input_max: float | None = None) -> LoadReport:
+    """Read and resize images to uint8 [size, size, 3] (compact in memory); collect errors.
+
+    Every image is scaled by the same range: ``input_max``, or without one the range of these images
+    (:func:`input_range`), which the report gives for the model to keep.
+    """
     report = LoadReport([], [], [])
+    small, peaks = [], []
     for path in paths:
         try:
-            img = resize(read_image(path), size)
+            raw = read_raw(path)
+            rgb = to_rgb(raw, path)
         except ImageReadError as err:
             report.errors.append(err)
             continue
-        report.images.append((img * 255 + 0.5).astype(np.uint8))
+        is_float = bool(np.issubdtype(raw.dtype, np.floating))
+        peaks.append((is_float, float(rgb.max(initial=0.0))))
+        rgb = resize(rgb, size)
+        small.append(rgb if is_float else np.rint(rgb).astype(raw.dtype))  # compact until the range is known
         report.paths.append(Path(path))
+    report.input_max = float(input_max if input_max is not None else input_range(peaks))
+    report.images = [(scale_to_unit(im.astype(np.float32), report.input_max) * 255 + 0.5).astype(np.uint8)
+                     for im in small]
     return report
 
 

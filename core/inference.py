@@ -104,6 +104,10 @@ class Inspector:
             InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
         ]
 
+    def read_image(self, path: str | Path) -> np.ndarray:
+        """An image file as this model sees it: float32 RGB in [0, 1], scaled by the model's input range."""
+        return read_image(path, self.config.input_max)
+
     def predict_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[InspectionResult]:
         """:meth:`predict` over any number of images, ``batch_size`` at a time (bounded memory)."""
         if batch_size < 1:
@@ -137,7 +141,7 @@ class Inspector:
             if cancel is not None and cancel():
                 return
             try:
-                pending.append((Path(path), read_image(path), None))
+                pending.append((Path(path), self.read_image(path), None))
                 n_images += 1
             except ImageReadError as err:
                 pending.append((Path(path), None, err.reason))

@@ -39,9 +39,10 @@ def side_by_side(image: np.ndarray, result: InspectionResult) -> np.ndarray:
     return np.concatenate([inp, recon, heat_overlay(image, result.anomaly_map_full())], axis=1)
 
 
-def overlay_png(path: str | Path, result: InspectionResult, out: str | Path) -> None:
-    """Write the side-by-side panel of ``path`` as a PNG (atomically)."""
-    panel = side_by_side(read_image(path), result)
+def overlay_png(path: str | Path, result: InspectionResult, out: str | Path, input_max: float | None = None) -> None:
+    """Write the side-by-side panel of ``path`` as a PNG (atomically); the input is shown on the model's input
+    range ``input_max`` (``ModelConfig.input_max``), as the model saw it."""
+    panel = side_by_side(read_image(path, input_max), result)
     write_png(out, panel[..., ::-1])
 
 

@@ -55,23 +55,43 @@ class TrainProgress:
 
 @dataclass
 class TrainData:
-    """Good images (uint8 [S, S, 3]) split into training and held-out validation sets."""
+    """Good images (uint8 [S, S, 3]) split into training and held-out validation sets.
+
+    ``input_max`` is the pixel value of the files that became 255 here: the input range a model trained on
+    these images keeps (``ModelConfig.input_max``).
+    """
 
     train: list[np.ndarray]
     val: list[np.ndarray]
     errors: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    input_max: float = 255.0
 
     @classmethod
-    def from_paths(cls, paths: Sequence[str | Path], size: int, val_fraction: float, seed: int) -> TrainData:
+    def from_paths(cls, paths: Sequence[str | Path], size: int, val_fraction: float, seed: int,
+                   input_max: float | None = None) -> TrainData:
+        """Images read with the range ``input_max``, or without one the range of the images themselves."""
         if not paths:
             raise TrainingError("no image files found in the training folder(s)")
-        report = load_images(paths, size)
+        report = load_images(paths, size, input_max)
         if not report.images:
             raise TrainingError("no readable training image: " + "; ".join(str(e) for e in report.errors[:5]))
         tr, va = split_train_val(len(report.images), val_fraction, seed)
         return cls([report.images[i] for i in tr], [report.images[i] for i in va],
-                   [str(e) for e in report.errors], sorted({str(Path(p).parent) for p in report.paths}))
+                   [str(e) for e in report.errors], sorted({str(Path(p).parent) for p in report.paths}),
+                   report.input_max)
+
+    def on_range(self, input_max: float) -> TrainData:
+        """The same images as a model with input range ``input_max`` sees them (fine-tuning or resuming a model
+        trained on images of another range): brighter or darker, clipped at white."""
+        if input_max == self.input_max:
+            return self
+        gain = np.float32(self.input_max / input_max)
+
+        def rescale(images: list[np.ndarray]) -> list[np.ndarray]:
+            return [np.clip(im * gain + 0.5, 0, 255).astype(np.uint8) for im in images]
+
+        return TrainData(rescale(self.train), rescale(self.val), self.errors, self.sources, input_max)
 
 
 def chunk_bounds(n: int, micro: int) -> list[int]:
@@ -131,7 +151,6 @@ class Trainer:
         info: dict[str, Any] | None = None,
     ):
         self.train_config = train_config
-        self.data = data
         self.out_dir = Path(out_dir)
         self.device = pick_device(device)
         self.preview_every = preview_every
@@ -150,6 +169,9 @@ class Trainer:
                     self.train_config = train_config = ckpt.train_config.__class__(
                         **{**ckpt.train_config.__dict__, "steps": train_config.steps, "micro_batch": micro}
                     )
+        else:  # a new model takes the range of its training images
+            model_config = replace(model_config, input_max=data.input_max)
+        self.data = data.on_range(model_config.input_max)
         self.model_config = model_config
         deepest = model_config.image_size // DOWNSAMPLING
         smallest = min(b - a for a, b in pairwise(chunk_bounds(self.train_config.batch_size,

@@ -372,6 +372,8 @@ class MainWindow(QMainWindow):
         assert self._pending_model is not None
         path, vid, _ = self._pending_model
         self._pending_model = None
+        if self.inspector is None or self.inspector.config.input_max != inspector.config.input_max:
+            self._view = None  # images are shown on the model's input range: read the current one again
         self.inspector = inspector
         ckpt = inspector.checkpoint
         version = self.registry.versions.get(vid) if vid else None
@@ -509,7 +511,8 @@ class MainWindow(QMainWindow):
             self._render_current(idx, *self._view[1:])
             return
         self._view_token += 1
-        self.runner.view_image(self._view_token, sample, lambda: self._view_token)
+        self.runner.view_image(self._view_token, sample, lambda: self._view_token,
+                               self.inspector.config.input_max if self.inspector else None)
 
     def _image_viewed(self, token: int, sample, image, mask, error: str) -> None:  # noqa: ANN001
         idx = self.state.current
@@ -691,7 +694,8 @@ class MainWindow(QMainWindow):
 
             paths = [s.path for i, s in enumerate(self.state.samples) if not np.isnan(self.state.scores[i])]
             self._busy(f"Writing {len(paths)} overlays…", len(paths))
-            self.runner.export_overlays(self.state.generation, self.inspector, paths, folder, overlay_png)
+            self.runner.export_overlays(self.state.generation, self.inspector, paths, folder,
+                                        partial(overlay_png, input_max=self.inspector.config.input_max))
 
     def session_dict(self) -> dict:
         m = self.state.model

@@ -137,13 +137,14 @@ class TaskRunner(QObject):
 
         self.io_pool.start(_Task("list", token, self.signals, work))
 
-    def view_image(self, token: int, sample: Sample, latest: Callable[[], int]) -> None:
-        """Read the image (and ground-truth mask) to show; skipped when a newer request exists."""
+    def view_image(self, token: int, sample: Sample, latest: Callable[[], int], input_max: float | None = None) -> None:
+        """Read the image (and ground-truth mask) to show, on the model's input range ``input_max`` when a model
+        is loaded; skipped when a newer request exists."""
         def work(task: _Task) -> None:
             if latest() != token:  # the user already moved on (holding the arrow key)
                 return
             try:
-                image = read_image(sample.path)
+                image = read_image(sample.path, input_max)
             except ImageReadError as err:
                 task.signals.viewed.emit(token, sample, None, None, f"{sample.path.name}: {err.reason}")
                 return
