@@ -42,7 +42,7 @@ def run(insp: Inspector, images: list[np.ndarray], iterative: bool, batch: int) 
     model, diff, dev = insp.model, insp.model.diffusion, insp.device
     scores, recon_s, total_s = [], 0.0, 0.0
     for i in range(0, len(images), batch):
-        x = to_tensor([resize(im, insp.config.image_size) for im in images[i : i + batch]], dev)
+        x = to_tensor([resize(im, insp.config.image_size) for im in images[i : i + batch]], dev, insp.config.channels)
         t0 = time.perf_counter()
         x0 = diff.to_model_range(x)
         if iterative:

@@ -104,11 +104,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     textures = load_textures(args.textures, size) if args.textures else []
     try:
         trainer = Trainer(model_cfg, train_cfg, data, args.out, device=args.device, textures=textures,
-                          init_from=args.init, resume_from=args.resume, info={"preset": args.preset})
-    except CheckpointError as exc:
+                          init_from=args.init, resume_from=args.resume, info={"preset": args.preset},
+                          channels=None if args.channels == "auto" else int(args.channels))
+    except (CheckpointError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"training on {len(data.train)} images ({len(data.val)} held out), device {trainer.device}, "
+    kind = "grey model (1 channel)" if trainer.model_config.channels == 1 else "colour model (3 channels)"
+    print(f"training a {kind} on {len(data.train)} images ({len(data.val)} held out), device {trainer.device}, "
           f"{len(textures)} texture sources, writing {trainer.checkpoint_path}", file=sys.stderr)
     bar = ProgressBar(trainer.train_config.steps, "train")
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
@@ -264,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--large-brightness", type=_share, metavar="SHARE",
                    help="share (0-1) of synthetic defects that are large (20-45%% of the image), feathered, "
                         "low-contrast brightness changes, for uneven surfaces (default 0, the official recipe)")
+    t.add_argument("--channels", choices=["auto", "1", "3"], default="auto",
+                   help="model input channels: auto (1, a grey model, when every training image is grey; else 3), "
+                        "1 (grey: colour images enter as their luminance) or 3 (colour). Fine-tuning and resuming "
+                        "keep the base model's")
     t.add_argument("--init", help="fine-tune from this checkpoint")
     t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
     t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")

@@ -56,6 +56,8 @@ def _check_int_tuple(cfg: Any, name: str, lo: int, hi: int, min_len: int, max_le
 
 DATA_RANGES = ("unit", "symmetric")
 FOREGROUNDS = ("none", "region", "auto")
+GREY_SOURCES = ("auto", "always", "never")
+CHANNELS = (1, 3)  # grey, colour
 
 
 @dataclass(frozen=True)
@@ -132,18 +134,22 @@ class SynthesisConfig:
     large_brightness_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("anomaly_prob", "texture_prob", "shuffle_prob", "intensity_prob", "beta_max"):
+        for name in ("anomaly_prob", "texture_prob", "shuffle_prob", "intensity_prob", "large_brightness_prob",
+                     "beta_max"):
             _check_number(self, name, 0.0, 1.0)
         _check_number(self, "beta_min", 0.0, self.beta_max)
         _check_int(self, "perlin_max_exp", 0, 10)
         _check_number(self, "perlin_threshold", -math.inf)
         _check_choice(self, "foreground", FOREGROUNDS)
+        _check_choice(self, "grey_sources", GREY_SOURCES)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 256  # working resolution (square); inputs of any size are resized
-    channels: int = 3  # grey inputs are replicated to 3 channels
+    # 3: colour; 1: a grey model (trained on grey images): every input enters as its luminance and the
+    # reconstruction is grey. Training chooses it from the images; checkpoints without it are colour models
+    channels: int = 3
     score_top_k: int = 50  # image score = mean of top-k pixels, k given at 256^2, scaled
     # the pixel value that becomes 1.0, for every image the model sees: taken from the training images (255 for
     # 8-bit ones; 1023, 4095 or 65535 for deeper ones, e.g. 4095 for a 12-bit camera; the largest pixel of float
@@ -163,8 +169,8 @@ class ModelConfig:
         levels = len(self.denoiser.channel_mults)
         if self.image_size % 2 ** (levels - 1):
             _refuse(self, "image_size", f"a multiple of {2 ** (levels - 1)} for the denoiser's {levels} levels")
-        if not _is_int(self.channels) or self.channels != 3:
-            _refuse(self, "channels", "3 (grey images are replicated to 3 channels)")
+        if not _is_int(self.channels) or self.channels not in CHANNELS:
+            _refuse(self, "channels", "1 (grey) or 3 (colour)")
         _check_int(self, "score_top_k", 1, 256 * 256)
         _check_number(self, "input_max", 1e-12)
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .synthesis import luminance
+
 NOISE_SEED = 20240131  # fixed inference noise: the same image always gets the same score
 
 
@@ -50,9 +52,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """float32 [H, W, 3] arrays -> [N, 3, H, W] tensor (channels_last on CPU)."""
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().to(device)
+def to_tensor(images: Sequence[np.ndarray], device: torch.device, channels: int = 3) -> torch.Tensor:
+    """float32 RGB [H, W, 3] arrays -> [N, channels, H, W] tensor (channels_last on CPU). With ``channels`` 1
+    (a grey model) each image enters as its luminance (Rec. 601, as the synthesis' grey test and sources)."""
+    batch = np.stack(images)
+    if channels == 1:
+        batch = luminance(batch)[..., None]
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().to(device)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x.contiguous()
 
 

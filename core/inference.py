@@ -21,16 +21,20 @@ def predict_batch(
     model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reconstructions [N, S, S, 3], anomaly maps [N, S, S] and scores [N] of float32 RGB images in [0, 1]
-    (any size; resized to the model's S), as one batch with the fixed noise.
+    (any size; resized to the model's S), as one batch with the fixed noise. A grey model (``channels`` 1)
+    sees every image as its luminance; its reconstruction comes back grey, in 3 equal channels.
 
     The one inference path: :class:`Inspector` and the trainer's validation and previews both go through it.
     """
     size = model.config.image_size
-    x = to_tensor([im if im.shape[:2] == (size, size) else resize(im, size) for im in images], device)
+    x = to_tensor([im if im.shape[:2] == (size, size) else resize(im, size) for im in images], device,
+                  model.config.channels)
     ns, nb = fixed_noise(x.shape, device)
     pred = model.eval()(x, ns, nb)
-    return (pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy(), pred.anomaly_map[:, 0].cpu().numpy(),
-            pred.score.cpu().numpy())
+    recon = pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy()
+    if recon.shape[-1] == 1:  # a grey model's reconstruction, shown as RGB
+        recon = np.repeat(recon, 3, axis=-1)
+    return recon, pred.anomaly_map[:, 0].cpu().numpy(), pred.score.cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class InspectionResult:
     """Result for one image. Arrays are float32; maps in [0, 1]."""
 
     score: float
-    reconstruction: np.ndarray  # [S, S, 3] at model resolution
+    reconstruction: np.ndarray  # [S, S, 3] at model resolution (a grey model's: grey, 3 equal channels)
     anomaly_map: np.ndarray  # [S, S] at model resolution
     input_size: tuple[int, int]  # (H, W) of the original image
 

@@ -24,7 +24,6 @@ Image = np.ndarray  # float32 [H, W, 3] in [0, 1]
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, as OpenCV's RGB2GRAY and YCrCb
 GREY_TOLERANCE = 1 / 255
-GREY_SOURCES = ("auto", "always", "never")
 # the large brightness defects: area share of the image, luminance shift either way, feather half-width
 # (share of the shorter side)
 LARGE_AREA = (0.20, 0.45)
@@ -326,8 +325,6 @@ class AnomalySynthesizer:
     """
 
     def __init__(self, config: SynthesisConfig, textures: Sequence[Image] = (), seed: int | None = None):
-        if config.grey_sources not in GREY_SOURCES:
-            raise ValueError(f"grey_sources must be one of {', '.join(GREY_SOURCES)}, not {config.grey_sources!r}")
         self.config = config
         self.textures = list(textures)
         self.rng = np.random.default_rng(seed)

@@ -29,7 +29,7 @@ from .losses import DiffusionADLoss
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
 from .model import DiffusionAD
 from .segmenter import DOWNSAMPLING
-from .synthesis import AnomalySynthesizer
+from .synthesis import AnomalySynthesizer, is_grey
 
 
 class TrainingError(Exception):
@@ -93,6 +93,29 @@ class TrainData:
 
         return TrainData(rescale(self.train), rescale(self.val), self.errors, self.sources, input_max)
 
+    def colour_images(self) -> int:
+        """How many of the images are in colour: channels differing by more than 1/255 (the synthesis' grey test)."""
+        return sum(not is_grey(im.astype(np.float32) / 255) for im in self.train + self.val)
+
+
+def model_channels(data: TrainData, forced: int | None = None, base: ModelConfig | None = None,
+                   base_path: str | Path = "") -> int:
+    """The channels of the model to train. A base model (fine-tuning, resuming) keeps its own, and a grey one
+    refuses colour images: it would see only their luminance. A new model takes ``forced``, else 1 (a grey
+    model) when every training image is grey, else 3."""
+    if base is None:
+        return forced or (3 if data.colour_images() else 1)
+    if forced not in (None, base.channels):
+        raise TrainingError(f"{base_path}: the model has {base.channels} channel(s) and keeps them when it is "
+                            f"trained further; {forced} channel(s) need a new model")
+    colour = data.colour_images() if base.channels == 1 else 0
+    if colour:
+        raise TrainingError(
+            f"{base_path}: a grey model (trained on grey images) cannot learn from colour images: {colour} of the "
+            f"{len(data.train) + len(data.val)} training images are in colour, and it would see only their "
+            "luminance. Train a new model on them, or convert them to grey first")
+    return base.channels
+
 
 def chunk_bounds(n: int, micro: int) -> list[int]:
     """Where a batch of ``n`` splits into micro-batches of at most ``micro`` images (0: the whole batch), with
@@ -149,7 +172,10 @@ class Trainer:
         resume_from: str | Path | None = None,
         preview_every: int = 0,
         info: dict[str, Any] | None = None,
+        channels: int | None = None,
     ):
+        """``channels``: 1 or 3 forces a new model's channels; None chooses them by the images (1 when all are
+        grey). A fine-tuned or resumed model keeps its own (see :func:`model_channels`)."""
         self.train_config = train_config
         self.out_dir = Path(out_dir)
         self.device = pick_device(device)
@@ -161,6 +187,7 @@ class Trainer:
             path = resume_from or init_from
             ckpt = load_checkpoint(path, with_optimizer=bool(resume_from))  # type: ignore[arg-type]
             model_config = ckpt.model_config
+            model_channels(data, channels, model_config, path)  # type: ignore[arg-type]
             if resume_from:
                 self.step, self._opt_state = ckpt.step, ckpt.optimizer
                 if ckpt.train_config is not None:
@@ -169,8 +196,8 @@ class Trainer:
                     self.train_config = train_config = ckpt.train_config.__class__(
                         **{**ckpt.train_config.__dict__, "steps": train_config.steps, "micro_batch": micro}
                     )
-        else:  # a new model takes the range of its training images
-            model_config = replace(model_config, input_max=data.input_max)
+        else:  # a new model takes the range of its training images, and their channels (or the forced ones)
+            model_config = replace(model_config, input_max=data.input_max, channels=model_channels(data, channels))
         self.data = data.on_range(model_config.input_max)
         self.model_config = model_config
         deepest = model_config.image_size // DOWNSAMPLING
@@ -215,7 +242,7 @@ class Trainer:
             aug, mask = self.synth(self.data.train[i].astype(np.float32) / 255.0)
             augmented.append(aug)
             masks.append(mask)
-        x = to_tensor(augmented, self.device)
+        x = to_tensor(augmented, self.device, self.model_config.channels)
         if not torch.isfinite(x).all():  # a defect in the synthesis, not in the data: say so, not "loss is nan"
             bad = [str(int(i)) for i, a in zip(idx, augmented) if not np.isfinite(a).all()]
             raise TrainingError(f"anomaly synthesis produced non-finite pixels at step {self.step + 1} "

@@ -22,6 +22,7 @@ class JobSpec:
     extra_images: list[str] = field(default_factory=list)  # "marked as good" files
     textures: str | None = None
     brightness_defects: float | None = None  # share of brightness-change defects; None: the preset's
+    large_brightness: float | None = None  # share of large, faint brightness-change defects; None: the preset's
     batch_size: int | None = None  # None: the preset's
     micro_batch: int = 0  # > 0: run each batch in chunks of this size (same step, less memory)
     preview_every: int = 10
@@ -58,6 +59,8 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
                         validate_every=max(spec.steps, 1), micro_batch=spec.micro_batch, **batch)
     if spec.brightness_defects is not None:
         train_cfg = train_cfg.with_synthesis(intensity_prob=spec.brightness_defects)
+    if spec.large_brightness is not None:
+        train_cfg = train_cfg.with_synthesis(large_brightness_prob=spec.large_brightness)
     paths = [str(p) for folder in spec.folders for p in list_images(train_folder(folder))] + list(spec.extra_images)
     data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, train_cfg.seed)
     textures = load_textures(spec.textures, model_cfg.image_size) if spec.textures else []
@@ -66,7 +69,7 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
                       preview_every=spec.preview_every, info={"preset": spec.preset})
     queue.put({"type": "started", "device": str(trainer.device), "train_images": len(data.train),
                "skipped": data.errors, "textures": len(textures), "step": trainer.step,
-               "total": trainer.train_config.steps})
+               "total": trainer.train_config.steps, "channels": trainer.model_config.channels})
     for rec in trainer.run(cancel=cancel.is_set):
         if rec.done:
             queue.put({"type": "done", "checkpoint": rec.checkpoint, "cancelled": rec.cancelled,

@@ -269,6 +269,8 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     panel.micro_batch.setValue(3)  # batches of 6 run as 3 + 3
     panel.set_textures(str(good_folder))  # any readable images serve as defect sources
     panel.brightness.setValue(40)
+    panel.large_brightness.setValue(30)
+    assert "large" in panel.large_brightness.toolTip()
     previews, progress, started = [], [], []
     window.jobs.preview.connect(previews.append)
     window.jobs.progressed.connect(progress.append)
@@ -280,6 +282,8 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     trained = load_checkpoint(done.args[0]["checkpoint"]).train_config
     assert trained is not None and (trained.batch_size, trained.micro_batch) == (6, 3)
     assert trained.synthesis.intensity_prob == pytest.approx(0.4)
+    assert trained.synthesis.large_brightness_prob == pytest.approx(0.3)
+    assert "a colour model" in started[0]  # the fixture's images are in colour
     assert progress and progress[-1]["step"] == 6
     assert previews and previews[0]["reconstruction"].shape == (32, 32, 3)
     assert len(window.registry.versions) == 1

@@ -79,6 +79,12 @@ class TrainingPanel(QWidget):
             "darker. Raise it when real defects are stains, discolouration or uneven brightness that keep the "
             "surface's texture. 0 % is the published recipe."
         )
+        self.large_brightness = QSpinBox(minimum=0, maximum=100, value=0, singleStep=5, suffix=" %")
+        self.large_brightness.setToolTip(
+            "Share of the synthetic training defects that are large (20-45 % of the image), soft-edged, faint "
+            "brightness changes. Raise it when real defects are wide areas of uneven brightness with no sharp "
+            "edge. 0 % is the published recipe."
+        )
         self.marked = QLabel()
         self.start_btn = QPushButton("Start")
         self.resume_btn = QPushButton("Resume")
@@ -131,6 +137,7 @@ class TrainingPanel(QWidget):
         trow.addWidget(self.clear_textures)
         form.addRow("Defect textures", trow)
         form.addRow("Brightness defects", self.brightness)
+        form.addRow("Large brightness defects", self.large_brightness)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.resume_btn, self.cancel_btn):
             buttons.addWidget(b)
@@ -214,7 +221,8 @@ class TrainingPanel(QWidget):
                        base_checkpoint=str(self.registry.path(vid)) if vid else None,
                        extra_images=sorted(self.state.marked_good), textures=self.texture_folder,
                        batch_size=self.batch.value(), micro_batch=self.micro_batch.value(),
-                       brightness_defects=self.brightness.value() / 100)
+                       brightness_defects=self.brightness.value() / 100,
+                       large_brightness=self.large_brightness.value() / 100)
 
     def _request(self, resume: bool) -> None:
         self.start_requested.emit(resume)
@@ -239,7 +247,8 @@ class TrainingPanel(QWidget):
             n = msg.get("textures", 0)
             textures = (f", {n} defect texture(s)" if n
                         else ", no readable texture in the folder (built-in sources used)")
-        self.status.setText(f"Training on {msg['train_images']} images on {msg['device']}{skipped}{textures}.")
+        model = {1: "a grey model ", 3: "a colour model "}.get(msg.get("channels", 0), "")
+        self.status.setText(f"Training {model}on {msg['train_images']} images on {msg['device']}{skipped}{textures}.")
 
     def on_progress(self, msg: dict) -> None:
         self.progress.setMaximum(msg["total"])
