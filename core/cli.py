@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import CheckpointError, atomic_write_text
+from .presets import DEFAULT_PRESET
 from .runtime import tune_cpu
 
 
@@ -123,6 +124,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(f"{rec.message}; checkpoint {rec.checkpoint}", file=sys.stderr)
                 if rec.validation:
                     print(json.dumps(rec.validation, indent=1), file=sys.stderr)
+                continue
+            if rec.setup:
+                bar.update(rec.step, rec.message)
                 continue
             speed = f"{rec.images_per_s:.1f} img/s ETA {_fmt_eta(rec.eta_s)}"
             bar.update(rec.step, f"loss {rec.losses['loss']:.4f} {speed}")
@@ -246,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on good images",
                        description="Train on good images (a folder, or an MVTec-layout folder's train/good).")
     t.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="folder(s) of good images")
-    t.add_argument("--preset", default="fast", help="model preset: fast (CPU default), paper, tiny")
+    t.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"model preset: {DEFAULT_PRESET} (default: pretrained encoder + memory + denoiser), "
+                        "fast (DiffusionAD, small), paper (DiffusionAD, official size), tiny")
     t.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
     t.add_argument("--minutes", type=float, help="stop (and checkpoint) after this many minutes")
     t.add_argument("--batch-size", type=int)

@@ -144,6 +144,33 @@ class SynthesisConfig:
         _check_choice(self, "grey_sources", GREY_SOURCES)
 
 
+ENCODER_BLOCKS = 16  # EfficientNet-Lite0 has blocks 0..15
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The pretrained feature encoder and memory of normal features (``pretrained`` preset).
+
+    Empty ``blocks`` (the default): no encoder; the segmenter is the official image U-Net (``paper``, ``fast``).
+    """
+
+    blocks: tuple[int, ...] = ()  # EfficientNet-Lite0 blocks whose outputs are used, e.g. (4, 10): stride 8, 16
+    memory_size: int = 10000  # normal patch features kept from the training images (greedy coreset)
+    head_width: int = 64  # width of the segmentation head over the features
+    recon_features: bool = True  # the head also compares the input's features with the reconstruction's
+
+    def __post_init__(self) -> None:
+        _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS - 1, 0, 4)
+        _check_int(self, "memory_size", 16, 1_000_000)
+        _check_int(self, "head_width", 4, 1024)
+        if not isinstance(self.recon_features, bool):
+            _refuse(self, "recon_features", "true or false")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.blocks)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 256  # working resolution (square); inputs of any size are resized
@@ -158,16 +185,27 @@ class ModelConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    # the denoiser's resolution; 0: image_size. A smaller one reconstructs a downscaled input (cheaper), and the
+    # reconstruction is resized back to image_size
+    denoiser_size: int = 0
+
+    @property
+    def denoiser_resolution(self) -> int:
+        return self.denoiser_size or self.image_size
 
     def __post_init__(self) -> None:
         for name, cls in (("diffusion", DiffusionConfig), ("denoiser", DenoiserConfig),
-                          ("segmenter", SegmenterConfig)):
+                          ("segmenter", SegmenterConfig), ("features", FeatureConfig)):
             if not isinstance(getattr(self, name), cls):
                 _refuse(self, name, f"a {cls.__name__}")
         if not _is_int(self.image_size) or not 32 <= self.image_size <= 2048 or self.image_size % 32:
             _refuse(self, "image_size", "a multiple of 32 from 32 to 2048 (the segmenter halves it five times)")
+        if not _is_int(self.denoiser_size) or not (self.denoiser_size == 0 or (
+                32 <= self.denoiser_size <= self.image_size and self.denoiser_size % 32 == 0)):
+            _refuse(self, "denoiser_size", "0 (the image size) or a multiple of 32 up to image_size")
         levels = len(self.denoiser.channel_mults)
-        if self.image_size % 2 ** (levels - 1):
+        if self.denoiser_resolution % 2 ** (levels - 1):
             _refuse(self, "image_size", f"a multiple of {2 ** (levels - 1)} for the denoiser's {levels} levels")
         if not _is_int(self.channels) or self.channels not in CHANNELS:
             _refuse(self, "channels", "1 (grey) or 3 (colour)")

@@ -29,7 +29,7 @@ def predict_batch(
     size = model.config.image_size
     x = to_tensor([im if im.shape[:2] == (size, size) else resize(im, size) for im in images], device,
                   model.config.channels)
-    ns, nb = fixed_noise(x.shape, device)
+    ns, nb = fixed_noise(model.noise_shape(x), device)
     pred = model.eval()(x, ns, nb)
     recon = pred.reconstruction.permute(0, 2, 3, 1).cpu().numpy()
     if recon.shape[-1] == 1:  # a grey model's reconstruction, shown as RGB

@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
 from .denoiser import DenoiserUNet
 from .diffusion import GaussianDiffusion
+from .encoder import EfficientNetLite0Features, block_channels
+from .features import FeatureSegmenter, patch_embedding
+from .memory import nearest_distances
 from .segmenter import SegmentationUNet
 
 
@@ -32,25 +36,116 @@ def image_score(anomaly_map: Tensor, k: int) -> Tensor:
 
 
 class DiffusionAD(nn.Module):
+    """The denoiser, the segmenter and the diffusion process; with ``config.features`` also the frozen
+    pretrained encoder and the memory of normal patch features (the ``pretrained`` preset).
+
+    The encoder's weights come from their package (``core.encoder``), not from checkpoints: it is held
+    outside the module tree, so ``state_dict`` holds only what training makes (the memory included).
+    """
+
+    memory: Tensor  # [memory_size, D] normal patch features (buffers of the pretrained preset)
+    memory_tags: Tensor  # [memory_size] index of the training image each entry came from (-1: unknown)
+    feature_mean: Tensor  # [D]
+    feature_std: Tensor  # [D]
+    distance_scale: Tensor  # [] the median distance of a held-out normal patch to the memory
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.denoiser = DenoiserUNet(config.denoiser, config.image_size, config.channels)
-        self.segmenter = SegmentationUNet(config.segmenter.base_width, config.channels)
+        self.denoiser = DenoiserUNet(config.denoiser, config.denoiser_resolution, config.channels)
         self.diffusion = GaussianDiffusion(config.diffusion)
+        fc = config.features
+        self.encoder: EfficientNetLite0Features | None = None
+        if fc.enabled:
+            encoder = EfficientNetLite0Features(fc.blocks)
+            if not next(encoder.parameters()).is_meta:
+                encoder.load_pretrained()
+            object.__setattr__(self, "encoder", encoder)  # not a submodule: kept out of state_dict
+            dim = self.feature_dim
+            self.segmenter: nn.Module = FeatureSegmenter(config.channels, dim, fc.head_width, fc.recon_features)
+            # memory of normal patch features and the statistics the head standardises with (set by training)
+            self.register_buffer("memory", torch.zeros(fc.memory_size, dim))
+            self.register_buffer("memory_tags", torch.full((fc.memory_size,), -1, dtype=torch.int32))
+            self.register_buffer("feature_mean", torch.zeros(dim))
+            self.register_buffer("feature_std", torch.ones(dim))
+            self.register_buffer("distance_scale", torch.ones(()))
+        else:
+            self.segmenter = SegmentationUNet(config.segmenter.base_width, config.channels)
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(block_channels(b) for b in self.config.features.blocks)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001
+        super()._apply(fn, recurse)
+        if self.encoder is not None:  # .to(device), channels_last, ... reach the encoder too
+            self.encoder._apply(fn, recurse)
+        return self
+
+    def noise_shape(self, x: Tensor) -> tuple[int, int, int, int]:
+        """The shape of the diffusion noise for images ``x`` (the denoiser's resolution)."""
+        r = self.config.denoiser_resolution
+        return (x.shape[0], x.shape[1], r, r)
+
+    def denoiser_view(self, x: Tensor) -> Tensor:
+        """Images as the denoiser sees them: at its resolution."""
+        r = self.config.denoiser_resolution
+        return x if x.shape[-1] == r and x.shape[-2] == r else F.interpolate(x, size=(r, r), mode="area")
 
     def forward(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Prediction:
-        """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range)."""
-        x0 = self.diffusion.to_model_range(x)
+        """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range, ``noise_shape``)."""
+        x0 = self.diffusion.to_model_range(self.denoiser_view(x))
         x0_hat = self.diffusion.reconstruct(self.denoiser, x0, noise_s, noise_b)
-        amap = self.anomaly_map(x, x0_hat)
-        recon = self.diffusion.from_model_range(x0_hat)
+        amap = torch.sigmoid(self.anomaly_logits(x, x0_hat).float())
+        recon = self.full_size(self.diffusion.from_model_range(x0_hat), x)
         k = top_k_for(self.config, amap.shape[-2], amap.shape[-1])
         return Prediction(recon.float(), amap, image_score(amap, k))
 
     def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
         """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range)."""
-        return torch.sigmoid(self.segmenter(x, self.segmenter_input(x0_hat).to(x.dtype)).float())
+        return torch.sigmoid(self.anomaly_logits(x, x0_hat).float())
+
+    def full_size(self, img: Tensor, like: Tensor) -> Tensor:
+        if img.shape[-2:] == like.shape[-2:]:
+            return img
+        return F.interpolate(img, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+    def anomaly_logits(self, x: Tensor, x0_hat: Tensor, tags: Tensor | None = None) -> Tensor:
+        """The segmenter's logits [N, 1, H, W] for images x [N, C, H, W] in [0, 1] and the denoiser's x0 estimate.
+
+        ``tags`` (training only): each image's index among the training images, so that its distance to the
+        memory ignores the memory's entries from that same image (leave-one-image-out).
+        """
+        recon = self.segmenter_input(x0_hat).to(x.dtype)
+        if self.encoder is None:
+            return self.segmenter(x, recon)
+        recon = self.full_size(recon, x).clamp(0.0, 1.0)
+        with torch.no_grad():  # the encoder is frozen; the head learns, the denoiser learns through the fine branch
+            feats = self.embed(x)
+            dist = self.memory_distance(feats, tags)
+            recon_feats = self.standardise(self.embed(recon)) if self.config.features.recon_features else None
+            feats = self.standardise(feats)
+        return self.segmenter(x, recon, feats, recon_feats, dist)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Locally aware patch features [N, D, H/8, W/8] of images in [0, 1]."""
+        assert self.encoder is not None
+        return patch_embedding(self.encoder(x)).contiguous()
+
+    def standardise(self, feats: Tensor) -> Tensor:
+        return (feats - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
+
+    def memory_distance(self, feats: Tensor, tags: Tensor | None = None) -> Tensor:
+        """Distance of each patch feature to its nearest normal one, over the typical normal distance:
+        [N, D, h, w] -> [N, 1, h, w]."""
+        n, d, h, w = feats.shape
+        queries = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        exclude = None
+        if tags is not None:
+            exclude = (self.memory_tags, tags.to(self.memory_tags).repeat_interleave(h * w))
+        dist = nearest_distances(queries, self.memory, exclude=exclude)[:, 0]
+        dist = torch.nan_to_num(dist, posinf=0.0)  # a query with no memory entry left (tiny memories only)
+        return (dist / self.distance_scale).view(n, 1, h, w).to(feats.dtype)
 
     def segmenter_input(self, x0_hat: Tensor) -> Tensor:
         """The reconstruction as the segmenter sees it: [0, 1] scale, clamped only to [-1, 1].

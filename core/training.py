@@ -26,6 +26,7 @@ from .data import load_images, split_train_val
 from .devices import pick_device, seed_everything, to_tensor
 from .inference import predict_batch
 from .losses import DiffusionADLoss
+from .memory import Cancelled, greedy_coreset, nearest_distances
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
 from .model import DiffusionAD
 from .segmenter import DOWNSAMPLING
@@ -51,6 +52,7 @@ class TrainProgress:
     done: bool = False
     cancelled: bool = False
     message: str = ""
+    setup: bool = False  # a record of the preparation before the first step (``message`` says what); no losses
 
 
 @dataclass
@@ -226,6 +228,10 @@ class Trainer:
         # resumed run starts a stream of its own), draws each batch's images and their synthetic defects; the
         # timesteps and noises come from torch's generator, seeded the same way by seed_everything above
         self.synth = AnomalySynthesizer(train_config.synthesis, textures, seed=train_config.seed + self.step)
+        # a new model's feature memory is built from its training images before the first step; a fine-tuned
+        # one adds the new images to the memory it has; a resumed one has its memory already
+        self._memory_pending = model_config.features.enabled and not resume_from
+        self._memory_keep_old = bool(init_from)
         self.last_checkpoint: Path | None = None
         self.metrics: dict[str, float] = {}
         self.threshold: float | None = None
@@ -235,7 +241,7 @@ class Trainer:
         return self.out_dir / "last.safetensors"
 
     # ---- one step --------------------------------------------------------------------------
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = self.synth.rng.integers(0, len(self.data.train), self.train_config.batch_size)
         augmented, masks = [], []
         for i in idx:
@@ -249,15 +255,15 @@ class Trainer:
                                 f"(from training image no. {', '.join(bad)})")
         m = torch.from_numpy(np.stack(masks))[:, None].to(self.device)
         normal = m.flatten(1).amax(1) == 0
-        return x, m, normal
+        return x, m, normal, torch.from_numpy(np.asarray(idx)).to(self.device)
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step on both networks; returns the loss terms."""
         self.model.train()
-        x, mask, normal = self._batch()
+        x, mask, normal, tags = self._batch()
         self.opt_denoiser.zero_grad(set_to_none=True)
         self.opt_segmenter.zero_grad(set_to_none=True)
-        losses = self._backward(x, mask, normal)
+        losses = self._backward(x, mask, normal, tags)
         losses.update(self._clip_gradients())
         self.opt_denoiser.step()
         self.opt_segmenter.step()
@@ -276,18 +282,22 @@ class Trainer:
             norms[f"grad_norm_{name}"] = float(norm)
         return norms
 
-    def _backward(self, x: torch.Tensor, mask: torch.Tensor, normal: torch.Tensor) -> dict[str, float]:
+    def _backward(self, x: torch.Tensor, mask: torch.Tensor, normal: torch.Tensor,
+                  tags: torch.Tensor | None = None) -> dict[str, float]:
         """Loss of the batch and its gradients, in chunks of ``micro_batch`` images when that is set.
 
         Each chunk's terms are weighted so that the gradients add up to the whole batch's: the noise loss
         (a mean over the normal samples) by the chunk's share of normal samples, the mask losses (means
-        over all samples) by its share of samples.
+        over all samples) by its share of samples. ``tags``: each image's index among the training images
+        (a model with a feature memory ignores the memory's entries of the image itself).
         """
         n, dev, diff = x.shape[0], self.device, self.model.diffusion
         split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
         t_s = torch.randint(0, split, (n,), device=dev)
         t_b = torch.randint(split, T, (n,), device=dev)
-        noise_s, noise_b = torch.randn_like(x), torch.randn_like(x)
+        shape = self.model.noise_shape(x)
+        noise_s = torch.randn(shape, device=dev)
+        noise_b = torch.randn(shape, device=dev)
         use_amp = self.train_config.amp and dev.type == "cuda"
         bounds = chunk_bounds(n, self.train_config.micro_batch)
         n_normal = max(int(normal.sum()), 1)
@@ -296,10 +306,10 @@ class Trainer:
             part = slice(start, stop)
             xs = x[part]
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                x0 = diff.to_model_range(xs)
+                x0 = diff.to_model_range(self.model.denoiser_view(xs))
                 x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s[part], t_b[part],
                                                             noise_s[part], noise_b[part])
-                mask_logits = self.model.segmenter(xs, self.model.segmenter_input(x0_g).to(xs.dtype))
+                mask_logits = self.model.anomaly_logits(xs, x0_g, None if tags is None else tags[part])
                 losses = self.loss_fn(eps_s, noise_s[part], eps_b, noise_b[part], mask_logits.float(), mask[part],
                                       normal[part])
             w_noise, w_mask = float(normal[part].sum()) / n_normal, xs.shape[0] / n
@@ -351,6 +361,71 @@ class Trainer:
         recon, amap, _ = self._predict([img])
         return {"input": img, "reconstruction": recon[0], "anomaly_map": amap[0]}
 
+    # ---- the feature memory (pretrained preset) -----------------------------------------------
+    MEMORY_POOL = 20  # greedy selection runs over at most this many candidates per memory entry (random subset)
+    SCALE_SAMPLE = 20000  # training patches whose leave-one-image-out distance sets the distance scale
+
+    @torch.no_grad()
+    def _build_memory(self, cancel: Callable[[], bool] | None = None) -> Generator[TrainProgress, None, None]:
+        """Fill the model's memory of normal patch features from the training images.
+
+        Every training image's patch features are computed; a random pool of them is reduced by greedy
+        coreset selection to ``memory_size`` entries, each tagged with its image (so a training image's
+        distance ignores its own entries). The head's feature statistics and the distance scale (the median
+        leave-one-image-out distance of training patches) are set here too. A fine-tuned model keeps its
+        statistics and scale, and its old entries compete with the new images' for the memory's places.
+        """
+        model, fc = self.model, self.model_config.features
+        model.eval()
+        total, n = self.train_config.steps, len(self.data.train)
+
+        def note(message: str) -> TrainProgress:
+            return TrainProgress(step=self.step, total=total, losses={}, images_per_s=0.0, eta_s=0.0,
+                                 message=message, setup=True)
+
+        feats = []
+        for i in range(0, n, 8):
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            x = to_tensor([im.astype(np.float32) / 255.0 for im in self.data.train[i:i + 8]], self.device,
+                          self.model_config.channels)
+            feats.append(model.embed(x).float().cpu())
+            yield note(f"feature memory: {min(i + 8, n)} / {n} training images")
+        f = torch.cat(feats)  # [n, D, h, w]
+        dim, per_image = f.shape[1], f.shape[2] * f.shape[3]
+        patches = f.permute(0, 2, 3, 1).reshape(-1, dim)
+        tags = torch.arange(n, dtype=torch.int32).repeat_interleave(per_image)
+        g = torch.Generator().manual_seed(self.train_config.seed)
+        if self._memory_keep_old:  # fine-tuning: the model's memory competes with the new images' patches
+            old = model.memory.detach().float().cpu()
+            patches = torch.cat([old, patches])
+            tags = torch.cat([torch.full((len(old),), -1, dtype=torch.int32), tags])
+        else:
+            model.feature_mean.copy_(patches.mean(0))
+            model.feature_std.copy_(patches.std(0).clamp_min(1e-3))
+        pool = min(len(patches), self.MEMORY_POOL * fc.memory_size)
+        pick = torch.randperm(len(patches), generator=g)[:pool]
+        size = min(fc.memory_size, pool)
+        yield note(f"feature memory: choosing {size} of {len(patches)} patch features")
+        chosen = pick[greedy_coreset(patches[pick], size, seed=self.train_config.seed, cancel=cancel)]
+        memory = torch.zeros_like(model.memory, device="cpu")
+        memory_tags = torch.full_like(model.memory_tags, -1, device="cpu")
+        memory[:size], memory_tags[:size] = patches[chosen], tags[chosen]
+        if size < fc.memory_size:  # fewer patches than places: repeat them (duplicates change no distance)
+            memory[size:] = memory[torch.arange(size, fc.memory_size) % size]
+            memory_tags[size:] = memory_tags[torch.arange(size, fc.memory_size) % size]
+        model.memory.copy_(memory)
+        model.memory_tags.copy_(memory_tags)
+        if not self._memory_keep_old:
+            sample = torch.randperm(n * per_image, generator=g)[:self.SCALE_SAMPLE]
+            sample_tags = torch.arange(n, dtype=torch.int32).repeat_interleave(per_image)[sample]
+            d = nearest_distances(f.permute(0, 2, 3, 1).reshape(-1, dim)[sample].to(self.device), model.memory,
+                                  exclude=(model.memory_tags, sample_tags.to(self.device)))[:, 0]
+            d = d[torch.isfinite(d)]
+            model.distance_scale.fill_(float(d.median()) if len(d) else 1.0)
+        self._memory_pending = False
+        yield note(f"feature memory: {fc.memory_size} entries, distance scale {float(model.distance_scale):.3g}")
+
     def save(self) -> Path:
         ckpt = Checkpoint(
             model_config=self.model_config, state_dict=self.model.state_dict(), step=self.step,
@@ -376,6 +451,13 @@ class Trainer:
         total = cfg.steps
         times: deque[float] = deque(maxlen=20)
         healthy, saved_at = True, -1
+        if self._memory_pending:
+            try:
+                yield from self._build_memory(cancel)
+            except Cancelled:
+                yield TrainProgress(step=self.step, total=total, losses={}, images_per_s=0.0, eta_s=0.0, done=True,
+                                    cancelled=True, message="cancelled while building the feature memory")
+                return
         try:
             while self.step < total:
                 if cancel is not None and cancel():

@@ -10,12 +10,14 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.presets import DEFAULT_PRESET
+
 
 @dataclass
 class JobSpec:
     folders: list[str]  # good-image folders (MVTec roots use train/good)
     out_dir: str
-    preset: str = "fast"
+    preset: str = DEFAULT_PRESET
     steps: int = 200
     base_checkpoint: str | None = None  # fine-tune from this model version
     resume_checkpoint: str | None = None
@@ -76,6 +78,7 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
                        "step": rec.step, "message": rec.message})
             return
         queue.put({"type": "progress", "step": rec.step, "total": rec.total, "losses": rec.losses,
-                   "eta_s": rec.eta_s, "images_per_s": rec.images_per_s, "checkpoint": rec.checkpoint})
+                   "eta_s": rec.eta_s, "images_per_s": rec.images_per_s, "checkpoint": rec.checkpoint,
+                   "message": rec.message})  # a setup record (feature memory) has a message and no losses
         if rec.preview is not None:
             queue.put({"type": "preview", "step": rec.step, **rec.preview})

@@ -79,7 +79,7 @@ def test_colour_images_train_a_colour_model_and_channels_can_be_forced(good_fold
     assert Trainer(model_cfg, train_cfg, grey, tmp_path / "b", device="cpu", channels=3).model_config.channels == 3
     forced = Trainer(model_cfg, train_cfg, colour, tmp_path / "c", device="cpu", channels=1)
     assert forced.model_config.channels == 1
-    x, _, _ = forced._batch()
+    x, _, _, _ = forced._batch()
     assert x.shape == (train_cfg.batch_size, 1, 32, 32)
 
 

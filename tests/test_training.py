@@ -173,12 +173,12 @@ def _gradients_of_one_batch(data, model_cfg, train_cfg, tmp_path, micro_batch):
     for m in trainer.model.modules():  # batch statistics are the one thing chunks cannot share
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
-    x, mask, normal = trainer._batch()
+    x, mask, normal, tags = trainer._batch()
     assert len(set(normal.view(3, 2).sum(1).tolist())) > 1  # chunks with different shares of normal samples
     seen: list[int] = []
     hook = trainer.model.segmenter.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape[0]))
     torch.manual_seed(1)
-    losses = trainer._backward(x, mask, normal)
+    losses = trainer._backward(x, mask, normal, tags)
     hook.remove()
     assert seen == ([2, 2, 2] if micro_batch == 2 else [6])
     return losses, [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
@@ -292,8 +292,8 @@ def test_one_seeded_stream_makes_batches_reproducible(data, tiny_configs, tmp_pa
         return [trainer._batch() for _ in range(2)]
 
     a, b, c = first_batches(5), first_batches(5), first_batches(6)
-    for (xa, ma, _), (xb, mb, _) in zip(a, b):
-        assert torch.equal(xa, xb) and torch.equal(ma, mb)
+    for (xa, ma, _, ta), (xb, mb, _, tb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ma, mb) and torch.equal(ta, tb)
     assert not torch.equal(a[0][0], c[0][0])
     # replayed from a synthesiser with the documented seed
     synth = AnomalySynthesizer(train_cfg.synthesis, seed=5)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.presets import PRESETS
+from core.presets import DEFAULT_PRESET, PRESETS
 
 from ..jobs import JobSpec
 from ..registry import Registry
@@ -55,8 +55,8 @@ class TrainingPanel(QWidget):
         self.clear_folders.clicked.connect(self.folders.clear)
         self.base = QComboBox()
         self.preset = QComboBox()
-        self.preset.addItems([p for p in PRESETS if p != "tiny"] + ["tiny"])
-        self.preset.setCurrentText("fast")
+        self.preset.addItems(sorted(PRESETS, key=lambda p: p.startswith("tiny")))  # the test-only ones last
+        self.preset.setCurrentText(DEFAULT_PRESET)
         self.steps = QSpinBox(minimum=1, maximum=1_000_000, value=200, singleStep=50)
         self.batch = QSpinBox(minimum=1, maximum=256)
         self.batch.setToolTip("Images per optimizer step. The preset's value is the tested one.")
@@ -253,6 +253,9 @@ class TrainingPanel(QWidget):
     def on_progress(self, msg: dict) -> None:
         self.progress.setMaximum(msg["total"])
         self.progress.setValue(msg["step"])
+        if "loss" not in msg["losses"]:  # preparation before the first step (the feature memory): say what it does
+            self.status.setText(msg.get("message") or "Preparing…")
+            return
         self._losses.append((msg["step"], max(msg["losses"]["loss"], 1e-6)))
         steps, losses = zip(*self._losses)
         self.loss_curve.setData(np.array(steps), np.array(losses))

@@ -1,0 +1,99 @@
+"""The pretrained preset: frozen encoder, memory of normal patch features, head over features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.checkpoint import load_checkpoint
+from core.config import replace
+from core.data import list_images
+from core.inference import Inspector
+from core.model import DiffusionAD
+from core.presets import DEFAULT_PRESET, get_preset
+from core.training import TrainData, Trainer
+
+
+@pytest.fixture
+def configs():
+    model_cfg, train_cfg = get_preset("tiny-pretrained")
+    return model_cfg, replace(train_cfg, steps=4, checkpoint_every=2, validate_every=4)
+
+
+@pytest.fixture
+def data(good_folder, configs):
+    return TrainData.from_paths(list_images(good_folder), configs[0].image_size, 0.2, 0)
+
+
+def test_pretrained_is_the_default_preset():
+    assert DEFAULT_PRESET == "pretrained"
+    model_cfg, _ = get_preset(DEFAULT_PRESET)
+    assert model_cfg.features.enabled and model_cfg.denoiser_resolution < model_cfg.image_size
+
+
+def test_encoder_weights_stay_out_of_the_checkpoint_and_the_memory_goes_in(configs):
+    model = DiffusionAD(configs[0])
+    keys = model.state_dict().keys()
+    assert not any(k.startswith("encoder") or "_conv_stem" in k for k in keys)
+    assert {"memory", "memory_tags", "feature_mean", "feature_std", "distance_scale"} <= set(keys)
+    assert model.encoder is not None and not model.encoder.training
+    model.to(torch.float64)  # module conversions reach the encoder too
+    assert model.encoder._conv_stem.weight.dtype == torch.float64
+
+
+def test_training_builds_a_memory_of_the_training_images(data, configs, tmp_path):
+    trainer = Trainer(*configs, data, tmp_path, device="cpu")
+    records = list(trainer.run())
+    setup = [r for r in records if r.setup]
+    assert setup and "feature memory" in setup[-1].message and not setup[-1].losses
+    assert [r.step for r in records if not r.setup and not r.done] == [1, 2, 3, 4]
+    model = trainer.model
+    tags = model.memory_tags
+    assert tags.min() >= 0 and tags.max() < len(data.train)  # every entry comes from a training image
+    assert len(torch.unique(tags)) > 1
+    assert float(model.distance_scale) > 0 and torch.all(model.feature_std > 0)
+    ckpt = load_checkpoint(tmp_path / "last.safetensors")
+    assert torch.equal(ckpt.state_dict["memory"], model.memory)
+    # the training images sit in the memory: their patches are close to it, unless their own entries are ignored
+    x = torch.from_numpy(np.stack([im.astype(np.float32) / 255 for im in data.train])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        feats = model.embed(x)
+        own = model.memory_distance(feats)
+        held_out = model.memory_distance(feats, torch.arange(len(data.train)))
+    assert torch.all(held_out >= own - 1e-5) and held_out.mean() > own.mean()
+
+
+def test_a_saved_model_inspects_like_the_live_one(data, configs, tmp_path):
+    trainer = Trainer(*configs, data, tmp_path, device="cpu")
+    list(trainer.run())
+    img = data.val[0].astype(np.float32) / 255
+    live = trainer._predict([img])
+    insp = Inspector.from_checkpoint(tmp_path / "last.safetensors", device="cpu")
+    (res,) = insp.predict([img])
+    assert res.reconstruction.shape == (64, 64, 3) and res.anomaly_map.shape == (64, 64)
+    assert np.allclose(res.anomaly_map, live[1][0], atol=1e-5) and res.score == pytest.approx(live[2][0], abs=1e-5)
+
+
+def test_resume_keeps_the_memory_and_fine_tuning_adds_the_new_images(data, configs, tmp_path):
+    first = Trainer(*configs, data, tmp_path / "a", device="cpu")
+    list(first.run())
+    memory = first.model.memory.clone()
+    resumed = Trainer(configs[0], replace(configs[1], steps=6), data, tmp_path / "a", device="cpu",
+                      resume_from=tmp_path / "a" / "last.safetensors")
+    records = list(resumed.run())
+    assert not any(r.setup for r in records)  # no rebuild
+    assert torch.equal(resumed.model.memory, memory)
+    tuned = Trainer(*configs, data, tmp_path / "b", device="cpu", init_from=tmp_path / "a" / "last.safetensors")
+    list(tuned.run())
+    tags = tuned.model.memory_tags
+    assert (tags == -1).any() and (tags >= 0).any()  # old entries (untagged) compete with the new images'
+    # the standardisation the head learnt with is kept
+    assert torch.equal(tuned.model.feature_mean, first.model.feature_mean)
+
+
+def test_cancel_while_building_the_memory_stops_cleanly(data, configs, tmp_path):
+    trainer = Trainer(*configs, data, tmp_path, device="cpu")
+    records = list(trainer.run(cancel=lambda: True))
+    assert records[-1].done and records[-1].cancelled and "feature memory" in records[-1].message
+    assert not (tmp_path / "last.safetensors").exists()
