@@ -49,8 +49,15 @@ def check_core() -> bool:
     labels = np.array([s.label for s in samples])
     good, bad = scores[labels == 0], scores[labels == 1]
     ok = bool(np.isfinite(scores).all() and len(good) and len(bad) and bad.mean() > good.mean())
+    preset = insp.checkpoint.info.get("preset", "?") if insp.checkpoint else "?"
+    encoder = "no encoder"
+    if insp.model.encoder is not None:  # the pretrained preset: its ImageNet weights came from the bundle
+        from core.encoder import weights_path
+
+        encoder = f"encoder weights verified ({weights_path().name})"
     _print(f"self-test core {'passed' if ok else 'FAILED'}: {len(scores)} images, good mean "
-           f"{np.nanmean(good):.4f}, defective mean {np.nanmean(bad):.4f}, model {model}")
+           f"{np.nanmean(good):.4f}, defective mean {np.nanmean(bad):.4f}, model {model} "
+           f"(preset {preset}, {encoder})")
     return ok
 
 
@@ -128,11 +135,12 @@ def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = 
 
 
 def _check_job(app, window, errors: list[str]) -> bool:  # noqa: ANN001
+    from core.presets import DEFAULT_PRESET
     from dad_gui.paths import resource_path
 
     panel = window.training_panel
     panel.folders.addItem(str(resource_path("demo", "images")))
-    panel.preset.setCurrentText("fast")
+    panel.preset.setCurrentText(DEFAULT_PRESET)  # the default preset: encoder, feature memory, denoiser
     panel.steps.setValue(2)
     before = len(window.registry.versions)
     t0 = time.monotonic()
