@@ -155,7 +155,7 @@ class FeatureConfig:
     """
 
     blocks: tuple[int, ...] = ()  # EfficientNet-Lite0 blocks whose outputs are used, e.g. (4, 10): stride 8, 16
-    memory_size: int = 10000  # normal patch features kept from the training images (greedy coreset)
+    memory_size: int = 6000  # normal patch features kept from the training images (greedy coreset)
     head_width: int = 64  # width of the segmentation head over the features
     recon_features: bool = True  # the head also compares the input's features with the reconstruction's
 

@@ -3,7 +3,7 @@
 - ``paper``: the official DiffusionAD configuration (256 px, 128 channels, ~132 M + 28 M parameters).
 - ``fast``: the CPU default, chosen by measurement (``bench/preset_sweep.py``) to inspect a
   256 x 256 input in <= 100 ms per image at batch 8 on a 2-core CPU, whole pipeline included.
-- ``pretrained`` (the default): ``fast``'s denoiser at 128 px, and a segmentation head at 256 px over frozen
+- ``pretrained`` (the default): ``fast``'s denoiser at 64 px, and a segmentation head at 256 px over frozen
   ImageNet EfficientNet-Lite0 features of the input and of its reconstruction, with their distances to a
   memory of normal patch features (``core.features``).
 - ``tiny``, ``tiny-pretrained``: for tests only.
@@ -29,8 +29,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     ),
     "pretrained": (
         ModelConfig(
-            image_size=256, denoiser_size=128, denoiser=_FAST_DENOISER,
-            features=FeatureConfig(blocks=(4, 10), memory_size=10000, head_width=64, recon_features=True),
+            image_size=256, denoiser_size=64, denoiser=_FAST_DENOISER,
+            features=FeatureConfig(blocks=(4, 10), memory_size=6000, head_width=64, recon_features=True),
         ),
         TrainConfig(batch_size=8, lr_denoiser=1e-3, lr_segmenter=1e-3),
     ),

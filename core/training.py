@@ -362,7 +362,7 @@ class Trainer:
         return {"input": img, "reconstruction": recon[0], "anomaly_map": amap[0]}
 
     # ---- the feature memory (pretrained preset) -----------------------------------------------
-    MEMORY_POOL = 20  # greedy selection runs over at most this many candidates per memory entry (random subset)
+    MEMORY_POOL = 10  # greedy selection runs over at most this many candidates per memory entry (random subset)
     SCALE_SAMPLE = 20000  # training patches whose leave-one-image-out distance sets the distance scale
 
     @torch.no_grad()
