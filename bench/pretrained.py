@@ -171,7 +171,8 @@ def cmd_choose(args: argparse.Namespace) -> None:
 
 
 def cmd_final(args: argparse.Namespace) -> None:
-    choice = json.loads((RESULTS / "choose.json").read_text())["chosen"]["name"]
+    chosen = RESULTS / "choose.json"
+    choice = json.loads(chosen.read_text())["chosen"]["name"] if chosen.exists() else "A"  # A without B's record
     rec = train(f"final_{choice}_{args.minutes:g}min", CANDIDATES[choice], args.minutes, DATA / "magnetic_tile",
                 seed=args.seed)
     rec["test"] = score(Path(rec["checkpoint"]), DATA / "magnetic_tile", ablation=True)
