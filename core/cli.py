@@ -227,10 +227,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from .model import DiffusionAD, build_on_meta, count_parameters
     from .presets import PRESETS
 
-    print(f"{'preset':8s} {'size':>5s} {'denoiser M':>10s} {'segmenter M':>11s}  {'ms/img b1':>9s} {'ms/img b8':>9s}")
+    print(f"{'preset':15s} {'size':>5s} {'denoiser M':>10s} {'segmenter M':>11s}  {'ms/img b1':>9s} {'ms/img b8':>9s}")
     for name, (cfg, _) in PRESETS.items():
         meta = build_on_meta(cfg)
-        line = (f"{name:8s} {cfg.image_size:5d} {count_parameters(meta.denoiser) / 1e6:10.2f} "
+        line = (f"{name:15s} {cfg.image_size:5d} {count_parameters(meta.denoiser) / 1e6:10.2f} "
                 f"{count_parameters(meta.segmenter) / 1e6:11.2f}")
         if args.measure and (name != "paper" or args.measure_paper):
             from .benchmarking import time_inference
