@@ -265,7 +265,8 @@ def render(rec: dict[str, Any]) -> str:
         "ms/img: scores and 256 x 256 maps from images already read and resized (encoder, patch features, "
         f"nearest-neighbour search, reweighting, map), at batch 8 over the whole split and at batch 1 over "
         f"its first {rec['b1_images']} images. This machine's 2 cores are shared with other work while the "
-        "benchmark runs: its timings are noisy (one run, not a best of several).",
+        "benchmark runs: its timings are noisy (one run, not a best of several); the batch-1 figures, short "
+        "runs of small operations, vary most.",
         "",
         "Published Magnetic Tile figures (PatchCore with WideResNet-50: 97.9 image AUROC, AUPRO 0.729; CS-Flow "
         "99.3 image AUROC) use DifferNet's split (761 good training images; 191 good + 392 defective test "
@@ -287,6 +288,7 @@ def main() -> None:
         return
     if not args.train or not args.data:
         ap.error("--train and at least one --data are needed (or --report)")
+    commit = git_rev()  # the code that runs, before anything else is committed during the run
     tune_cpu()
     torch.manual_seed(0)
     with torch.inference_mode():
@@ -317,7 +319,7 @@ def main() -> None:
                                     f"pixel metrics on {r['pixel_images']})")
     rel = [os.path.relpath(p, ROOT) for p in args.data]  # as run from the repository root
     rec = {
-        "machine": machine(), "commit": git_rev(),
+        "machine": machine(), "commit": commit,
         "command": "python bench/peer_patchcore.py --train " + os.path.relpath(args.train, ROOT) + "".join(
             f" --data {p}" for p in rel),
         "config": {"size": SIZE, "blocks": list(BLOCKS), "patch": PATCH, "layer_dim": LAYER_DIM,
