@@ -44,11 +44,11 @@ def run(insp: Inspector, images: list[np.ndarray], iterative: bool, batch: int) 
     for i in range(0, len(images), batch):
         x = to_tensor([resize(im, insp.config.image_size) for im in images[i : i + batch]], dev, insp.config.channels)
         t0 = time.perf_counter()
-        x0 = diff.to_model_range(x)
+        x0 = diff.to_model_range(model.denoiser_view(x))  # the denoiser's resolution (64 px in pretrained)
         if iterative:
             x0_hat = diff.reconstruct_iterative(model.denoiser, x0, generator=torch.Generator().manual_seed(0))
         else:
-            ns, nb = fixed_noise(x.shape, dev)
+            ns, nb = fixed_noise(model.noise_shape(x), dev)
             x0_hat = diff.reconstruct(model.denoiser, x0, ns, nb)
         t1 = time.perf_counter()
         amap = model.anomaly_map(x, x0_hat)

@@ -157,10 +157,16 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
 def _model_config_dict(cfg: ModelConfig) -> dict:
     """``input_max`` is written only when it is not the 8-bit default, so that builds from before it existed still
-    open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly."""
+    open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly. For the same
+    reason a model without encoder features (``paper``, ``fast``) is written without ``features`` and
+    ``denoiser_size``."""
     data = to_dict(cfg)
     if data.get("input_max") == ModelConfig.input_max:
         data.pop("input_max")
+    if not cfg.features.enabled:
+        data.pop("features", None)
+        if not cfg.denoiser_size:
+            data.pop("denoiser_size", None)
     return data
 
 

@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import list_images, train_folder
     from .presets import get_preset
     from .synthesis import load_textures
-    from .training import TrainData, Trainer, TrainingError
+    from .training import TrainData, Trainer, TrainingError, working_size
 
     model_cfg, train_cfg = get_preset(args.preset)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    size = model_cfg.image_size
+    size = working_size(model_cfg.image_size, args.resume or args.init)
     try:
         data = TrainData.from_paths(paths, size, train_cfg.val_fraction, train_cfg.seed)
     except TrainingError as exc:
@@ -121,6 +121,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if rec.done:
                 bar.update(rec.step, force=True)
                 bar.close()
+                if rec.checkpoint is None:  # stopped before the first step: nothing to keep
+                    print(f"{rec.message}; no model written", file=sys.stderr)
+                    return 1
                 print(f"{rec.message}; checkpoint {rec.checkpoint}", file=sys.stderr)
                 if rec.validation:
                     print(json.dumps(rec.validation, indent=1), file=sys.stderr)

@@ -161,6 +161,8 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS - 1, 0, 4)
+        if len(set(self.blocks)) != len(self.blocks):
+            _refuse(self, "blocks", "distinct encoder blocks")
         _check_int(self, "memory_size", 16, 1_000_000)
         _check_int(self, "head_width", 4, 1024)
         if not isinstance(self.recon_features, bool):
@@ -204,6 +206,8 @@ class ModelConfig:
         if not _is_int(self.denoiser_size) or not (self.denoiser_size == 0 or (
                 32 <= self.denoiser_size <= self.image_size and self.denoiser_size % 32 == 0)):
             _refuse(self, "denoiser_size", "0 (the image size) or a multiple of 32 up to image_size")
+        if self.denoiser_size not in (0, self.image_size) and not self.features.enabled:
+            _refuse(self, "denoiser_size", "0 without encoder features (the image U-Net segmenter works at one size)")
         levels = len(self.denoiser.channel_mults)
         if self.denoiser_resolution % 2 ** (levels - 1):
             _refuse(self, "image_size", f"a multiple of {2 ** (levels - 1)} for the denoiser's {levels} levels")

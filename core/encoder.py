@@ -48,7 +48,7 @@ BN_EPS = 1e-3
 
 
 class EncoderError(Exception):
-    """The encoder's weights are missing or not the expected file."""
+    """The encoder's weights are missing or not the expected file (a model that needs them cannot be used)."""
 
 
 def block_stride(block: int) -> int:

@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint, load_weights
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from .data import ImageReadError, read_image, resize
 from .devices import fixed_noise, pick_device, to_tensor
+from .encoder import EncoderError
 from .model import DiffusionAD
 
 
@@ -79,7 +80,10 @@ class Inspector:
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Inspector:
         ckpt = load_checkpoint(path)
         dev = pick_device(device)
-        model = DiffusionAD(ckpt.model_config)
+        try:
+            model = DiffusionAD(ckpt.model_config)
+        except EncoderError as exc:  # a pretrained-preset model without its encoder's weights
+            raise CheckpointError(f"{path}: cannot be used: {exc}") from None
         load_weights(model, ckpt, path)
         model = model.to(dev)
         if dev.type == "cpu":

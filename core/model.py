@@ -120,8 +120,11 @@ class DiffusionAD(nn.Module):
         if self.encoder is None:
             return self.segmenter(x, recon)
         recon = self.full_size(recon, x).clamp(0.0, 1.0)
-        with torch.no_grad():  # the encoder is frozen; the head learns, the denoiser learns through the fine branch
-            feats = self.embed(x)
+        # the encoder is frozen; the head learns, the denoiser learns through the fine branch. Features and distances
+        # in float32 also under bf16 autocast, as at inference
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            recon = recon.float()
+            feats = self.embed(x.float())
             dist = self.memory_distance(feats, tags)
             recon_feats = self.standardise(self.embed(recon)) if self.config.features.recon_features else None
             feats = self.standardise(feats)

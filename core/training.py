@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, read_header, save_checkpoint
 from .config import ModelConfig, SynthesisConfig, TrainConfig, replace
 from .data import load_images, split_train_val
 from .devices import pick_device, seed_everything, to_tensor
+from .encoder import EncoderError
 from .inference import predict_batch
 from .losses import DiffusionADLoss
-from .memory import Cancelled, greedy_coreset, nearest_distances
+from .memory import Cancelled, greedy_coreset, nearest_distances, nearest_neighbors
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
 from .model import DiffusionAD
 from .segmenter import DOWNSAMPLING
@@ -98,6 +99,19 @@ class TrainData:
     def colour_images(self) -> int:
         """How many of the images are in colour: channels differing by more than 1/255 (the synthesis' grey test)."""
         return sum(not is_grey(im.astype(np.float32) / 255) for im in self.train + self.val)
+
+
+def working_size(preset_size: int, base: str | Path | None) -> int:
+    """The image size to load training images at: a base model's own (fine-tuning or resuming keeps its
+    architecture, whatever preset is named), else the preset's. An unreadable base is left to the trainer,
+    which names the file and the reason."""
+    if base is None:
+        return preset_size
+    try:
+        size = read_header(base)["model_config"]["image_size"]
+    except (CheckpointError, KeyError, TypeError):
+        return preset_size
+    return size if isinstance(size, int) and size > 0 else preset_size
 
 
 def model_channels(data: TrainData, forced: int | None = None, base: ModelConfig | None = None,
@@ -201,6 +215,15 @@ class Trainer:
         else:  # a new model takes the range of its training images, and their channels (or the forced ones)
             model_config = replace(model_config, input_max=data.input_max, channels=model_channels(data, channels))
         self.data = data.on_range(model_config.input_max)
+        size = model_config.image_size
+        if any(im.shape[:2] != (size, size) for im in self.data.train[:1] + self.data.val[:1]):
+            h, w = (self.data.train or self.data.val)[0].shape[:2]
+            raise TrainingError(f"the training images were loaded at {w} x {h} px, but the model works at {size} px "
+                                "(load them at the base model's size: core.training.working_size)")
+        if resume_from or init_from:  # the model keeps its preset, whatever preset the caller named
+            base_preset = ckpt.info.get("preset")
+            if base_preset:
+                self.info["preset"] = base_preset
         self.model_config = model_config
         deepest = model_config.image_size // DOWNSAMPLING
         smallest = min(b - a for a, b in pairwise(chunk_bounds(self.train_config.batch_size,
@@ -211,7 +234,10 @@ class Trainer:
                 "micro-batch needs at least 2 images; raise the batch size or the micro-batch"
             )
         seed_everything(train_config.seed + self.step)
-        self.model = DiffusionAD(model_config).to(self.device)
+        try:
+            self.model = DiffusionAD(model_config).to(self.device)
+        except EncoderError as exc:
+            raise TrainingError(str(exc)) from None
         if resume_from or init_from:
             load_weights(self.model, ckpt, resume_from or init_from)  # type: ignore[arg-type]
         if init_from:
@@ -378,6 +404,9 @@ class Trainer:
         model, fc = self.model, self.model_config.features
         model.eval()
         total, n = self.train_config.steps, len(self.data.train)
+        if n < 2:
+            raise TrainingError("the feature memory needs at least 2 training images (a training image's distances "
+                                "leave its own patches out)")
 
         def note(message: str) -> TrainProgress:
             return TrainProgress(step=self.step, total=total, losses={}, images_per_s=0.0, eta_s=0.0,
@@ -396,15 +425,24 @@ class Trainer:
         patches = f.permute(0, 2, 3, 1).reshape(-1, dim)
         tags = torch.arange(n, dtype=torch.int32).repeat_interleave(per_image)
         g = torch.Generator().manual_seed(self.train_config.seed)
-        if self._memory_keep_old:  # fine-tuning: the model's memory competes with the new images' patches
+        pool = min(len(patches), self.MEMORY_POOL * fc.memory_size)
+        pick = torch.randperm(len(patches), generator=g)[:pool]
+        if self._memory_keep_old:
+            # fine-tuning: every old entry competes with a random pool of the new images' patches. An old entry
+            # that is a patch of one of these images (the same folder trained again) takes that image's tag, so
+            # that the image's distances still leave it out
             old = model.memory.detach().float().cpu()
+            old_tags = torch.full((len(old),), -1, dtype=torch.int32)
+            d, idx = nearest_neighbors(old, patches)
+            same = d[:, 0] <= 0.02 * float(model.distance_scale)  # the same patch, up to float rounding
+            old_tags[same] = tags[idx[same, 0]]
+            pick = torch.cat([torch.arange(len(old)), len(old) + pick[: max(pool - len(old), 0)]])
             patches = torch.cat([old, patches])
-            tags = torch.cat([torch.full((len(old),), -1, dtype=torch.int32), tags])
+            tags = torch.cat([old_tags, tags])
+            pool = len(pick)
         else:
             model.feature_mean.copy_(patches.mean(0))
             model.feature_std.copy_(patches.std(0).clamp_min(1e-3))
-        pool = min(len(patches), self.MEMORY_POOL * fc.memory_size)
-        pick = torch.randperm(len(patches), generator=g)[:pool]
         size = min(fc.memory_size, pool)
         yield note(f"feature memory: choosing {size} of {len(patches)} patch features")
         chosen = pick[greedy_coreset(patches[pick], size, seed=self.train_config.seed, cancel=cancel)]
@@ -421,7 +459,7 @@ class Trainer:
             sample_tags = torch.arange(n, dtype=torch.int32).repeat_interleave(per_image)[sample]
             d = nearest_distances(f.permute(0, 2, 3, 1).reshape(-1, dim)[sample].to(self.device), model.memory,
                                   exclude=(model.memory_tags, sample_tags.to(self.device)))[:, 0]
-            d = d[torch.isfinite(d)]
+            d = d[torch.isfinite(d) & (d > 0)]  # identical patches elsewhere (flat, saturated areas) are no scale
             model.distance_scale.fill_(float(d.median()) if len(d) else 1.0)
         self._memory_pending = False
         yield note(f"feature memory: {fc.memory_size} entries, distance scale {float(model.distance_scale):.3g}")

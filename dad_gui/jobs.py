@@ -49,7 +49,7 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     from core.presets import get_preset
     from core.runtime import lower_thread_priority, tune_cpu
     from core.synthesis import load_textures
-    from core.training import TrainData, Trainer
+    from core.training import TrainData, Trainer, working_size
 
     lower_thread_priority()  # before torch starts its threads (they inherit it): the window stays fluid
     tune_cpu()
@@ -64,8 +64,9 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     if spec.large_brightness is not None:
         train_cfg = train_cfg.with_synthesis(large_brightness_prob=spec.large_brightness)
     paths = [str(p) for folder in spec.folders for p in list_images(train_folder(folder))] + list(spec.extra_images)
-    data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, train_cfg.seed)
-    textures = load_textures(spec.textures, model_cfg.image_size) if spec.textures else []
+    size = working_size(model_cfg.image_size, spec.resume_checkpoint or spec.base_checkpoint)
+    data = TrainData.from_paths(paths, size, train_cfg.val_fraction, train_cfg.seed)
+    textures = load_textures(spec.textures, size) if spec.textures else []
     trainer = Trainer(model_cfg, train_cfg, data, spec.out_dir, device=spec.device, textures=textures,
                       init_from=spec.base_checkpoint, resume_from=spec.resume_checkpoint,
                       preview_every=spec.preview_every, info={"preset": spec.preset})

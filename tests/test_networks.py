@@ -40,7 +40,7 @@ def test_presets_forward_shapes(name):
     model = DiffusionAD(cfg).eval()
     x = torch.rand(2, 3, cfg.image_size, cfg.image_size)
     with torch.inference_mode():
-        pred = model(x, torch.randn_like(x), torch.randn_like(x))
+        pred = model(x, torch.randn(model.noise_shape(x)), torch.randn(model.noise_shape(x)))
     assert pred.reconstruction.shape == x.shape
     assert pred.anomaly_map.shape == (2, 1, cfg.image_size, cfg.image_size)
     assert ((pred.anomaly_map >= 0) & (pred.anomaly_map <= 1)).all()

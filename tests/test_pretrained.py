@@ -84,12 +84,52 @@ def test_resume_keeps_the_memory_and_fine_tuning_adds_the_new_images(data, confi
     records = list(resumed.run())
     assert not any(r.setup for r in records)  # no rebuild
     assert torch.equal(resumed.model.memory, memory)
-    tuned = Trainer(*configs, data, tmp_path / "b", device="cpu", init_from=tmp_path / "a" / "last.safetensors")
+    # fine-tuning on other images: the old entries (untagged) compete with the new images' patches
+    other = TrainData([np.ascontiguousarray(im[::-1]) for im in data.train], data.val)
+    tuned = Trainer(*configs, other, tmp_path / "b", device="cpu", init_from=tmp_path / "a" / "last.safetensors")
     list(tuned.run())
     tags = tuned.model.memory_tags
-    assert (tags == -1).any() and (tags >= 0).any()  # old entries (untagged) compete with the new images'
+    assert (tags == -1).any() and (tags >= 0).any()
     # the standardisation the head learnt with is kept
     assert torch.equal(tuned.model.feature_mean, first.model.feature_mean)
+    # fine-tuning on the same images again: an old entry that is a patch of a training image takes its tag, so
+    # that image's distances still leave it out
+    again = Trainer(*configs, data, tmp_path / "c", device="cpu", init_from=tmp_path / "a" / "last.safetensors")
+    list(again.run())
+    assert (again.model.memory_tags >= 0).all()
+
+
+def test_fine_tuning_loads_images_at_the_base_models_size(data, configs, tmp_path, good_folder):
+    from core.training import TrainingError, working_size
+
+    first = Trainer(*configs, data, tmp_path / "a", device="cpu", info={"preset": "tiny-pretrained"})
+    list(first.run())
+    base = tmp_path / "a" / "last.safetensors"
+    assert working_size(128, base) == configs[0].image_size and working_size(128, None) == 128
+    wrong = TrainData.from_paths(list_images(good_folder), 32, 0.2, 0)
+    with pytest.raises(TrainingError, match="loaded at 32 x 32 px, but the model works at 64 px"):
+        Trainer(*configs, wrong, tmp_path / "b", device="cpu", init_from=base)
+    tuned = Trainer(*configs, data, tmp_path / "b", device="cpu", init_from=base, info={"preset": "fast"})
+    assert tuned.info["preset"] == "tiny-pretrained"  # the base model's preset, not the one named
+
+
+def test_models_without_features_keep_the_older_header(tmp_path):
+    from core.checkpoint import Checkpoint, read_header, save_checkpoint
+
+    model_cfg, _ = get_preset("tiny")
+    save_checkpoint(Checkpoint(model_cfg, DiffusionAD(model_cfg).state_dict()), tmp_path / "m.safetensors")
+    header = read_header(tmp_path / "m.safetensors")["model_config"]
+    assert "features" not in header and "denoiser_size" not in header  # builds before the pretrained preset open it
+    assert load_checkpoint(tmp_path / "m.safetensors").model_config == model_cfg
+
+
+def test_feature_config_refuses_what_cannot_run():
+    from core.config import FeatureConfig, ModelConfig
+
+    with pytest.raises(ValueError, match="FeatureConfig.blocks"):
+        FeatureConfig(blocks=(4, 4))
+    with pytest.raises(ValueError, match="ModelConfig.denoiser_size"):
+        ModelConfig(denoiser_size=64)  # the image U-Net segmenter needs the reconstruction at its own size
 
 
 def test_cancel_while_building_the_memory_stops_cleanly(data, configs, tmp_path):
