@@ -75,7 +75,8 @@ def train(name: str, synthesis: dict, minutes: float, data_root: Path, seed: int
             print(f"{name}: step {rec.step} loss {rec.losses['loss']:.4f} ({time.monotonic() - t0:.0f} s)",
                   flush=True)
     record = {"name": name, "synthesis": synthesis, "minutes": minutes, "steps": trainer.step, "seed": seed,
-              "seconds": time.monotonic() - t0, "memory_seconds": memory_s, "checkpoint": str(trainer.checkpoint_path),
+              "seconds": time.monotonic() - t0, "memory_seconds": memory_s,
+              "checkpoint": str(trainer.checkpoint_path.relative_to(ROOT)),
               "channels": trainer.model_config.channels, "machine": machine(), "rev": git_rev()}
     print(json.dumps(record), flush=True)
     return record
@@ -159,7 +160,7 @@ def cmd_choose(args: argparse.Namespace) -> None:
         if name in done or (name == "B" and not args.with_b):
             continue
         rec = train(f"choose_{name}", synthesis, 600.0, DATA / "magnetic_tile", steps=CHOOSE_STEPS)
-        rec["val"] = score(Path(rec["checkpoint"]), DATA / "magnetic_tile_val")["segmenter"]
+        rec["val"] = score(ROOT / rec["checkpoint"], DATA / "magnetic_tile_val")["segmenter"]
         done[name] = rec
         save_json(path, done)
     means = {n: float(np.mean([r["val"][k] for k in ("image_auroc", "pixel_auroc", "aupro")]))
@@ -175,8 +176,8 @@ def cmd_final(args: argparse.Namespace) -> None:
     choice = json.loads(chosen.read_text())["chosen"]["name"] if chosen.exists() else "A"  # A without B's record
     rec = train(f"final_{choice}_{args.minutes:g}min", CANDIDATES[choice], args.minutes, DATA / "magnetic_tile",
                 seed=args.seed)
-    rec["test"] = score(Path(rec["checkpoint"]), DATA / "magnetic_tile", ablation=True)
-    rec["val"] = score(Path(rec["checkpoint"]), DATA / "magnetic_tile_val")["segmenter"]
+    rec["test"] = score(ROOT / rec["checkpoint"], DATA / "magnetic_tile", ablation=True)
+    rec["val"] = score(ROOT / rec["checkpoint"], DATA / "magnetic_tile_val")["segmenter"]
     save_json(RESULTS / f"final_seed{args.seed}.json", rec)
 
 
