@@ -41,7 +41,7 @@ from core.data import list_images, mvtec_test_samples  # noqa: E402
 from core.devices import fixed_noise, to_tensor  # noqa: E402
 from core.evaluation import EVAL_SIZE, score_report  # noqa: E402
 from core.inference import Inspector  # noqa: E402
-from core.model import image_score, top_k_for  # noqa: E402
+from core.model import DiffusionAD, image_score, top_k_for  # noqa: E402
 from core.presets import get_preset  # noqa: E402
 from core.runtime import tune_cpu  # noqa: E402
 from core.training import TrainData, Trainer  # noqa: E402
@@ -53,7 +53,6 @@ DATA = ROOT.parent / "shared" / "data"
 CHOOSE_STEPS = 150
 CANDIDATES = {"A": {}, "B": {"large_brightness_prob": 0.25}}
 MAP_KINDS = ("segmenter", "memory distance", "reconstruction difference", "distance + difference")
-
 
 def train(name: str, synthesis: dict, minutes: float, data_root: Path, seed: int = 0, steps: int = 100_000) -> dict:
     """Train `pretrained` (with the given synthesis changes) for ``minutes`` of wall clock, memory included, or
@@ -81,10 +80,20 @@ def train(name: str, synthesis: dict, minutes: float, data_root: Path, seed: int
     print(json.dumps(record), flush=True)
     return record
 
-
 def _smooth(maps: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(m, (0, 0), 4) for m in maps])
 
+def _batch(insp: Inspector, paths: list) -> torch.Tensor:
+    size = insp.config.image_size
+    return to_tensor([cv2.resize(insp.read_image(p), (size, size), interpolation=cv2.INTER_AREA) for p in paths],
+                     insp.device, insp.config.channels)
+
+def _maps_without_segmenter(model: DiffusionAD, x: torch.Tensor, x0_hat: torch.Tensor) -> list[np.ndarray]:
+    """The smoothed memory-distance and reconstruction-difference maps of images x, at their size."""
+    dist = torch.nn.functional.interpolate(model.memory_distance(model.embed(x)), size=x.shape[-2:],
+                                           mode="bilinear", align_corners=False)
+    diff = (x - model.reconstruction(x0_hat, x)).abs().mean(1, keepdim=True)
+    return [_smooth(m[:, 0].numpy()) for m in (dist, diff)]
 
 @torch.inference_mode()
 def score(checkpoint: Path, split_root: Path, ablation: bool = False) -> dict:
@@ -97,24 +106,16 @@ def score(checkpoint: Path, split_root: Path, ablation: bool = False) -> dict:
     scores: dict[str, list[float]] = {k: [] for k in MAP_KINDS}
     t0 = time.perf_counter()
     for i in range(0, len(samples), 8):
-        batch = [insp.read_image(s.path) for s in samples[i:i + 8]]
-        x = to_tensor([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in batch], insp.device,
-                      insp.config.channels)
-        ns, nb = fixed_noise(model.noise_shape(x), insp.device)
-        x0 = model.diffusion.to_model_range(model.denoiser_view(x))
-        x0_hat = model.diffusion.reconstruct(model.denoiser, x0, ns, nb)
+        x = _batch(insp, [s.path for s in samples[i:i + 8]])
+        x0_hat = model.reconstruct(x, *fixed_noise(model.noise_shape(x), insp.device))
         amap = model.anomaly_map(x, x0_hat)
         k = top_k_for(insp.config, size, size)
         maps["segmenter"] += list(amap[:, 0].numpy())
         scores["segmenter"] += image_score(amap, k).tolist()
         if not ablation:
             continue
-        recon = model.full_size(model.diffusion.from_model_range(x0_hat), x)
-        dist = model.memory_distance(model.embed(x))
-        dist = torch.nn.functional.interpolate(dist, size=(size, size), mode="bilinear", align_corners=False)
-        diff = (x - recon).abs().mean(1, keepdim=True)
-        for kind, m in (("memory distance", dist), ("reconstruction difference", diff)):
-            sm = _smooth(m[:, 0].numpy())
+        raw = _maps_without_segmenter(model, x, x0_hat)
+        for kind, sm in zip(("memory distance", "reconstruction difference"), raw):
             maps[kind] += list(sm)
             scores[kind] += sm.reshape(len(sm), -1).max(1).tolist()
     seconds = time.perf_counter() - t0
@@ -133,25 +134,14 @@ def score(checkpoint: Path, split_root: Path, ablation: bool = False) -> dict:
                                             "per_defect_pixel_auroc", "per_defect_image_auroc")}
     return out
 
-
 @torch.inference_mode()
 def _good_statistics(insp: Inspector, split_root: Path) -> list[tuple[float, float]]:
     """Mean and standard deviation of the memory-distance and reconstruction-difference maps over 32 training
     images (good ones, never test images), so that the two can be added on one scale."""
-    model, size = insp.model, insp.config.image_size
-    paths = list_images(split_root.parent / "magnetic_tile" / "train" / "good")[::16][:32]
-    x = to_tensor([cv2.resize(insp.read_image(p), (size, size), interpolation=cv2.INTER_AREA) for p in paths],
-                  insp.device, insp.config.channels)
-    ns, nb = fixed_noise(model.noise_shape(x), insp.device)
-    x0_hat = model.diffusion.reconstruct(model.denoiser, model.diffusion.to_model_range(model.denoiser_view(x)),
-                                         ns, nb)
-    recon = model.full_size(model.diffusion.from_model_range(x0_hat), x)
-    dist = torch.nn.functional.interpolate(model.memory_distance(model.embed(x)), size=(size, size),
-                                           mode="bilinear", align_corners=False)
-    diff = (x - recon).abs().mean(1, keepdim=True)
-    return [(float(m.mean()), float(m.std()) + 1e-6) for m in (_smooth(dist[:, 0].numpy()),
-                                                                _smooth(diff[:, 0].numpy()))]
-
+    model = insp.model
+    x = _batch(insp, list_images(split_root.parent / "magnetic_tile" / "train" / "good")[::16][:32])
+    x0_hat = model.reconstruct(x, *fixed_noise(model.noise_shape(x), insp.device))
+    return [(float(m.mean()), float(m.std()) + 1e-6) for m in _maps_without_segmenter(model, x, x0_hat)]
 
 def cmd_choose(args: argparse.Namespace) -> None:
     path = RESULTS / "choose.json"
@@ -170,7 +160,6 @@ def cmd_choose(args: argparse.Namespace) -> None:
     save_json(path, done)
     print(json.dumps(done["chosen"]))
 
-
 def cmd_final(args: argparse.Namespace) -> None:
     chosen = RESULTS / "choose.json"
     choice = json.loads(chosen.read_text())["chosen"]["name"] if chosen.exists() else "A"  # A without B's record
@@ -179,7 +168,6 @@ def cmd_final(args: argparse.Namespace) -> None:
     rec["test"] = score(ROOT / rec["checkpoint"], DATA / "magnetic_tile", ablation=True)
     rec["val"] = score(ROOT / rec["checkpoint"], DATA / "magnetic_tile_val")["segmenter"]
     save_json(RESULTS / f"final_seed{args.seed}.json", rec)
-
 
 def cmd_speed(args: argparse.Namespace) -> None:
     from core.model import DiffusionAD
@@ -205,10 +193,8 @@ def cmd_speed(args: argparse.Namespace) -> None:
     save_json(RESULTS / "speed.json", {"rows": rows, "machine": machine(), "threads": torch.get_num_threads(),
                                        "rev": git_rev()})
 
-
 def _cells(r: dict) -> str:
     return f"{r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | {r['pixel_ap']:.3f}"
-
 
 def cmd_report(args: argparse.Namespace) -> None:
     lines = ["## The `pretrained` preset on Magnetic Tile (`bench/pretrained.py`)", ""]
@@ -266,7 +252,6 @@ def cmd_report(args: argparse.Namespace) -> None:
         lines.append("")
     publish("pretrained", "\n".join(lines))
 
-
 def main() -> None:
     tune_cpu()
     torch.set_num_threads(2)
@@ -282,7 +267,6 @@ def main() -> None:
     sub.add_parser("report")
     args = ap.parse_args()
     {"choose": cmd_choose, "final": cmd_final, "speed": cmd_speed, "report": cmd_report}[args.cmd](args)
-
 
 if __name__ == "__main__":
     main()

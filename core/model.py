@@ -94,12 +94,20 @@ class DiffusionAD(nn.Module):
 
     def forward(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Prediction:
         """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range, ``noise_shape``)."""
-        x0 = self.diffusion.to_model_range(self.denoiser_view(x))
-        x0_hat = self.diffusion.reconstruct(self.denoiser, x0, noise_s, noise_b)
-        amap = torch.sigmoid(self.anomaly_logits(x, x0_hat).float())
-        recon = self.full_size(self.diffusion.from_model_range(x0_hat), x)
+        x0_hat = self.reconstruct(x, noise_s, noise_b)
+        amap = self.anomaly_map(x, x0_hat)
+        recon = self.reconstruction(x0_hat, x)
         k = top_k_for(self.config, amap.shape[-2], amap.shape[-1])
         return Prediction(recon.float(), amap, image_score(amap, k))
+
+    def reconstruct(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Tensor:
+        """The norm-guided one-step x0 estimate (model range, the denoiser's resolution) of images x in [0, 1]."""
+        x0 = self.diffusion.to_model_range(self.denoiser_view(x))
+        return self.diffusion.reconstruct(self.denoiser, x0, noise_s, noise_b)
+
+    def reconstruction(self, x0_hat: Tensor, like: Tensor) -> Tensor:
+        """The x0 estimate as a displayable [0, 1] image at the size of ``like``."""
+        return self.full_size(self.diffusion.from_model_range(x0_hat), like)
 
     def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
         """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range)."""

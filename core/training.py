@@ -455,10 +455,9 @@ class Trainer:
         model.memory.copy_(memory)
         model.memory_tags.copy_(memory_tags)
         if not self._memory_keep_old:
-            sample = torch.randperm(n * per_image, generator=g)[:self.SCALE_SAMPLE]
-            sample_tags = torch.arange(n, dtype=torch.int32).repeat_interleave(per_image)[sample]
-            d = nearest_distances(f.permute(0, 2, 3, 1).reshape(-1, dim)[sample].to(self.device), model.memory,
-                                  exclude=(model.memory_tags, sample_tags.to(self.device)))[:, 0]
+            sample = torch.randperm(n * per_image, generator=g)[:self.SCALE_SAMPLE]  # patches, tags: unchanged here
+            d = nearest_distances(patches[sample].to(self.device), model.memory,
+                                  exclude=(model.memory_tags, tags[sample].to(self.device)))[:, 0]
             d = d[torch.isfinite(d) & (d > 0)]  # identical patches elsewhere (flat, saturated areas) are no scale
             model.distance_scale.fill_(float(d.median()) if len(d) else 1.0)
         self._memory_pending = False
