@@ -234,7 +234,9 @@ def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = Non
     from core.presets import get_preset
 
     model_cfg, train_cfg = get_preset(preset)
-    if model_cfg.image_size != SIZE:  # `fast` works at 128 px: at 256 px, attention stays on the deepest level
+    if model_cfg.image_size != SIZE and model_cfg.denoiser_size:  # the denoiser keeps its own resolution
+        model_cfg = replace(model_cfg, image_size=SIZE)
+    elif model_cfg.image_size != SIZE:  # `fast` works at 128 px: at 256 px, attention stays on the deepest level
         deepest = SIZE // 2 ** (len(model_cfg.denoiser.channel_mults) - 1)
         model_cfg = replace(model_cfg, image_size=SIZE,
                             denoiser=replace(model_cfg.denoiser, attention_resolutions=(deepest,)))
@@ -385,6 +387,9 @@ def ours(args: argparse.Namespace) -> None:
         train_ours(seed_run("ours", args.seed), args.preset, args.data, args.textures, args.minutes, 10**9, save_at,
                    seed=args.seed)
         return
+    if args.preset != "fast":  # another preset beside the tables' `fast`: a row of its own in table (a)
+        train_ours(f"ours_{args.preset}", args.preset, args.data, args.textures, args.minutes, 10**9, None)
+        return
     train_ours("ours", args.preset, args.data, args.textures, args.minutes, 10**9, save_at)
 
 
@@ -494,7 +499,8 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
         f"### ({size}-a) Equal wall clock at {size} px: {d['minutes']:g} minutes of training each (all cores)", "",
         HEAD,
         row(draem_name, a_draem, d, d["wall"]["steps"], d["wall"]["seconds"]),
-        row(ours_name, a_ours, o, o["steps"], o["train_seconds"]), "",
+        row(ours_name, a_ours, o, o["steps"], o["train_seconds"]),
+        *other_preset_rows(size, args), "",
         f"### ({size}-b) Equal optimizer steps at {size} px: {n} steps of batch {BATCH}", "", HEAD,
         row(draem_name, b_draem, d, n, d["train_seconds"]),
     ]
@@ -521,6 +527,19 @@ def size_tables(size: int, args: argparse.Namespace) -> list[str]:
                     *restoration_table(size, ours_name, rest),
                     *spread_table(size, n, (d, a_draem, b_draem), (o, a_ours, b_ours), args),
                     *curve_table(size, load_json("gpu_curve"), a_draem), *halves_table(size, n, args)]
+
+
+def other_preset_rows(size: int, args: argparse.Namespace) -> list[str]:
+    """Table (a) rows of the presets other than `fast` trained on the same budget (`ours --preset NAME`)."""
+    rows = []
+    for f in sorted(REC.glob("ours_*.json")):
+        preset, info = f.stem.removeprefix("ours_"), load_json(f.stem)
+        if info.get("preset") != preset:  # the seed and intensity runs of `fast`
+            continue
+        rep = cached_report(f"{f.stem}_last", lambda p=OUT / f.stem / "last.safetensors": our_report(p, args.data))
+        rows.append(row(f"DiffusionAD `{preset}` @ {size} px, {info['adam']}", rep, info, info["steps"],
+                        info["train_seconds"]))
+    return rows
 
 
 def spread_table(size: int, n: int, draem_first: tuple[dict, dict, dict],

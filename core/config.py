@@ -58,6 +58,7 @@ DATA_RANGES = ("unit", "symmetric")
 FOREGROUNDS = ("none", "region", "auto")
 GREY_SOURCES = ("auto", "always", "never")
 CHANNELS = (1, 3)  # grey, colour
+FUSIONS = ("none", "mean", "or")  # core.features.fuse
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,9 @@ class FeatureConfig:
     memory_size: int = 6000  # normal patch features kept from the training images (greedy coreset)
     head_width: int = 64  # width of the segmentation head over the features
     recon_features: bool = True  # the head also compares the input's features with the reconstruction's
+    # how the shown map joins the head's probability with the calibrated memory distance (core.features.fuse):
+    # "none" (the head's map alone; checkpoints without the field), "mean" or "or"
+    fusion: str = "none"
 
     def __post_init__(self) -> None:
         _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS - 1, 0, 4)
@@ -167,6 +171,8 @@ class FeatureConfig:
         _check_int(self, "head_width", 4, 1024)
         if not isinstance(self.recon_features, bool):
             _refuse(self, "recon_features", "true or false")
+        if self.fusion not in FUSIONS:
+            _refuse(self, "fusion", " or ".join(repr(f) for f in FUSIONS))
 
     @property
     def enabled(self) -> bool:

@@ -16,6 +16,8 @@ input, the reconstruction and their difference, so that thin cracks and small pi
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -65,3 +67,36 @@ class FeatureSegmenter(nn.Module):
         coarse = self.coarse_head(self.coarse(torch.cat(parts, 1)))
         up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return up + self.fine(torch.cat([x, recon, (x - recon).abs(), up], 1))
+
+
+def smooth_distance(dist: Tensor, size: tuple[int, int], sigma: float) -> Tensor:
+    """A patch-distance map [N, 1, h, w] as an image map: bilinearly upsampled to ``size``, then smoothed by a
+    Gaussian of ``sigma`` pixels (truncated at 4 sigma, mirrored at the border, as OpenCV's GaussianBlur)."""
+    up = F.interpolate(dist, size=size, mode="bilinear", align_corners=False)
+    radius = min(int(4 * sigma + 0.5), min(size) - 1)
+    if sigma <= 0 or radius < 1:
+        return up
+    t = torch.arange(-radius, radius + 1, dtype=up.dtype, device=up.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    up = F.conv2d(F.pad(up, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(up, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1))
+
+
+def distance_probability(dist: Tensor, distance_high: float | Tensor) -> Tensor:
+    """Memory distance (over the median normal distance) -> [0, 1): 0 up to the median normal patch, 0.5 at
+    ``distance_high`` (the 99th percentile of normal patches), then towards 1, never saturating."""
+    excess = (dist - 1.0).clamp_min(0.0) / (torch.as_tensor(distance_high, dtype=dist.dtype) - 1.0).clamp_min(1e-6)
+    return 1.0 - torch.exp(-math.log(2.0) * excess)
+
+
+def fuse(p_seg: Tensor, p_dist: Tensor, kind: str) -> Tensor:
+    """The shown map from the head's probability and the distance's: "none" (the head's), "mean" or "or"
+    (the probability that either sees a defect, as if independent)."""
+    if kind == "none":
+        return p_seg
+    if kind == "mean":
+        return 0.5 * (p_seg + p_dist)
+    if kind == "or":
+        return 1.0 - (1.0 - p_seg) * (1.0 - p_dist)
+    raise ValueError(f"unknown fusion {kind!r}")

@@ -12,7 +12,7 @@ from .config import ModelConfig
 from .denoiser import DenoiserUNet
 from .diffusion import GaussianDiffusion
 from .encoder import EfficientNetLite0Features, block_channels
-from .features import FeatureSegmenter, patch_embedding
+from .features import FeatureSegmenter, distance_probability, fuse, patch_embedding, smooth_distance
 from .memory import nearest_distances
 from .segmenter import SegmentationUNet
 
@@ -48,6 +48,7 @@ class DiffusionAD(nn.Module):
     feature_mean: Tensor  # [D]
     feature_std: Tensor  # [D]
     distance_scale: Tensor  # [] the median distance of a held-out normal patch to the memory
+    distance_high: Tensor  # [] 99th percentile of held-out normal distances, over the scale (fused maps only)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -69,6 +70,8 @@ class DiffusionAD(nn.Module):
             self.register_buffer("feature_mean", torch.zeros(dim))
             self.register_buffer("feature_std", torch.ones(dim))
             self.register_buffer("distance_scale", torch.ones(()))
+            if fc.fusion != "none":
+                self.register_buffer("distance_high", torch.full((), 2.0))
         else:
             self.segmenter = SegmentationUNet(config.segmenter.base_width, config.channels)
 
@@ -110,8 +113,20 @@ class DiffusionAD(nn.Module):
         return self.full_size(self.diffusion.from_model_range(x0_hat), like)
 
     def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
-        """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range)."""
-        return torch.sigmoid(self.anomaly_logits(x, x0_hat).float())
+        """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range): the
+        segmenter's, or with ``features.fusion`` its join with the calibrated memory distance."""
+        logits, dist = self._head(x, x0_hat)
+        p_seg = torch.sigmoid(logits.float())
+        fusion = self.config.features.fusion
+        if dist is None or fusion == "none":
+            return p_seg
+        return fuse(p_seg, self.distance_probability_map(dist, x.shape[-2:]), fusion)
+
+    def distance_probability_map(self, dist: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+        """Patch distances [N, 1, h, w] -> the distance's probability map [N, 1, H, W] (``core.features``)."""
+        smooth = smooth_distance(dist.float(), tuple(size), 4.0 * size[-1] / 256)
+        high = self.distance_high if hasattr(self, "distance_high") else torch.full((), 2.0)
+        return distance_probability(smooth, high.float())
 
     def full_size(self, img: Tensor, like: Tensor) -> Tensor:
         if img.shape[-2:] == like.shape[-2:]:
@@ -124,9 +139,13 @@ class DiffusionAD(nn.Module):
         ``tags`` (training only): each image's index among the training images, so that its distance to the
         memory ignores the memory's entries from that same image (leave-one-image-out).
         """
+        return self._head(x, x0_hat, tags)[0]
+
+    def _head(self, x: Tensor, x0_hat: Tensor, tags: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The segmenter's logits and, with the pretrained encoder, the patch distances [N, 1, h, w] it saw."""
         recon = self.segmenter_input(x0_hat).to(x.dtype)
         if self.encoder is None:
-            return self.segmenter(x, recon)
+            return self.segmenter(x, recon), None
         recon = self.full_size(recon, x).clamp(0.0, 1.0)
         # the encoder is frozen; the head learns, the denoiser learns through the fine branch. Features and distances
         # in float32 also under bf16 autocast, as at inference
@@ -136,7 +155,7 @@ class DiffusionAD(nn.Module):
             dist = self.memory_distance(feats, tags)
             recon_feats = self.standardise(self.embed(recon)) if self.config.features.recon_features else None
             feats = self.standardise(feats)
-        return self.segmenter(x, recon, feats, recon_feats, dist)
+        return self.segmenter(x, recon, feats, recon_feats, dist), dist
 
     def embed(self, x: Tensor) -> Tensor:
         """Locally aware patch features [N, D, H/8, W/8] of images in [0, 1]."""

@@ -141,6 +141,7 @@ def chunk_bounds(n: int, micro: int) -> list[int]:
 
 
 VALIDATION_SEED = 12345  # the synthetic validation defects are the same at every validation
+DISTANCE_HIGH_QUANTILE = 0.99  # of normal patches' leave-one-image-out distances: the distance's probability is 0.5
 
 
 def synthetic_defect_auroc(
@@ -455,11 +456,12 @@ class Trainer:
         model.memory.copy_(memory)
         model.memory_tags.copy_(memory_tags)
         if not self._memory_keep_old:
-            sample = torch.randperm(n * per_image, generator=g)[:self.SCALE_SAMPLE]  # patches, tags: unchanged here
-            d = nearest_distances(patches[sample].to(self.device), model.memory,
-                                  exclude=(model.memory_tags, tags[sample].to(self.device)))[:, 0]
-            d = d[torch.isfinite(d) & (d > 0)]  # identical patches elsewhere (flat, saturated areas) are no scale
-            model.distance_scale.fill_(float(d.median()) if len(d) else 1.0)
+            d = leave_one_out_distances(model, patches, tags, self.SCALE_SAMPLE, g, self.device)
+            scale = float(d.median()) if len(d) else 1.0
+            model.distance_scale.fill_(scale)
+            if hasattr(model, "distance_high"):  # the fused map's calibration: normal patches' 99th percentile
+                high = float(torch.quantile(d.float(), DISTANCE_HIGH_QUANTILE)) / scale if len(d) else 2.0
+                model.distance_high.fill_(max(high, 1.0 + 1e-3))
         self._memory_pending = False
         yield note(f"feature memory: {fc.memory_size} entries, distance scale {float(model.distance_scale):.3g}")
 
@@ -540,6 +542,38 @@ class Trainer:
             done=True, cancelled=self.step < total,
             message=("cancelled" if self.step < total else "finished") + f" at step {self.step}",
         )
+
+
+def leave_one_out_distances(model: DiffusionAD, patches: torch.Tensor, tags: torch.Tensor, sample: int,
+                            generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Distances of ``sample`` random training patches [M, D] to the model's memory, each ignoring the entries
+    of its own image (``tags`` [M]): how far a normal patch the memory has not seen lies. Zero distances
+    (identical patches elsewhere: flat, saturated areas) are dropped."""
+    pick = torch.randperm(len(patches), generator=generator)[:sample]
+    d = nearest_distances(patches[pick].to(device), model.memory,
+                          exclude=(model.memory_tags, tags[pick].to(device)))[:, 0]
+    return d[torch.isfinite(d) & (d > 0)].cpu()
+
+
+@torch.no_grad()
+def distance_calibration(model: DiffusionAD, train_images: Sequence[np.ndarray], seed: int,
+                         device: torch.device | str = "cpu") -> tuple[float, float]:
+    """For a model whose memory was built before fused maps existed: the 99th percentile of its training patches'
+    leave-one-image-out distances over their median (what training now stores as ``distance_high``), and that
+    median over the stored ``distance_scale`` (about 1 when ``train_images`` are the model's training images,
+    uint8, in their training order: the memory's tags index them)."""
+    feats = torch.cat([model.embed(to_tensor([im.astype(np.float32) / 255.0 for im in train_images[i:i + 8]], device,
+                                             model.config.channels)).float().cpu()
+                       for i in range(0, len(train_images), 8)])
+    n, dim, h, w = feats.shape
+    patches = feats.permute(0, 2, 3, 1).reshape(-1, dim)
+    tags = torch.arange(n, dtype=torch.int32).repeat_interleave(h * w)
+    d = leave_one_out_distances(model, patches, tags, Trainer.SCALE_SAMPLE, torch.Generator().manual_seed(seed),
+                                device)
+    if not len(d):
+        raise TrainingError("no training patch lies at a distance from the memory: nothing to calibrate")
+    median = float(d.median())
+    return float(torch.quantile(d.float(), DISTANCE_HIGH_QUANTILE)) / median, median / float(model.distance_scale)
 
 
 def fit(trainer: Trainer, cancel: Callable[[], bool] | None = None) -> TrainProgress:

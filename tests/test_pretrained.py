@@ -137,3 +137,68 @@ def test_cancel_while_building_the_memory_stops_cleanly(data, configs, tmp_path)
     records = list(trainer.run(cancel=lambda: True))
     assert records[-1].done and records[-1].cancelled and "feature memory" in records[-1].message
     assert not (tmp_path / "last.safetensors").exists()
+
+
+def test_distance_probability_is_zero_for_normal_patches_and_half_at_the_calibration():
+    from core.features import distance_probability
+
+    d = torch.tensor([0.2, 1.0, 1.2, 1.5, 3.0, 6.0])
+    p = distance_probability(d, 1.5)
+    assert torch.all(p[:2] == 0) and p[3] == pytest.approx(0.5)
+    assert torch.all(p[1:].diff() > 0) and p[-1] < 1  # strictly rising past the median, never saturating
+
+
+def test_fusions_join_the_two_probabilities():
+    from core.features import fuse
+
+    seg, dist = torch.tensor([0.0, 0.2, 0.9]), torch.tensor([0.0, 0.6, 0.1])
+    assert torch.equal(fuse(seg, dist, "none"), seg)
+    assert torch.allclose(fuse(seg, dist, "mean"), torch.tensor([0.0, 0.4, 0.5]))
+    assert torch.allclose(fuse(seg, dist, "or"), torch.tensor([0.0, 0.68, 0.91]))
+    with pytest.raises(ValueError, match="fusion"):
+        fuse(seg, dist, "max")
+
+
+def test_smoothed_distance_map_is_the_bench_maps_gaussian():
+    import cv2
+
+    from core.features import smooth_distance
+
+    d = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = smooth_distance(d, (64, 64), 2.0)[:, 0].numpy()
+    up = torch.nn.functional.interpolate(d, size=(64, 64), mode="bilinear", align_corners=False)[:, 0].numpy()
+    assert np.allclose(ours, np.stack([cv2.GaussianBlur(m, (0, 0), 2.0) for m in up]), atol=1e-5)
+
+
+def test_a_fused_model_calibrates_the_distance_and_its_map_joins_both(data, configs, tmp_path):
+    from core.config import FeatureConfig
+
+    model_cfg = replace(configs[0], features=replace(configs[0].features, fusion="or"))
+    trainer = Trainer(model_cfg, configs[1], data, tmp_path, device="cpu")
+    list(trainer.run())
+    model = trainer.model
+    assert float(model.distance_high) > 1.0  # normal patches' 99th percentile, above their median
+    insp = Inspector.from_checkpoint(tmp_path / "last.safetensors", device="cpu")
+    assert insp.config.features.fusion == "or"
+    assert float(insp.model.distance_high) == pytest.approx(float(model.distance_high))
+    x = torch.from_numpy(np.stack([im.astype(np.float32) / 255 for im in data.val])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        x0_hat = model.reconstruct(x, *[torch.zeros(model.noise_shape(x))] * 2)
+        logits, dist = model._head(x, x0_hat)
+        fused = model.anomaly_map(x, x0_hat)
+    seg = torch.sigmoid(logits)
+    assert fused.shape == seg.shape and torch.all((fused >= seg - 1e-6) & (fused <= 1))
+    assert dist is not None
+    p_dist = model.distance_probability_map(dist, x.shape[-2:])
+    assert torch.allclose(fused, 1 - (1 - seg) * (1 - p_dist))
+    with pytest.raises(ValueError, match="FeatureConfig.fusion"):
+        FeatureConfig(blocks=(4,), fusion="max")
+
+
+def test_models_saved_before_fusion_load_with_the_segmenters_map(data, configs, tmp_path):
+    assert configs[0].features.fusion == "mean"  # the preset's; a model saved before fusion has none
+    model_cfg = replace(configs[0], features=replace(configs[0].features, fusion="none"))
+    trainer = Trainer(model_cfg, configs[1], data, tmp_path, device="cpu")
+    list(trainer.run())
+    insp = Inspector.from_checkpoint(tmp_path / "last.safetensors", device="cpu")
+    assert insp.config.features.fusion == "none" and not hasattr(insp.model, "distance_high")
