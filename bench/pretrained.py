@@ -320,11 +320,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     fuse_rec = RESULTS / "fuse.json"
     if fuse_rec.exists():
         r = json.loads(fuse_rec.read_text())
-        lines += ["The shown map, chosen on `magnetic_tile_val` by the fusion rule in the script's docstring (committed "
-                  "before any fused map was scored), with the model of `final` (the distance calibrated as training "
+        lines += ["The shown map, chosen on `magnetic_tile_val` by the fusion rule in the script's docstring "
+                  "(committed before any fused map was scored), with the model of `final` (the distance calibrated "
+                  "as training "
                   f"now does: d_hi = {r['distance_high']:.3f} times the median normal distance):", "",
-                  "| map | val I-AUROC | val P-AUROC | val AUPRO | val P-AP | val mean of 3 | test I-AUROC | test P-AUROC "
-                  "| test AUPRO | test P-AP |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| map | val I-AUROC | val P-AUROC | val AUPRO | val P-AP | val mean of 3 | test I-AUROC "
+                  "| test P-AUROC | test AUPRO | test P-AP |", "|---|---|---|---|---|---|---|---|---|---|"]
         for f, label in FUSION_NAMES.items():
             chosen = " **(chosen)**" if f == r["chosen"] else ""
             mean = f"{_mean3(r['val'][f]):.3f}" if f in FUSIONS else "–"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,36 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train alone, as one rank of a torchrun launch, or (``--nproc N``) start N ranks through torchrun."""
+    from .distributed import world_from_env
+
+    if args.nproc > 1 and not world_from_env().launched:
+        return _launch_ranks(args.nproc, args.argv)
+    return _as_rank(args, _train)
+
+
+def _launch_ranks(nproc: int, argv: Sequence[str]) -> int:
+    """``dad train ... --nproc N``: the same command as N ranks on this machine, through torchrun."""
+    import subprocess
+
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "core.cli", *rest]
+    print("starting: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _train(args: argparse.Namespace, world: World, device: str) -> int:
     from .config import replace
     from .data import list_images, train_folder
     from .presets import get_preset
@@ -106,16 +137,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"skipped {err}", file=sys.stderr)
     textures = load_textures(args.textures, size) if args.textures else []
     try:
-        trainer = Trainer(model_cfg, train_cfg, data, args.out, device=args.device, textures=textures,
+        trainer = Trainer(model_cfg, train_cfg, data, args.out, device=device, textures=textures,
                           init_from=args.init, resume_from=args.resume, info={"preset": args.preset},
-                          channels=None if args.channels == "auto" else int(args.channels))
+                          channels=None if args.channels == "auto" else int(args.channels), workers=args.workers,
+                          world=world)
     except (CheckpointError, TrainingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kind = "grey model (1 channel)" if trainer.model_config.channels == 1 else "colour model (3 channels)"
-    print(f"training a {kind} on {len(data.train)} images ({len(data.val)} held out), device {trainer.device}, "
-          f"{len(textures)} texture sources, writing {trainer.checkpoint_path}", file=sys.stderr)
-    bar = ProgressBar(trainer.train_config.steps, "train")
+    spread = ""
+    if world.launched:
+        shares = trainer._world_info()["rank_batch_sizes"]
+        spread = (f", {world.world_size} processes (batch {trainer.train_config.batch_size} = "
+                  f"{' + '.join(map(str, shares))})")
+    if world.is_main:
+        print(f"training a {kind} on {len(data.train)} images ({len(data.val)} held out), device {trainer.device}"
+              f"{spread}, {trainer.workers} batch workers, {len(textures)} texture sources, writing "
+              f"{trainer.checkpoint_path}", file=sys.stderr)
+    bar = ProgressBar(trainer.train_config.steps, "train", stream=None if world.is_main else io.StringIO())
+    say = print if world.is_main else (lambda *_a, **_k: None)  # the other ranks train quietly
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     run = trainer.run(cancel=lambda: deadline is not None and time.monotonic() > deadline)
     try:
@@ -124,11 +164,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.update(rec.step, force=True)
                 bar.close()
                 if rec.checkpoint is None:  # stopped before the first step: nothing to keep
-                    print(f"{rec.message}; no model written", file=sys.stderr)
+                    say(f"{rec.message}; no model written", file=sys.stderr)
                     return 1
-                print(f"{rec.message}; checkpoint {rec.checkpoint}", file=sys.stderr)
+                say(f"{rec.message}; checkpoint {rec.checkpoint}", file=sys.stderr)
                 if rec.validation:
-                    print(json.dumps(rec.validation, indent=1), file=sys.stderr)
+                    say(json.dumps(rec.validation, indent=1), file=sys.stderr)
                 continue
             if rec.setup:
                 bar.update(rec.step, rec.message)
@@ -138,11 +178,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         run.close()
         bar.close()
-        print(f"interrupted; checkpoint kept at {trainer.checkpoint_path}", file=sys.stderr)
+        say(f"interrupted; checkpoint kept at {trainer.checkpoint_path}", file=sys.stderr)
         return 130
     except TrainingError as exc:
         bar.close()
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {f'rank {world.rank}: ' if world.launched else ''}{exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -150,15 +190,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---- infer ----------------------------------------------------------------------------------
 def cmd_infer(args: argparse.Namespace) -> int:
     """Inspect a folder, alone or as one rank of a torchrun launch (each rank inspects its share; rank 0 writes)."""
-    from .distributed import DistributedError, cpu_threads, process_group, rank_device, world_from_env
-
     if args.resume and not args.csv:
         print("error: --resume needs --csv (the results to go on from)", file=sys.stderr)
         return 2
+    return _as_rank(args, _infer)
+
+
+def _as_rank(args: argparse.Namespace, body: Callable[[argparse.Namespace, World, str], int]) -> int:
+    """Run ``body(args, world, device)`` alone, or as one rank of a torchrun launch: on its own device (CPU ranks
+    share the machine's cores), inside the run's process group."""
+    from .distributed import DistributedError, cpu_threads, process_group, rank_device, world_from_env
+
     try:
         world = world_from_env()
         if not world.launched:
-            return _infer(args, world, args.device)
+            return body(args, world, args.device)
         device = rank_device(world, args.device)
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -169,7 +215,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         torch.set_num_threads(cpu_threads(world))  # ranks on one machine share its cores
     try:
         with process_group(world, device):
-            return _infer(args, world, str(device))
+            return body(args, world, str(device))
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -385,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
     t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
     t.add_argument("--out", required=True, help="run folder; the checkpoint is OUT/last.safetensors")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="processes making the training batches (default: none on a CPU, up to 4 beside a GPU); "
+                        "they change the speed, not the batches")
+    t.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="train with N processes on this machine (torchrun, DistributedDataParallel): each makes "
+                        "and trains its share of every batch. The same as `torchrun --standalone "
+                        "--nproc-per-node N -m core.cli train ...`")
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser(
@@ -434,6 +487,7 @@ several processes (torchrun):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     tune_cpu()
     return int(args.func(args))
 

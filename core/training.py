@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -19,17 +20,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights, read_header, save_checkpoint
 from .config import ModelConfig, SynthesisConfig, TrainConfig, replace
 from .data import load_images, split_train_val
-from .devices import pick_device, seed_everything, to_tensor
+from .devices import seed_everything, to_tensor
+from .distributed import SINGLE, World, rank_device, shard
 from .encoder import EncoderError
 from .inference import predict_batch
 from .losses import DiffusionADLoss
 from .memory import Cancelled, greedy_coreset, nearest_distances, nearest_neighbors
 from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
 from .model import DiffusionAD
+from .pipeline import Batch, Draws, TrainingBatches, batch_loader, default_workers
 from .segmenter import DOWNSAMPLING
 from .synthesis import AnomalySynthesizer, is_grey
 
@@ -141,6 +145,7 @@ def chunk_bounds(n: int, micro: int) -> list[int]:
 
 
 VALIDATION_SEED = 12345  # the synthetic validation defects are the same at every validation
+MEMORY_BUFFERS = ("memory", "memory_tags", "feature_mean", "feature_std", "distance_scale", "distance_high")
 DISTANCE_HIGH_QUANTILE = 0.99  # of normal patches' leave-one-image-out distances: the distance's probability is 0.5
 
 
@@ -190,12 +195,19 @@ class Trainer:
         preview_every: int = 0,
         info: dict[str, Any] | None = None,
         channels: int | None = None,
+        workers: int | None = None,
+        world: World = SINGLE,
     ):
         """``channels``: 1 or 3 forces a new model's channels; None chooses them by the images (1 when all are
-        grey). A fine-tuned or resumed model keeps its own (see :func:`model_channels`)."""
+        grey). A fine-tuned or resumed model keeps its own (see :func:`model_channels`). ``workers``: processes
+        that make the training batches (``core.pipeline``; None: none on a CPU, a few beside a GPU); they change
+        the speed, never the batches. ``world``: this process's rank among the processes of a ``torchrun`` run
+        (``core.distributed``): each rank makes and trains its share of every batch, gradients are averaged by
+        DistributedDataParallel, and rank 0 alone builds the feature memory, validates and writes checkpoints."""
         self.train_config = train_config
         self.out_dir = Path(out_dir)
-        self.device = pick_device(device)
+        self.world = world
+        self.device = rank_device(world, device)
         self.preview_every = preview_every
         self.info = dict(info or {})
         self.step = 0
@@ -245,6 +257,9 @@ class Trainer:
             self.info.setdefault("base_model", str(init_from))
         if self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if world.world_size > 1 and self.device.type == "cuda":  # one set of batch statistics over all ranks
+            self.model.segmenter = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.segmenter)
+        self._forward: torch.nn.Module = _TrainForward(self.model)
         self.opt_denoiser = torch.optim.Adam(self.model.denoiser.parameters(), lr=train_config.lr_denoiser)
         self.opt_segmenter = torch.optim.Adam(self.model.segmenter.parameters(), lr=train_config.lr_segmenter)
         if self._opt_state:
@@ -255,6 +270,9 @@ class Trainer:
         # resumed run starts a stream of its own), draws each batch's images and their synthetic defects; the
         # timesteps and noises come from torch's generator, seeded the same way by seed_everything above
         self.synth = AnomalySynthesizer(train_config.synthesis, textures, seed=train_config.seed + self.step)
+        self.workers = default_workers(self.device) if workers is None else workers
+        self._batches: TrainingBatches | None = None
+        self._batch_iter: Iterator[Batch] | None = None
         # a new model's feature memory is built from its training images before the first step; a fine-tuned
         # one adds the new images to the memory it has; a resumed one has its memory already
         self._memory_pending = model_config.features.enabled and not resume_from
@@ -268,29 +286,50 @@ class Trainer:
         return self.out_dir / "last.safetensors"
 
     # ---- one step --------------------------------------------------------------------------
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = self.synth.rng.integers(0, len(self.data.train), self.train_config.batch_size)
-        augmented, masks = [], []
-        for i in idx:
-            aug, mask = self.synth(self.data.train[i].astype(np.float32) / 255.0)
-            augmented.append(aug)
-            masks.append(mask)
-        x = to_tensor(augmented, self.device, self.model_config.channels)
+    def _training_batches(self) -> TrainingBatches:
+        if self._batches is None:
+            dc = self.model_config.diffusion
+            r = self.model_config.denoiser_resolution
+            self._batches = TrainingBatches(
+                self.data.train, self.train_config.synthesis, self.synth.textures, self.train_config.batch_size,
+                self.train_config.seed, self.step, 2**62, self.model_config.channels,
+                Draws(dc.num_timesteps, dc.train_t_split, (self.model_config.channels, r, r)),
+                self.world.rank, self.world.world_size)
+        return self._batches
+
+    def _on_device(self, batch: Batch) -> list[torch.Tensor]:
+        x = batch[0].to(self.device, non_blocking=True)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         if not torch.isfinite(x).all():  # a defect in the synthesis, not in the data: say so, not "loss is nan"
-            bad = [str(int(i)) for i, a in zip(idx, augmented) if not np.isfinite(a).all()]
+            bad = [str(int(batch[3][i])) for i in range(len(x)) if not torch.isfinite(x[i]).all()]
             raise TrainingError(f"anomaly synthesis produced non-finite pixels at step {self.step + 1} "
                                 f"(from training image no. {', '.join(bad)})")
-        m = torch.from_numpy(np.stack(masks))[:, None].to(self.device)
-        normal = m.flatten(1).amax(1) == 0
-        return x, m, normal, torch.from_numpy(np.asarray(idx)).to(self.device)
+        return [x, *(t.to(self.device, non_blocking=True) for t in batch[1:])]
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The images, masks, normal flags and image indices of the next step's batch (made here, no worker)."""
+        return tuple(self._on_device(self._training_batches().batch(self.step + 1))[:4])  # type: ignore[return-value]
+
+    def _next_batch(self) -> list[torch.Tensor]:
+        """The next step's whole batch (with its diffusion draws), from the pipeline's workers."""
+        if self._batch_iter is None:
+            batches = self._training_batches()
+            batches.first_step = self.step
+            self._batch_iter = iter(batch_loader(batches, self.workers, self.device))
+        return self._on_device(next(self._batch_iter))
+
+    def close_batches(self) -> None:
+        """End the batch workers (the next step starts new ones where training then is)."""
+        self._batch_iter = None
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step on both networks; returns the loss terms."""
         self.model.train()
-        x, mask, normal, tags = self._batch()
+        x, mask, normal, tags, *draws = self._next_batch()
         self.opt_denoiser.zero_grad(set_to_none=True)
         self.opt_segmenter.zero_grad(set_to_none=True)
-        losses = self._backward(x, mask, normal, tags)
+        losses = self._backward(x, mask, normal, tags, draws)
         losses.update(self._clip_gradients())
         self.opt_denoiser.step()
         self.opt_segmenter.step()
@@ -310,45 +349,67 @@ class Trainer:
         return norms
 
     def _backward(self, x: torch.Tensor, mask: torch.Tensor, normal: torch.Tensor,
-                  tags: torch.Tensor | None = None) -> dict[str, float]:
+                  tags: torch.Tensor | None = None, draws: Sequence[torch.Tensor] = ()) -> dict[str, float]:
         """Loss of the batch and its gradients, in chunks of ``micro_batch`` images when that is set.
 
         Each chunk's terms are weighted so that the gradients add up to the whole batch's: the noise loss
         (a mean over the normal samples) by the chunk's share of normal samples, the mask losses (means
         over all samples) by its share of samples. ``tags``: each image's index among the training images
-        (a model with a feature memory ignores the memory's entries of the image itself).
+        (a model with a feature memory ignores the memory's entries of the image itself). ``draws``: the
+        samples' (t_s, t_b, noise_s, noise_b) from the pipeline; none: drawn here from torch's generator.
         """
-        n, dev, diff = x.shape[0], self.device, self.model.diffusion
-        split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
-        t_s = torch.randint(0, split, (n,), device=dev)
-        t_b = torch.randint(split, T, (n,), device=dev)
-        shape = self.model.noise_shape(x)
-        noise_s = torch.randn(shape, device=dev)
-        noise_b = torch.randn(shape, device=dev)
+        n, dev = x.shape[0], self.device
+        if draws:
+            t_s, t_b, noise_s, noise_b = draws
+        else:
+            split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
+            t_s = torch.randint(0, split, (n,), device=dev)
+            t_b = torch.randint(split, T, (n,), device=dev)
+            shape = self.model.noise_shape(x)
+            noise_s = torch.randn(shape, device=dev)
+            noise_b = torch.randn(shape, device=dev)
         use_amp = self.train_config.amp and dev.type == "cuda"
         bounds = chunk_bounds(n, self.train_config.micro_batch)
-        n_normal = max(int(normal.sum()), 1)
+        # the whole batch's counts: across ranks, each rank's chunks are chunks of the one batch
+        n_all, n_normal = self._global_sum([float(n), float(normal.sum())])
+        n_normal = max(n_normal, 1.0)
+        ranks = self.world.world_size if self.world.launched else 1  # DDP averages the ranks' gradients: undo it
         total: dict[str, float] = {}
         for start, stop in zip(bounds, bounds[1:]):
             part = slice(start, stop)
             xs = x[part]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                x0 = diff.to_model_range(self.model.denoiser_view(xs))
-                x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s[part], t_b[part],
-                                                            noise_s[part], noise_b[part])
-                mask_logits = self.model.anomaly_logits(xs, x0_g, None if tags is None else tags[part])
+            last = stop == n
+            with self._no_sync(not last), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                eps_s, eps_b, mask_logits = self._forward(xs, t_s[part], t_b[part], noise_s[part], noise_b[part],
+                                                          None if tags is None else tags[part])
                 losses = self.loss_fn(eps_s, noise_s[part], eps_b, noise_b[part], mask_logits.float(), mask[part],
                                       normal[part])
-            w_noise, w_mask = float(normal[part].sum()) / n_normal, xs.shape[0] / n
-            weighted = {"noise": losses["noise"] * w_noise, "focal": losses["focal"] * w_mask,
-                        "smooth_l1": losses["smooth_l1"] * w_mask}
-            loss = self.loss_fn.total(**weighted)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss is not finite ({loss.item()}) at step {self.step + 1}")
-            loss.backward()
+                w_noise, w_mask = float(normal[part].sum()) / n_normal, xs.shape[0] / n_all
+                weighted = {"noise": losses["noise"] * w_noise, "focal": losses["focal"] * w_mask,
+                            "smooth_l1": losses["smooth_l1"] * w_mask}
+                loss = self.loss_fn.total(**weighted)
+                if self._global_sum([0.0 if torch.isfinite(loss) else 1.0])[0]:  # every rank stops, or none
+                    where = f"({loss.item()})" if not torch.isfinite(loss) else "on another rank"
+                    raise TrainingError(f"loss is not finite {where} at step {self.step + 1}")
+                (loss * ranks).backward()
             for k, v in (("loss", loss), *weighted.items()):
                 total[k] = total.get(k, 0.0) + float(v.detach())
-        return total
+        keys = sorted(total)
+        return dict(zip(keys, self._global_sum([total[k] for k in keys])))
+
+    def _global_sum(self, values: list[float]) -> list[float]:
+        """``values`` summed over the ranks of a distributed run (unchanged in a single process)."""
+        if not self.world.launched:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def _no_sync(self, skip: bool):  # noqa: ANN202
+        """Within a step's micro-batches, gradients are averaged across ranks once, after the last one."""
+        if skip and isinstance(self._forward, DistributedDataParallel):
+            return self._forward.no_sync()
+        return nullcontext()
 
     # ---- validation, preview, checkpoint -------------------------------------------------
     def _predict(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -465,13 +526,37 @@ class Trainer:
         self._memory_pending = False
         yield note(f"feature memory: {fc.memory_size} entries, distance scale {float(model.distance_scale):.3g}")
 
+    def _distribute(self) -> None:
+        """In a distributed run, wrap the training forward in DistributedDataParallel (once): the ranks start from
+        rank 0's weights; buffers (the memory, batch statistics) are not re-sent at each step."""
+        if self.world.launched and not isinstance(self._forward, DistributedDataParallel):
+            self._forward = DistributedDataParallel(
+                self._forward, device_ids=[self.device] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
+
+    def _world_info(self) -> dict[str, Any]:
+        """How the run was spread: its processes and each one's share of the batch (checkpoint header)."""
+        w = self.world.world_size if self.world.launched else 1
+        return {"world_size": w, "rank_batch_sizes": [len(shard(range(self.train_config.batch_size), r, w))
+                                                      for r in range(w)]}
+
+    def _share_memory(self) -> None:
+        """Rank 0's feature memory and statistics on every rank of a distributed run."""
+        if not self.world.launched or not self.model_config.features.enabled:
+            return
+        for name, buf in self.model.named_buffers():
+            if name in MEMORY_BUFFERS:
+                torch.distributed.broadcast(buf, src=0)
+        self._memory_pending = False
+
     def save(self) -> Path:
         ckpt = Checkpoint(
             model_config=self.model_config, state_dict=self.model.state_dict(), step=self.step,
             train_config=self.train_config,
             optimizer={"denoiser": self.opt_denoiser.state_dict(), "segmenter": self.opt_segmenter.state_dict()},
             metrics=self.metrics, threshold=self.threshold,
-            info={**self.info, "train_images": len(self.data.train), "val_images": len(self.data.val),
+            info={**self.info, **self._world_info(), "train_images": len(self.data.train),
+                  "val_images": len(self.data.val),
                   "train_sources": self.data.sources, "saved": time.strftime("%Y-%m-%dT%H:%M:%S")},
         )
         save_checkpoint(ckpt, self.checkpoint_path)
@@ -492,14 +577,21 @@ class Trainer:
         healthy, saved_at = True, -1
         if self._memory_pending:
             try:
-                yield from self._build_memory(cancel)
+                if self.world.is_main:  # the other ranks receive it
+                    yield from self._build_memory(cancel)
+                self._share_memory()
             except Cancelled:
                 yield TrainProgress(step=self.step, total=total, losses={}, images_per_s=0.0, eta_s=0.0, done=True,
                                     cancelled=True, message="cancelled while building the feature memory")
                 return
+        self._distribute()
+        main = self.world.is_main
         try:
             while self.step < total:
-                if cancel is not None and cancel():
+                stop = cancel is not None and cancel()
+                if self.world.launched:  # every rank stops at the same step
+                    stop = bool(self._global_sum([float(stop)])[0])
+                if stop:
                     break
                 t0 = time.perf_counter()
                 try:
@@ -520,11 +612,11 @@ class Trainer:
                 times.append(time.perf_counter() - t0)
                 per_step = sum(times) / len(times)
                 validation = ckpt = preview = None
-                if cfg.validate_every and self.step % cfg.validate_every == 0:
+                if main and cfg.validate_every and self.step % cfg.validate_every == 0:
                     validation = self.validate()
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if main and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     ckpt, saved_at = str(self.save()), self.step
-                if self.preview_every and self.step % self.preview_every == 0:
+                if main and self.preview_every and self.step % self.preview_every == 0:
                     preview = self.preview()
                 yield TrainProgress(
                     step=self.step, total=total, losses=losses,
@@ -532,7 +624,8 @@ class Trainer:
                     checkpoint=ckpt, validation=validation or None, preview=preview,
                 )
         finally:
-            if healthy and saved_at != self.step and self.step > 0:
+            self.close_batches()
+            if main and healthy and saved_at != self.step and self.step > 0:
                 if self.step == total and self.data.val:
                     self.validate()
                 self.save()
@@ -542,6 +635,22 @@ class Trainer:
             done=True, cancelled=self.step < total,
             message=("cancelled" if self.step < total else "finished") + f" at step {self.step}",
         )
+
+
+class _TrainForward(torch.nn.Module):
+    """The model's training forward (one-step guided denoising, then the segmenter's logits) as one module, so
+    that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: DiffusionAD):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t_s: torch.Tensor, t_b: torch.Tensor, noise_s: torch.Tensor,
+                noise_b: torch.Tensor, tags: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        diff = self.model.diffusion
+        x0 = diff.to_model_range(self.model.denoiser_view(x))
+        x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s, t_b, noise_s, noise_b)
+        return eps_s, eps_b, self.model.anomaly_logits(x, x0_g, tags)
 
 
 def leave_one_out_distances(model: DiffusionAD, patches: torch.Tensor, tags: torch.Tensor, sample: int,

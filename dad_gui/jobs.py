@@ -6,6 +6,7 @@ reads plain-dict messages from a queue: ``progress``, ``preview``, ``done``, ``e
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class JobSpec:
     checkpoint_every: int = 50
     device: str = "auto"
     threads: int = 0  # torch threads in the child (0: torch's default)
+    workers: int | None = None  # processes making the training batches (None: none on a CPU, a few beside a GPU)
 
 
 def run_job(spec: JobSpec, queue: Any, cancel: Any) -> None:
@@ -69,11 +71,16 @@ def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     textures = load_textures(spec.textures, size) if spec.textures else []
     trainer = Trainer(model_cfg, train_cfg, data, spec.out_dir, device=spec.device, textures=textures,
                       init_from=spec.base_checkpoint, resume_from=spec.resume_checkpoint,
-                      preview_every=spec.preview_every, info={"preset": spec.preset})
+                      preview_every=spec.preview_every, info={"preset": spec.preset}, workers=spec.workers)
     queue.put({"type": "started", "device": str(trainer.device), "train_images": len(data.train),
                "skipped": data.errors, "textures": len(textures), "step": trainer.step,
                "total": trainer.train_config.steps, "channels": trainer.model_config.channels})
-    for rec in trainer.run(cancel=cancel.is_set):
+    parent = os.getppid()  # the job is not a daemon (its batch workers are its children): it ends with the app
+
+    def stop() -> bool:
+        return cancel.is_set() or os.getppid() != parent
+
+    for rec in trainer.run(cancel=stop):
         if rec.done:
             queue.put({"type": "done", "checkpoint": rec.checkpoint, "cancelled": rec.cancelled,
                        "step": rec.step, "message": rec.message})

@@ -144,11 +144,12 @@ def _check_job(app, window, errors: list[str]) -> bool:  # noqa: ANN001
     panel.steps.setValue(2)
     before = len(window.registry.versions)
     t0 = time.monotonic()
-    window._start_job_with(batch_size=2, preview_every=1, checkpoint_every=2, threads=1)
+    window._start_job_with(batch_size=2, preview_every=1, checkpoint_every=2, threads=1, workers=1)
     done = _wait(app, lambda: not window.jobs.running(), JOB_TIMEOUT_S)
     added = len(window.registry.versions) - before
     job_ok = done and added == 1 and not errors
-    _print(f"self-test job {'passed' if job_ok else 'FAILED'}: 2 fine-tuning steps in a child process, "
+    _print(f"self-test job {'passed' if job_ok else 'FAILED'}: 2 fine-tuning steps in a child process "
+           "(batches from one worker process), "
            f"{added} model version registered in {time.monotonic() - t0:.1f} s"
            f"{'; ' + '; '.join(errors) if errors else ''}")
     return job_ok

@@ -215,7 +215,9 @@ class JobController(QObject):
             raise RuntimeError("a training job is already running; cancel it first")
         self._queue = self._ctx.Queue()
         self._cancel = self._ctx.Event()
-        self._proc = self._ctx.Process(target=run_job, args=(spec, self._queue, self._cancel), daemon=True)
+        # not a daemon, so that it can start the batch workers of its DataLoader; `wait` (on quit) cancels it, and
+        # it stops by itself if this process dies
+        self._proc = self._ctx.Process(target=run_job, args=(spec, self._queue, self._cancel), daemon=False)
         self._proc.start()
         self._timer.start()
 

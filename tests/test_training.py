@@ -280,8 +280,8 @@ def test_validation_predicts_like_the_inspector(data, tiny_configs, tmp_path):
 
 
 def test_one_seeded_stream_makes_batches_reproducible(data, tiny_configs, tmp_path):
-    """The synthesiser's own generator, seeded with the train seed (+ step), is the run's one stream: it draws
-    the batch's images and their synthetic defects. Same seed, same batches; another seed, others."""
+    """Sample j of step s comes from generators seeded with (train seed, s, j): they draw the image and its
+    synthetic defect. Same seed, same batches; another seed, others."""
     from core.devices import to_tensor
     from core.synthesis import AnomalySynthesizer
 
@@ -289,15 +289,24 @@ def test_one_seeded_stream_makes_batches_reproducible(data, tiny_configs, tmp_pa
 
     def first_batches(seed):
         trainer = Trainer(model_cfg, replace(train_cfg, seed=seed), data, tmp_path / str(seed), device="cpu")
-        return [trainer._batch() for _ in range(2)]
+        out = []
+        for _ in range(2):
+            out.append(trainer._batch())
+            trainer.step += 1
+        return out
 
     a, b, c = first_batches(5), first_batches(5), first_batches(6)
     for (xa, ma, _, ta), (xb, mb, _, tb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ma, mb) and torch.equal(ta, tb)
-    assert not torch.equal(a[0][0], c[0][0])
-    # replayed from a synthesiser with the documented seed
-    synth = AnomalySynthesizer(train_cfg.synthesis, seed=5)
-    idx = synth.rng.integers(0, len(data.train), train_cfg.batch_size)
-    expected = [synth(data.train[i].astype(np.float32) / 255.0) for i in idx]
+    assert not torch.equal(a[0][0], c[0][0]) and not torch.equal(a[0][0], a[1][0])
+    # replayed from the documented seeds
+    synth = AnomalySynthesizer(train_cfg.synthesis)
+    expected, idx = [], []
+    for j in range(train_cfg.batch_size):
+        rng = np.random.default_rng([5, 1, j])
+        i = int(rng.integers(0, len(data.train)))
+        idx.append(i)
+        expected.append(synth(data.train[i].astype(np.float32) / 255.0, rng))
+    assert a[0][3].tolist() == idx
     assert torch.equal(a[0][0], to_tensor([im for im, _ in expected], torch.device("cpu")))
     assert torch.equal(a[0][1][:, 0], torch.from_numpy(np.stack([m for _, m in expected])))
