@@ -278,7 +278,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     if choose.exists():
         c = json.loads(choose.read_text())
         lines += ["Recipe chosen on `magnetic_tile_val` by the rule in the script's docstring (committed before the "
-                  f"candidates were scored): {CHOOSE_STEPS} steps of training each, seed 0.", "",
+                  f"candidates were scored): {CHOOSE_STEPS} steps of training each, seed 0, each scored with the "
+                  "preset's shown map at the time of the run (rev in the record).", "",
                   "| candidate | synthesis | steps | val I-AUROC | val P-AUROC | val AUPRO | val P-AP | mean of 3 |",
                   "|---|---|---|---|---|---|---|---|"]
         for n in CANDIDATES:
