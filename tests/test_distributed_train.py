@@ -53,16 +53,26 @@ def _train_args(folder, out, *extra):
             "--out", str(out), *extra]
 
 
-def test_dad_train_nproc_trains_one_model_with_two_ranks(good_folder, tmp_path):
+def test_dad_train_nproc_trains_and_resumes_one_model_with_two_ranks(good_folder, tmp_path):
+    last = tmp_path / "run" / "last.safetensors"
     res = subprocess.run(_train_args(good_folder, tmp_path / "run", "--steps", "3", "--nproc", "2"),
                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "2 processes (batch 5 = 3 + 2)" in res.stderr
     assert res.stderr.count("finished at step 3") == 1  # rank 0 alone reports (and writes)
-    ckpt = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    ckpt = load_checkpoint(last)
     assert ckpt.step == 3 and ckpt.info["world_size"] == 2 and ckpt.info["rank_batch_sizes"] == [3, 2]
-    assert Inspector.from_checkpoint(tmp_path / "run" / "last.safetensors", device="cpu").predict(
+    assert Inspector.from_checkpoint(last, device="cpu").predict(
         [np.zeros((32, 32, 3), np.float32)])[0].anomaly_map.shape == (32, 32)
+
+    res = subprocess.run(_train_args(good_folder, tmp_path / "run", "--resume", str(last), "--steps", "5",
+                                     "--nproc", "2"), capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.count("finished at step 5") == 1
+    resumed = load_checkpoint(last, with_optimizer=True)
+    assert resumed.step == 5 and resumed.info["world_size"] == 2 and resumed.info["rank_batch_sizes"] == [3, 2]
+    for net in ("denoiser", "segmenter"):  # Adam went on from its state at step 3: 3 + 2 updates, not 2
+        assert float(resumed.optimizer[net]["state"][0]["step"]) == 5
 
 
 def _children(pid: int) -> list[int]:
