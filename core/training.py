@@ -375,6 +375,7 @@ class Trainer:
         n_normal = max(n_normal, 1.0)
         ranks = self.world.world_size if self.world.launched else 1  # DDP averages the ranks' gradients: undo it
         total: dict[str, float] = {}
+        not_finite: float | None = None
         for start, stop in zip(bounds, bounds[1:]):
             part = slice(start, stop)
             xs = x[part]
@@ -388,12 +389,18 @@ class Trainer:
                 weighted = {"noise": losses["noise"] * w_noise, "focal": losses["focal"] * w_mask,
                             "smooth_l1": losses["smooth_l1"] * w_mask}
                 loss = self.loss_fn.total(**weighted)
-                if self._global_sum([0.0 if torch.isfinite(loss) else 1.0])[0]:  # every rank stops, or none
-                    where = f"({loss.item()})" if not torch.isfinite(loss) else "on another rank"
-                    raise TrainingError(f"loss is not finite {where} at step {self.step + 1}")
+                if not torch.isfinite(loss):
+                    if not self.world.launched:
+                        raise TrainingError(f"loss is not finite ({loss.item()}) at step {self.step + 1}")
+                    not_finite = loss.item() if not_finite is None else not_finite
+                # ranks may have different numbers of chunks: the backward still runs (no optimizer step follows a
+                # non-finite loss), so that every rank joins the one gradient exchange of the last chunk
                 (loss * ranks).backward()
             for k, v in (("loss", loss), *weighted.items()):
                 total[k] = total.get(k, 0.0) + float(v.detach())
+        if self.world.launched and self._global_sum([0.0 if not_finite is None else 1.0])[0]:  # all stop, or none
+            where = f"({not_finite})" if not_finite is not None else "on another rank"
+            raise TrainingError(f"loss is not finite {where} at step {self.step + 1}")
         keys = sorted(total)
         return dict(zip(keys, self._global_sum([total[k] for k in keys])))
 

@@ -43,3 +43,21 @@ def rank_main(rank: int, world_size: int, port: int, folder: str, out: str, batc
         trainer = Trainer(model_cfg, train_cfg, data, Path(out) / "run", device="cpu", world=world, workers=0)
         losses, grads = one_step_gradients(trainer)
         torch.save({"losses": losses, "grads": grads}, Path(out) / f"rank{rank}.pt")
+
+
+def rank_trains_pretrained(rank: int, world_size: int, port: int, folder: str, out: str) -> None:
+    """Two steps of the tiny pretrained preset in micro-batches of 2 (ranks of 3 and 2 images: 2 and 1 chunks);
+    each rank saves the feature memory it trained with and its weights."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world = World(rank, world_size, rank, world_size, launched=True)
+    model_cfg, train_cfg = get_preset("tiny-pretrained")
+    train_cfg = replace(train_cfg, batch_size=5, micro_batch=2, steps=2, checkpoint_every=0, validate_every=0)
+    data = TrainData.from_paths(list_images(folder), model_cfg.image_size, 0.2, 0)
+    with process_group(world, torch.device("cpu")):
+        trainer = Trainer(model_cfg, train_cfg, data, Path(out) / "run", device="cpu", world=world, workers=0)
+        records = list(trainer.run())
+        assert records[-1].done and records[-1].step == 2
+        torch.save({"memory": trainer.model.memory.clone(), "distance_high": trainer.model.distance_high.clone(),
+                    "denoiser": [p.detach().clone() for p in trainer.model.denoiser.parameters()],
+                    "setup": sum(r.setup for r in records)}, Path(out) / f"rank{rank}.pt")

@@ -100,3 +100,16 @@ def test_a_killed_rank_stops_the_run_and_leaves_a_loadable_checkpoint(good_folde
     assert proc.returncode != 0
     assert "SIGKILL" in err or "Signal 9" in err  # torchrun names the rank that died and how
     assert load_checkpoint(ckpt).step >= 1  # written atomically by rank 0: loadable whatever the moment
+
+
+def test_ranks_share_rank_0s_feature_memory_and_stay_in_step(good_folder, tmp_path):
+    from tests._ranks import rank_trains_pretrained
+
+    mp.spawn(rank_trains_pretrained, args=(2, _free_port(), str(good_folder), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert r0["setup"] > 0 and r1["setup"] == 0  # rank 0 alone built the memory ...
+    assert r0["memory"].abs().sum() > 0 and torch.equal(r0["memory"], r1["memory"])  # ... and rank 1 has it
+    assert torch.equal(r0["distance_high"], r1["distance_high"])
+    # micro-batches of 2 on ranks of 3 and 2 images (2 chunks and 1): one gradient exchange a step, same weights
+    assert all(torch.equal(a, b) for a, b in zip(r0["denoiser"], r1["denoiser"]))
+    assert (tmp_path / "run" / "last.safetensors").exists()
