@@ -429,26 +429,9 @@ class Trainer:
         """Scores on held-out good images and on synthetic defects made from them (fixed seed)."""
         if not self.data.val:
             return {}
-        good = [im.astype(np.float32) / 255.0 for im in self.data.val]
-
-        def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-            _, maps, scores = self._predict(images)
-            return scores, maps
-
-        good_scores, good_maps = predict(good)
-        i_auroc, p_auroc = synthetic_defect_auroc(predict, good, good_scores, good_maps, self.train_config.synthesis,
-                                                  self.synth.textures)
-        metrics = {
-            "val_good_score_mean": float(good_scores.mean()),
-            "val_good_score_std": float(good_scores.std()),
-            "val_good_score_max": float(good_scores.max()),
-            "val_synthetic_image_auroc": i_auroc,
-            "val_synthetic_pixel_auroc": p_auroc,
-        }
-        self.metrics = metrics
-        # suggested threshold: mean + 3 sigma of held-out good scores, and never below their maximum
-        self.threshold = max(threshold_mean_k_sigma(good_scores, 3.0), threshold_zero_false_ng(good_scores))
-        return metrics
+        self.metrics, self.threshold = held_out_validation(self.model, self.data.val, self.device,
+                                                           self.train_config.synthesis, self.synth.textures)
+        return self.metrics
 
     def preview(self) -> dict[str, np.ndarray]:
         """Reconstruction and map of one fixed image (first held-out, else first training image)."""
@@ -642,6 +625,58 @@ class Trainer:
             done=True, cancelled=self.step < total,
             message=("cancelled" if self.step < total else "finished") + f" at step {self.step}",
         )
+
+
+def held_out_validation(model: DiffusionAD, val: Sequence[np.ndarray], device: torch.device,
+                        synthesis: SynthesisConfig, textures: Sequence[np.ndarray]) -> tuple[dict[str, float], float]:
+    """A model's figures on held-out good images (uint8) and on synthetic defects made from them (fixed seed), and
+    the threshold it suggests: mean + 3 sigma of the good images' scores, never below their maximum."""
+    good = [im.astype(np.float32) / 255.0 for im in val]
+
+    def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [predict_batch(model, images[i:i + 8], device) for i in range(0, len(images), 8)]
+        return np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    good_scores, good_maps = predict(good)
+    i_auroc, p_auroc = synthetic_defect_auroc(predict, good, good_scores, good_maps, synthesis, textures)
+    metrics = {
+        "val_good_score_mean": float(good_scores.mean()),
+        "val_good_score_std": float(good_scores.std()),
+        "val_good_score_max": float(good_scores.max()),
+        "val_synthetic_image_auroc": i_auroc,
+        "val_synthetic_pixel_auroc": p_auroc,
+    }
+    return metrics, max(threshold_mean_k_sigma(good_scores, 3.0), threshold_zero_false_ng(good_scores))
+
+
+def adopt_fusion(ckpt: Checkpoint, data: TrainData, fusion: str, textures: Sequence[np.ndarray] = (),
+                 device: torch.device | str = "cpu") -> Checkpoint:
+    """A ``pretrained``-preset model saved before fused maps (``fusion`` "none"), given the fused map ``fusion``
+    without training: the distance calibrated on its training images (``data``: the same images and split it was
+    trained with, uint8, in their order) and its validation figures and threshold computed anew for the new map.
+    Weights, memory and step stay as they are."""
+    cfg = ckpt.model_config
+    if not cfg.features.enabled:
+        raise TrainingError("only a model with a feature memory (the pretrained preset) has a distance to fuse")
+    cfg = replace(cfg, features=replace(cfg.features, fusion=fusion))
+    device = torch.device(device)
+    model = DiffusionAD(cfg)
+    missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+    if unexpected or set(missing) - {"distance_high"}:
+        raise CheckpointError(f"the model's weights do not match its architecture (missing {missing}, unexpected "
+                              f"{unexpected})")
+    model = model.to(device).eval()
+    seed = ckpt.train_config.seed if ckpt.train_config else 0
+    if "distance_high" in missing:
+        high, _ = distance_calibration(model, data.train, seed, device)
+        model.distance_high.fill_(max(high, 1.0 + 1e-3))
+    metrics, threshold = dict(ckpt.metrics or {}), ckpt.threshold
+    if data.val:
+        synthesis = ckpt.train_config.synthesis if ckpt.train_config else SynthesisConfig()
+        metrics, threshold = held_out_validation(model, data.val, device, synthesis, textures)
+    return Checkpoint(model_config=cfg, state_dict={k: v.cpu() for k, v in model.state_dict().items()},
+                      step=ckpt.step, train_config=ckpt.train_config, metrics=metrics, threshold=threshold,
+                      info={**ckpt.info, "fusion_adopted_at_step": ckpt.step})
 
 
 class _TrainForward(torch.nn.Module):

@@ -2,6 +2,7 @@
 
     python scripts/make_demo.py [--steps 300] [--preset pretrained]
     python scripts/make_demo.py --init resources/demo/model.safetensors --steps 500   # continue training
+    python scripts/make_demo.py --adopt-fusion   # give the shipped model the default preset's fused map (no training)
 
 Writes resources/demo/images (MVTec layout: train/good, test/<type>, ground_truth/<type>) and
 resources/demo/model.safetensors (float16 weights, no optimizer state).
@@ -19,13 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.checkpoint import export_for_inference  # noqa: E402
+from core.checkpoint import export_for_inference, load_checkpoint, save_checkpoint  # noqa: E402
 from core.config import replace  # noqa: E402
 from core.data import list_images  # noqa: E402
 from core.demo import make_demo_dataset  # noqa: E402
 from core.presets import DEFAULT_PRESET, get_preset  # noqa: E402
 from core.runtime import tune_cpu  # noqa: E402
-from core.training import TrainData, Trainer, fit  # noqa: E402
+from core.training import TrainData, Trainer, adopt_fusion, fit  # noqa: E402
 
 
 def main() -> None:
@@ -34,10 +35,15 @@ def main() -> None:
     ap.add_argument("--preset", default=DEFAULT_PRESET)
     ap.add_argument("--out", default=str(ROOT / "resources" / "demo"))
     ap.add_argument("--init", help="start from this model's weights (fresh optimizer) instead of from scratch")
+    ap.add_argument("--adopt-fusion", action="store_true",
+                    help="keep the model's weights; calibrate its memory distance and give it the preset's fused map")
     args = ap.parse_args()
     tune_cpu()
     out = Path(args.out)
     images = out / "images"
+    if args.adopt_fusion:
+        adopt(out, images, args.preset)
+        return
     if not (images / "train" / "good").is_dir() or not args.init:
         shutil.rmtree(images, ignore_errors=True)
         make_demo_dataset(images)
@@ -53,6 +59,21 @@ def main() -> None:
         print(f"trained {last.step} steps in {(time.monotonic() - t0) / 60:.1f} min; validation {last.validation}")
         export_for_inference(trainer.checkpoint_path, out / "model.safetensors")
     print(f"wrote {out / 'model.safetensors'} ({(out / 'model.safetensors').stat().st_size / 2**20:.1f} MiB)")
+
+
+def adopt(out: Path, images: Path, preset: str) -> None:
+    model = out / "model.safetensors"
+    ckpt = load_checkpoint(model)
+    tc = ckpt.train_config or get_preset(preset)[1]
+    data = TrainData.from_paths(list_images(images / "train" / "good"), ckpt.model_config.image_size,
+                                tc.val_fraction, tc.seed)
+    fused = adopt_fusion(ckpt, data, get_preset(preset)[0].features.fusion)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(fused, Path(tmp) / "fused.safetensors")
+        export_for_inference(Path(tmp) / "fused.safetensors", model)
+    print(f"{model}: fused map {fused.model_config.features.fusion}, distance_high "
+          f"{float(fused.state_dict['distance_high']):.3f}, threshold {fused.threshold:.4f}, "
+          f"validation {fused.metrics}")
 
 
 if __name__ == "__main__":

@@ -202,3 +202,25 @@ def test_models_saved_before_fusion_load_with_the_segmenters_map(data, configs, 
     list(trainer.run())
     insp = Inspector.from_checkpoint(tmp_path / "last.safetensors", device="cpu")
     assert insp.config.features.fusion == "none" and not hasattr(insp.model, "distance_high")
+
+
+def test_a_model_saved_before_fusion_adopts_the_fused_map(data, configs, tmp_path):
+    from core.training import TrainingError, adopt_fusion
+
+    model_cfg = replace(configs[0], features=replace(configs[0].features, fusion="none"))
+    list(Trainer(model_cfg, configs[1], data, tmp_path, device="cpu").run())
+    old = load_checkpoint(tmp_path / "last.safetensors")
+    fused = adopt_fusion(old, data, "mean")
+    assert fused.model_config.features.fusion == "mean" and fused.step == old.step
+    assert float(fused.state_dict["distance_high"]) > 1.0
+    assert torch.equal(fused.state_dict["memory"], old.state_dict["memory"])  # weights and memory unchanged
+    from core.checkpoint import save_checkpoint
+
+    save_checkpoint(fused, tmp_path / "fused.safetensors")
+    insp = Inspector.from_checkpoint(tmp_path / "fused.safetensors", device="cpu")
+    scores = [r.score for r in insp.predict([im.astype(np.float32) / 255 for im in data.val])]
+    assert max(scores) <= fused.threshold != old.threshold  # the threshold of the new map's held-out scores
+    assert set(fused.metrics) == set(old.metrics)
+    with pytest.raises(TrainingError, match="feature memory"):
+        tiny_cfg, _ = get_preset("tiny")
+        adopt_fusion(replace(old, model_config=tiny_cfg), data, "mean")
