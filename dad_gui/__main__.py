@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from dad_gui.app import create_app, freeze_startup_objects
     from dad_gui.main_window import MainWindow
     from dad_gui.paths import resource_path
+    from dad_gui.qt_util import dispose
 
     tune_cpu()
     app = create_app(sys.argv[:1])
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.folder:
         window.open_folder(args.folder)
     code = app.exec()
-    window.deleteLater()  # tear widgets down before the interpreter exits
-    app.processEvents()
+    dispose(window)  # tear widgets down before the interpreter exits
     return code
 
 

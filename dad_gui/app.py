@@ -6,6 +6,7 @@ import gc
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 
 from PySide6.QtCore import QSettings
@@ -15,6 +16,8 @@ from . import APP_NAME, __version__
 from .paths import log_file
 
 log = logging.getLogger("dad_gui")
+ErrorSink = Callable[[str, str, str], None]  # title, message, details
+_error_sink: ErrorSink | None = None
 
 
 def setup_logging() -> None:
@@ -37,9 +40,20 @@ def apply_theme(app: QApplication, theme: str) -> None:
     app.setStyleSheet(qdarkstyle.load_stylesheet(qt_api="pyside6", palette=palette))
 
 
+def set_error_sink(sink: ErrorSink | None) -> ErrorSink | None:
+    """Send errors to ``sink`` instead of dialogs (headless runs, tests; None: dialogs again); returns the
+    previous sink."""
+    global _error_sink
+    previous, _error_sink = _error_sink, sink
+    return previous
+
+
 def show_error(title: str, message: str, details: str = "") -> None:
-    """Log an error and show it once in a dialog (when a GUI exists)."""
+    """Log an error and show it once in a dialog (when a GUI exists), or hand it to the error sink."""
     log.error("%s: %s\n%s", title, message, details)
+    if _error_sink is not None:
+        _error_sink(title, message, details)
+        return
     if QApplication.instance() is None:
         return
     box = QMessageBox(QMessageBox.Icon.Critical, title, message)

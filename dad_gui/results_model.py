@@ -10,10 +10,10 @@ from PySide6.QtCore import (
     QModelRoleDataSpan,
     QPersistentModelIndex,
     Qt,
-    QTimer,
 )
 from PySide6.QtGui import QBrush, QColor
 
+from .qt_util import Throttle
 from .state import AppState
 
 COLUMNS = ("File", "Score", "Verdict", "Ground truth")
@@ -72,7 +72,9 @@ class ResultsTableModel(QAbstractTableModel):
                 return {0: "good", 1: sample.defect}.get(sample.label, "")
         elif role == FOREGROUND:
             return VERDICT_COLOURS.get(st.verdict(row)) if col == 2 else None
-        return st.errors.get(row) or str(st.samples[row].path)  # tooltip
+        # tooltip: the file column always names the whole path; the others say why an image failed
+        path = str(st.samples[row].path)
+        return path if col == 0 else st.errors.get(row) or path
 
     def _reset(self) -> None:
         self.beginResetModel()
@@ -113,10 +115,7 @@ class ResultsFilter(QAbstractTableModel):
         self.sort_order = Qt.SortOrder.AscendingOrder
         self._rows = np.zeros(0, np.int64)  # view row -> source row
         self._inverse = np.zeros(0, np.int64)  # source row -> view row, -1 when filtered out
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(REORDER_MS)
-        self._timer.timeout.connect(self.reorder)
+        self._reorder_later = Throttle(REORDER_MS, self.reorder, self)
 
     # ---- the proxy's vocabulary ----------------------------------------------------------------------
     def setSourceModel(self, model: ResultsTableModel) -> None:  # noqa: N802 - named as in Qt's proxies
@@ -224,14 +223,14 @@ class ResultsFilter(QAbstractTableModel):
         self._inverse[self._rows] = np.arange(len(self._rows))
 
     def _source_reset(self) -> None:
-        self._timer.stop()
+        self._reorder_later.cancel()
         self.beginResetModel()
         self._apply(self._order())
         self.endResetModel()
 
     def reorder(self) -> None:
         """Re-sort and re-filter now, keeping the selection and the current row."""
-        self._timer.stop()
+        self._reorder_later.cancel()
         rows = self._order()
         if np.array_equal(rows, self._rows):
             return
@@ -257,5 +256,5 @@ class ResultsFilter(QAbstractTableModel):
         elif len(self._rows):
             self.dataChanged.emit(self.index(0, top_left.column()), self.index(len(self._rows) - 1,
                                                                                bottom_right.column()))
-        if (self.mode != "All" or self.sort_column in (1, 2)) and not self._timer.isActive():
-            self._timer.start()
+        if self.mode != "All" or self.sort_column in (1, 2):
+            self._reorder_later.request()

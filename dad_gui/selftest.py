@@ -15,11 +15,9 @@ never touches the user's models or preferences. Exit code 0 means every stage pa
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,97 +59,80 @@ def check_core() -> bool:
     return ok
 
 
-def _wait(app, done: Callable[[], bool], timeout_s: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        app.processEvents()
-        if done():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def headless_session(scratch: Path, argv0: str) -> tuple[QApplication, list[str]]:
+def headless_session(scratch: Path, argv0: str) -> tuple[QApplication, list[tuple[str, str, str]]]:
     """An application whose settings, registry and logs live under ``scratch`` and whose errors are
     collected instead of shown in modal dialogs (no user to close them). Returns (app, errors)."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    os.environ["DAD_DATA_DIR"] = str(scratch / "data")
-    from PySide6.QtCore import QSettings
+    from dad_gui.app import create_app
+    from dad_gui.qt_util import Isolated
 
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(scratch / "settings"))
+    isolated = Isolated(scratch)  # for the rest of the process
+    return create_app([argv0]), isolated.errors
 
-    from dad_gui import app as app_module
-    from dad_gui import main_window as mw
 
-    errors: list[str] = []
-
-    def collect(title: str, message: str, details: str = "") -> None:
-        errors.append(f"{title}: {message}")
-
-    mw.show_error = app_module.show_error = collect
-    app = app_module.create_app([argv0])
-    sys.excepthook = lambda kind, exc, tb: collect("Unexpected error", f"{kind.__name__}: {exc}")
-    return app, errors
+def _errors(errors: list[tuple[str, str, str]]) -> str:
+    """'; title: first line of the message' for each error collected."""
+    return "".join(f"; {title}: {(message.splitlines() or [''])[0]}" for title, message, _ in errors)
 
 
 def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = True) -> bool:
     app, errors = headless_session(scratch, sys.argv[0])
-    from dad_gui import main_window as mw
+    from dad_gui.main_window import MainWindow
     from dad_gui.paths import resource_path
-    window = mw.MainWindow()
+    from dad_gui.qt_util import dispose, process_events_until
+
+    window = MainWindow()
     window.show()
+    ins = window.inspection
     ok = True
     try:
         window.open_model_file(str(resource_path("demo", "model.safetensors")))
         window.open_folder(str(resource_path("demo", "images")))
         st = window.state
         t0 = time.monotonic()
-        finished = _wait(app, lambda: not window.folder_pending() and window.inspector is not None
-                         and st.counts()["pending"] == 0 and not window._inspecting, GUI_TIMEOUT_S)
+        finished = process_events_until(lambda: not ins.folder_pending() and window.models.inspector is not None
+                                        and st.counts()["pending"] == 0 and not ins.inspecting, GUI_TIMEOUT_S)
         c = st.counts()
         gui_ok = (finished and not errors and c["error"] == 0 and len(st.samples) > 0
-                  and window.table_model.rowCount() == len(st.samples) and c["OK"] + c["NG"] == len(st.samples))
+                  and ins.table_model.rowCount() == len(st.samples) and c["OK"] + c["NG"] == len(st.samples))
         _print(f"self-test gui {'passed' if gui_ok else 'FAILED'}: {len(st.samples)} rows, {c['OK']} OK, "
                f"{c['NG']} NG, {c['error']} errors in {time.monotonic() - t0:.1f} s "
-               f"(platform {app.platformName()}){'; ' + '; '.join(errors) if errors else ''}")
+               f"(platform {app.platformName()}){_errors(errors)}")
         ok &= gui_ok
         if screenshot:
-            window.table.selectRow(len(st.samples) - 1)
-            _wait(app, lambda: st.detail(st.current) is not None and window.compare._map is not None, 30)
-            end = time.monotonic() + 0.5  # let throttled panels (histogram, metrics) catch up
-            _wait(app, lambda: time.monotonic() > end, 1)
+            ins.table.selectRow(len(st.samples) - 1)
+            process_events_until(lambda: st.detail(st.current) is not None and ins.compare._map is not None, 30)
+            process_events_until(lambda: False, 0.5)  # let throttled panels (histogram, metrics) catch up
             window.grab().save(screenshot)
             _print(f"self-test screenshot: {screenshot}")
         if job:
-            ok &= _check_job(app, window, errors)
+            ok &= _check_job(window, errors)
     finally:
-        window.jobs.wait(30)
+        window.training.jobs.wait(30)
         window.runner.wait()
         window.close()
-        window.deleteLater()
-        app.processEvents()
+        dispose(window)
     return ok
 
 
-def _check_job(app, window, errors: list[str]) -> bool:  # noqa: ANN001
+def _check_job(window, errors: list[tuple[str, str, str]]) -> bool:  # noqa: ANN001
     from core.presets import DEFAULT_PRESET
     from dad_gui.paths import resource_path
+    from dad_gui.qt_util import process_events_until
 
-    panel = window.training_panel
+    training = window.training
+    panel = training.panel
     panel.folders.addItem(str(resource_path("demo", "images")))
     panel.preset.setCurrentText(DEFAULT_PRESET)  # the default preset: encoder, feature memory, denoiser
     panel.steps.setValue(2)
     before = len(window.registry.versions)
     t0 = time.monotonic()
-    window._start_job_with(batch_size=2, preview_every=1, checkpoint_every=2, threads=1, workers=1)
-    done = _wait(app, lambda: not window.jobs.running(), JOB_TIMEOUT_S)
+    training.start_job_with(batch_size=2, preview_every=1, checkpoint_every=2, threads=1, workers=1)
+    done = process_events_until(lambda: not training.jobs.running(), JOB_TIMEOUT_S)
     added = len(window.registry.versions) - before
     job_ok = done and added == 1 and not errors
     _print(f"self-test job {'passed' if job_ok else 'FAILED'}: 2 fine-tuning steps in a child process "
            "(batches from one worker process), "
-           f"{added} model version registered in {time.monotonic() - t0:.1f} s"
-           f"{'; ' + '; '.join(errors) if errors else ''}")
+           f"{added} model version registered in {time.monotonic() - t0:.1f} s{_errors(errors)}")
     return job_ok
 
 

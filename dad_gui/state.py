@@ -80,6 +80,7 @@ class AppState(QObject):
     results_updated = Signal(int, int)  # first row, last row
     thresholds_changed = Signal()
     current_changed = Signal(int)
+    marked_changed = Signal()  # the images marked as good (for the next fine-tuning job)
     detail_ready = Signal(int)
     busy_changed = Signal(str, int, int)  # task label, done, total (total 0: idle)
 
@@ -204,6 +205,15 @@ class AppState(QObject):
     def has_labels(self) -> bool:
         _, labels = self.scored()
         return bool(len(labels)) and set(np.unique(labels)) == {0, 1}
+
+    # ---- images marked as good ------------------------------------------------------------------
+    def mark_good(self, paths: list[str]) -> None:
+        self.marked_good.update(paths)
+        self.marked_changed.emit()
+
+    def clear_marked(self) -> None:
+        self.marked_good.clear()
+        self.marked_changed.emit()
 
     def set_current(self, idx: int) -> None:
         if idx != self.current:

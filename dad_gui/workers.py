@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue as queue_mod
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -226,15 +227,24 @@ class JobController(QObject):
             self._cancel.set()
 
     def wait(self, timeout_s: float = 60.0) -> None:
-        """Cancel, let the child checkpoint and exit; kill it if it does not."""
+        """Cancel, let the child checkpoint and exit; kill it if it does not.
+
+        The queue is read while waiting: a child cannot exit while its last message (a preview is a few MB)
+        is still in the pipe. A killed child may leave half a message there, which is not read: reading it
+        would block for ever.
+        """
         if self._proc is None:
             return
         self.cancel()
-        self._proc.join(timeout_s)
-        if self._proc.is_alive():
+        deadline = time.monotonic() + timeout_s
+        while self._proc is not None and self._proc.is_alive() and time.monotonic() < deadline:
+            self._proc.join(0.1)
+            self._poll()
+        if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
             self._proc.join(5)
-        self._poll()
+        else:
+            self._poll()
         self._cleanup()
 
     def _poll(self) -> None:

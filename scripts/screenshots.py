@@ -8,10 +8,8 @@ histogram, and the training panel in the middle of a fine-tuning job.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,75 +18,73 @@ OUT = ROOT / "docs" / "screenshots"
 
 
 def main() -> int:
-    os.environ.setdefault("DAD_DATA_DIR", tempfile.mkdtemp(prefix="dad-shots-"))
-    from PySide6.QtCore import QCoreApplication, QSettings
+    from PySide6.QtCore import Qt
 
     from dad_gui.app import create_app
     from dad_gui.main_window import MainWindow
     from dad_gui.paths import resource_path
+    from dad_gui.qt_util import Isolated, dispose, process_events_until
 
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, os.environ["DAD_DATA_DIR"])
-    app = create_app(sys.argv[:1])
-    QCoreApplication.setOrganizationName("DiffusionADScreenshots")
+    # the display xvfb-run gives, settings and registry in a scratch folder, errors printed at the end
+    errors = Isolated(tempfile.mkdtemp(prefix="dad-shots-"), offscreen=False).errors
+    create_app(sys.argv[:1])
 
-    def pump(seconds: float, until=lambda: False) -> None:  # noqa: ANN001
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not until():
-            app.processEvents()
-            time.sleep(0.02)
-        app.processEvents()
+    def settle(seconds: float = 1.0) -> None:  # let throttled repaints and re-sorts happen
+        process_events_until(lambda: False, seconds)
 
     OUT.mkdir(parents=True, exist_ok=True)
     w = MainWindow()
+    ins, training = w.inspection, w.training
     w.registry.add(resource_path("demo", "model.safetensors"), name="Demo: metal plates", make_current=False)
-    w._registry_changed()
+    w.registry_changed()
     w.resize(1560, 940)
     w.show()
     w.open_model_file(str(resource_path("demo", "model.safetensors")))
-    pump(30, lambda: w.inspector is not None)
+    process_events_until(lambda: w.models.inspector is not None, 30)
     w.open_folder(str(resource_path("demo", "images")))
-    pump(60, lambda: not w.folder_pending() and w.state.counts()["pending"] == 0 and not w._inspecting)
+    process_events_until(lambda: not ins.folder_pending() and w.state.counts()["pending"] == 0
+                         and not ins.inspecting, 60)
     # show a defective image: the highest-scoring one
-    w.table.sortByColumn(1, w.table.horizontalHeader().sortIndicatorOrder().DescendingOrder)
-    pump(1)  # let the throttled re-sort happen
-    w.table.selectRow(0)
-    pump(5, lambda: w.compare._map is not None)
-    pump(1)
+    ins.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
+    settle()
+    ins.table.selectRow(0)
+    process_events_until(lambda: ins.compare._map is not None, 5)
+    settle()
     w.grab().save(str(OUT / "main_window.png"))
 
     idx = w.state.current
-    amap = w.compare._map
+    amap = ins.compare._map
     if amap is not None:
         import numpy as np
 
         y, x = np.unravel_index(int(np.argmax(amap)), amap.shape)
-        w.compare.zoom(2.5, (float(x), float(y)))
-    pump(1)
-    w.compare.grab().save(str(OUT / "compare_zoomed.png"))
-    w.compare.fit()
+        ins.compare.zoom(2.5, (float(x), float(y)))
+    settle()
+    ins.compare.grab().save(str(OUT / "compare_zoomed.png"))
+    ins.compare.fit()
 
-    w.tabs.setCurrentWidget(w.threshold_panel)
-    w.threshold_panel.apply_auto("f1")
-    pump(1)
+    w.tabs.setCurrentWidget(ins.threshold_panel)
+    ins.threshold_panel.apply_auto("f1")
+    settle()
     w.tabs.grab().save(str(OUT / "threshold_panel.png"))
 
-    panel = w.training_panel
+    panel = training.panel
     panel.add_folder_path(str(resource_path("demo", "images", "train", "good")))
     panel.steps.setValue(60)
     panel.base.setCurrentIndex(1)  # fine-tune the demo model
-    w._start_job_with(preview_every=5)
-    pump(240, lambda: len(panel._losses) >= 12 and panel.preview_step.text() != "")
-    pump(1)
+    training.start_job_with(preview_every=5)
+    process_events_until(lambda: len(panel._losses) >= 12 and panel.preview_step.text() != "", 240)
+    settle()
     w.tabs.grab().save(str(OUT / "training_panel.png"))
     w.grab().save(str(OUT / "main_window_training.png"))
     print(f"current image {idx}; screenshots in {OUT}")
-    w.jobs.wait()
+    for title, message, _ in errors:
+        print(f"error shown: {title}: {message}")
+    training.jobs.wait()
     w.runner.wait()
     w.close()
-    w.deleteLater()
-    app.processEvents()
-    return 0
+    dispose(w)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

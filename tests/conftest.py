@@ -74,6 +74,15 @@ def _single_thread_torch():
 
 
 @pytest.fixture
+def isolated(tmp_path: Path):
+    """Per-test settings file and data folder for the app; errors are collected instead of shown in dialogs."""
+    from dad_gui.qt_util import Isolated
+
+    with Isolated(tmp_path) as iso:
+        yield iso.errors
+
+
+@pytest.fixture
 def tiny_ckpt_file(tmp_path: Path, tiny_configs) -> Path:
     """A saved tiny model with seeded random weights."""
     import torch

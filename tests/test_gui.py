@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QSettings
 
 from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from core.config import replace
@@ -16,20 +15,6 @@ from core.model import DiffusionAD
 from core.presets import get_preset
 
 pytest.importorskip("pytestqt")
-
-
-@pytest.fixture
-def isolated(tmp_path, monkeypatch, qapp):
-    """Per-test settings file and data folder; errors are collected instead of shown in dialogs."""
-    monkeypatch.setenv("DAD_DATA_DIR", str(tmp_path / "data"))
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
-    qapp.setOrganizationName("DiffusionADTest")
-    errors: list[tuple] = []
-    import dad_gui.main_window as mw
-
-    monkeypatch.setattr(mw, "show_error", lambda *a: errors.append(a))
-    return errors
 
 
 @pytest.fixture
@@ -53,36 +38,36 @@ def window(qtbot, isolated):
     w.show()
     yield w
     w.runner.wait()
-    w.jobs.wait()
+    w.training.jobs.wait()
 
 
 def load(qtbot, w, ckpt, folder):
     w.open_model_file(ckpt)
-    qtbot.waitUntil(lambda: w.inspector is not None, timeout=20000)
+    qtbot.waitUntil(lambda: w.models.inspector is not None, timeout=20000)
     assert w.open_folder(folder)
-    qtbot.waitUntil(lambda: not w.folder_pending() and w.state.counts()["pending"] == 0, timeout=30000)
+    qtbot.waitUntil(lambda: not w.inspection.folder_pending() and w.state.counts()["pending"] == 0, timeout=30000)
 
 
 def test_window_opens_and_loads_folder(window, qtbot, tiny_ckpt, mvtec_folder):
     (mvtec_folder / "test" / "good" / "broken.png").write_bytes(b"this is not a png")
     load(qtbot, window, tiny_ckpt, mvtec_folder)
     st = window.state
-    assert len(st.samples) == 9 and window.proxy.rowCount() == 9
+    assert len(st.samples) == 9 and window.inspection.proxy.rowCount() == 9
     c = st.counts()
     assert c["error"] == 1 and c["OK"] + c["NG"] == 8
     broken = [i for i, s in enumerate(st.samples) if s.path.name == "broken.png"][0]
-    text = window.table_model.data(window.table_model.index(broken, 2))
+    text = window.inspection.table_model.data(window.inspection.table_model.index(broken, 2))
     assert text.startswith("error:") and "not a readable image" in text
-    gt_col = {window.table_model.data(window.table_model.index(i, 3)) for i in range(9)}
+    gt_col = {window.inspection.table_model.data(window.inspection.table_model.index(i, 3)) for i in range(9)}
     assert gt_col == {"good", "spot"}
-    assert "CPU" in window.device_label.text() or "GPU" in window.device_label.text()
+    assert "CPU" in window.models.device_label.text() or "GPU" in window.models.device_label.text()
     # the compare view shows the current image with its reconstruction and map
-    qtbot.waitUntil(lambda: window.compare._map is not None, timeout=10000)
-    assert window.compare.panels[1].image.image is not None
+    qtbot.waitUntil(lambda: window.inspection.compare._map is not None, timeout=10000)
+    assert window.inspection.compare.panels[1].image.image is not None
     # the image on show has its own line, so the run's summary stays readable beside it
     cur = st.current
-    assert window.image_text.text().startswith(f"{st.names[cur]}: score {st.scores[cur]:.4f}")
-    assert window.status_text.text().startswith("Inspection finished: ")
+    assert window.inspection.image_text.text().startswith(f"{st.names[cur]}: score {st.scores[cur]:.4f}")
+    assert window.status.message.text().startswith("Inspection finished: ")
 
 
 def test_threshold_slider_updates_counts_without_the_model(window, qtbot, tiny_ckpt, mvtec_folder, monkeypatch):
@@ -90,19 +75,19 @@ def test_threshold_slider_updates_counts_without_the_model(window, qtbot, tiny_c
     calls = []
     original = Inspector.predict
     monkeypatch.setattr(Inspector, "predict", lambda self, imgs: calls.append(1) or original(self, imgs))
-    panel = window.threshold_panel
+    panel = window.inspection.threshold_panel
     scores = window.state.scores
     panel.slider.setValue(0)
     assert window.state.counts()["NG"] == 8 and "NG 8" in panel.counts.text()
     panel.slider.setValue(10000)
     assert window.state.counts()["NG"] == int(np.sum(scores >= 1.0))
-    assert window.table_model.data(window.table_model.index(0, 2)) == "OK"
+    assert window.inspection.table_model.data(window.inspection.table_model.index(0, 2)) == "OK"
     assert calls == []
 
 
 def test_dragging_histogram_line_moves_slider(window, qtbot, tiny_ckpt, mvtec_folder):
     load(qtbot, window, tiny_ckpt, mvtec_folder)
-    panel = window.threshold_panel
+    panel = window.inspection.threshold_panel
     panel.line.setValue(0.3)  # what a drag does
     assert window.state.threshold == pytest.approx(0.3)
     assert panel.slider.value() == 3000 and panel.spin.value() == pytest.approx(0.3)
@@ -121,7 +106,7 @@ def test_auto_thresholds_on_crafted_scores(window, isolated):
     st.samples = samples
     st.labels = np.array([s.label for s in samples])
     st.scores = np.array(good + bad, float)
-    panel = window.threshold_panel
+    panel = window.inspection.threshold_panel
     panel.refresh()
     panel.apply_auto("f1")
     assert st.threshold == pytest.approx(0.35)
@@ -144,36 +129,37 @@ def test_cancel_stops_inference(window, qtbot, tiny_ckpt, tmp_path):
     for i in range(300):
         cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((40, 40, 3), i % 255, np.uint8))
     window.open_model_file(tiny_ckpt)
-    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    qtbot.waitUntil(lambda: window.models.inspector is not None, timeout=20000)
     window.open_folder(folder)
     qtbot.waitUntil(lambda: window.state.counts()["OK"] + window.state.counts()["NG"] > 0, timeout=20000)
-    window.cancel_inspection()
-    qtbot.waitUntil(lambda: not window._inspecting, timeout=20000)
+    window.inspection.cancel_inspection()
+    qtbot.waitUntil(lambda: not window.inspection.inspecting, timeout=20000)
     assert window.state.counts()["pending"] > 0
-    assert "cancelled" in window.status_text.text()
+    assert "cancelled" in window.status.message.text()
 
 
 def test_changing_folder_drops_stale_results(window, qtbot, tiny_ckpt, mvtec_folder, good_folder):
     window.open_model_file(tiny_ckpt)
-    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    qtbot.waitUntil(lambda: window.models.inspector is not None, timeout=20000)
     window.open_folder(mvtec_folder)
-    qtbot.waitUntil(lambda: not window.folder_pending(), timeout=20000)
+    qtbot.waitUntil(lambda: not window.inspection.folder_pending(), timeout=20000)
     old_gen = window.state.generation
     window.open_folder(good_folder)
     window.state.add_results(old_gen, [(0, 0.99, None, None)])  # a late result of the old run
-    qtbot.waitUntil(lambda: not window.folder_pending() and window.state.counts()["pending"] == 0, timeout=30000)
+    qtbot.waitUntil(lambda: not window.inspection.folder_pending() and window.state.counts()["pending"] == 0,
+                    timeout=30000)
     assert len(window.state.samples) == 10 and 0.99 not in window.state.scores
 
 
 def test_wrong_checkpoint_keeps_previous_model(window, qtbot, tiny_ckpt, isolated, tmp_path):
     window.open_model_file(tiny_ckpt)
-    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
-    first = window.inspector
+    qtbot.waitUntil(lambda: window.models.inspector is not None, timeout=20000)
+    first = window.models.inspector
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"garbage")
     window.open_model_file(bad)
     qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
-    assert window.inspector is first and "bad.safetensors" in isolated[0][2]
+    assert window.models.inspector is first and "bad.safetensors" in isolated[0][2]
 
 
 def _slow_load_of(path, monkeypatch):
@@ -208,26 +194,26 @@ def test_the_last_model_opened_wins_over_a_slower_earlier_load(window, qtbot, ti
     assert started.wait(20)  # the first request is still loading when the second one comes
     window.open_model_file(other)
     release.set()
-    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    qtbot.waitUntil(lambda: not window.models.loading(), timeout=20000)
     qtbot.wait(200)  # both loads have reported by now
-    assert window.inspector.config.image_size == 64 and window.state.model.path == str(other)
+    assert window.models.inspector.config.image_size == 64 and window.state.model.path == str(other)
     assert not isolated
 
 
 def test_a_model_opened_during_a_session_restore_keeps_its_own_threshold(window, qtbot, tiny_ckpt, tmp_path,
                                                                         monkeypatch):
     window.open_model_file(tiny_ckpt)
-    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    qtbot.waitUntil(lambda: not window.models.loading(), timeout=20000)
     window.state.set_threshold(0.25)
     session = tmp_path / "s.dadsession"
-    assert window.save_session(session)
+    assert window.inspection.save_session(session)
     other = _other_model(tmp_path)
     started, release = _slow_load_of(tiny_ckpt, monkeypatch)
     assert window.open_session(session)  # asks for the session's model, with the session's thresholds
     assert started.wait(20)
     window.open_model_file(other)  # the user picks another model before the session's has loaded
     release.set()
-    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    qtbot.waitUntil(lambda: not window.models.loading(), timeout=20000)
     qtbot.wait(200)
     assert window.state.model.path == str(other) and window.state.threshold == pytest.approx(0.5)
 
@@ -236,31 +222,31 @@ def test_export_csv_and_session_roundtrip(window, qtbot, tiny_ckpt, mvtec_folder
     load(qtbot, window, tiny_ckpt, mvtec_folder)
     window.state.set_threshold(0.25)
     out = tmp_path / "res.csv"
-    assert window.export_csv(out)
+    assert window.inspection.export_csv(out)
     lines = out.read_text().splitlines()
     assert lines[0] == "file,score,verdict,threshold,model_version,time" and len(lines) == 9
     session = tmp_path / "s.dadsession"
-    assert window.save_session(session)
+    assert window.inspection.save_session(session)
     window.state.set_threshold(0.9)
     window.open_model_file(tiny_ckpt)  # the model's own threshold (0.5) differs from the session's
-    qtbot.waitUntil(lambda: window._pending_model is None, timeout=20000)
+    qtbot.waitUntil(lambda: not window.models.loading(), timeout=20000)
     window.state.set_threshold(0.9)
     assert window.open_session(session)
-    qtbot.waitUntil(lambda: window._pending_model is None and not window.folder_pending(), timeout=20000)
+    qtbot.waitUntil(lambda: not window.models.loading() and not window.inspection.folder_pending(), timeout=20000)
     assert window.state.threshold == pytest.approx(0.25)  # still the session's after the model loaded
 
 
 def test_mark_as_good_feeds_the_next_job(window, qtbot, tiny_ckpt, mvtec_folder):
     load(qtbot, window, tiny_ckpt, mvtec_folder)
-    window.table.selectRow(0)
-    window.mark_selected_good()
+    window.inspection.table.selectRow(0)
+    window.inspection.mark_selected_good()
     assert len(window.state.marked_good) == 1
-    spec = window.training_panel.build_spec("/tmp/x")
+    spec = window.training.panel.build_spec("/tmp/x")
     assert spec is not None and spec.extra_images == sorted(window.state.marked_good)
 
 
 def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder):
-    panel = window.training_panel
+    panel = window.training.panel
     panel.add_folder_path(str(good_folder))
     panel.preset.setCurrentText("tiny")
     assert panel.batch.value() == get_preset("tiny")[1].batch_size  # the preset's batch, until changed
@@ -272,11 +258,11 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     panel.large_brightness.setValue(30)
     assert "large" in panel.large_brightness.toolTip()
     previews, progress, started = [], [], []
-    window.jobs.preview.connect(previews.append)
-    window.jobs.progressed.connect(progress.append)
-    window.jobs.started.connect(lambda msg: started.append(panel.status.text()))
-    with qtbot.waitSignal(window.jobs.finished, timeout=120000) as done:
-        window._start_job_with(preview_every=2, threads=1)
+    window.training.jobs.preview.connect(previews.append)
+    window.training.jobs.progressed.connect(progress.append)
+    window.training.jobs.started.connect(lambda msg: started.append(panel.status.text()))
+    with qtbot.waitSignal(window.training.jobs.finished, timeout=120000) as done:
+        window.training.start_job_with(preview_every=2, threads=1)
     assert not done.args[0]["cancelled"]
     assert started and "10 defect texture(s)" in started[0]
     trained = load_checkpoint(done.args[0]["checkpoint"]).train_config
@@ -290,20 +276,22 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     assert "registered" in panel.status.text()
     version = next(iter(window.registry.versions.values()))
     assert version.steps == 6 and version.preset == "tiny"
+    # the new version reaches the other modes: the toolbar's model list and the Training tab's base models
+    assert window.models.combo.findData(version.id) >= 0 and panel.base.findData(version.id) >= 0
 
 
 def test_closing_during_a_job_is_clean(window, qtbot, good_folder, monkeypatch):
     from PySide6.QtWidgets import QMessageBox
 
-    panel = window.training_panel
+    panel = window.training.panel
     panel.add_folder_path(str(good_folder))
     panel.preset.setCurrentText("tiny")
     panel.steps.setValue(100000)
-    with qtbot.waitSignal(window.jobs.started, timeout=60000):
-        window._start_job_with(preview_every=0, threads=1)
+    with qtbot.waitSignal(window.training.jobs.started, timeout=60000):
+        window.training.start_job_with(preview_every=0, threads=1)
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     window.close()
-    assert not window.jobs.running()
+    assert not window.training.jobs.running()
     from pathlib import Path
 
     ckpts = list((Path(window.registry.root) / "jobs").glob("*/last.safetensors"))
@@ -321,28 +309,28 @@ def test_compare_view_uses_a_grid_on_squarish_areas(qtbot, isolated):
     qtbot.waitUntil(lambda: view.columns() == 4)
     view.resize(800, 800)
     qtbot.waitUntil(lambda: view.columns() == 2)
-    qtbot.waitUntil(lambda: view._cols == 2)  # re-arranged, not only computed
+    qtbot.waitUntil(lambda: view._grid == (2, 2))  # re-arranged, not only computed
 
 
 def test_inference_leaves_the_gpu_to_a_training_job(window, qtbot, tiny_ckpt):
     """One GPU job at a time: while training holds the GPU, inspection runs on a CPU copy, then moves back."""
-    import dad_gui.main_window as mw
+    import dad_gui.controllers.models as mw
 
     window.open_model_file(tiny_ckpt)
-    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
-    first = window.inspector
+    qtbot.waitUntil(lambda: window.models.inspector is not None, timeout=20000)
+    first = window.models.inspector
     first.device = torch.device("cuda")  # pretend the model sits on a GPU
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mw, "inference_device", lambda pref="auto", busy=None:
                    torch.device("cpu") if busy else torch.device("cuda"))
-        window._job_started({"device": "cuda:0", "train_images": 4, "skipped": [], "step": 0, "total": 5})
-        qtbot.waitUntil(lambda: window.inspector is not first, timeout=10000)
-        assert window.inspector.device.type == "cpu" and window.inspector.checkpoint is first.checkpoint
-        assert "busy with training" in window.device_label.text()
+        window.training._job_started({"device": "cuda:0", "train_images": 4, "skipped": [], "step": 0, "total": 5})
+        qtbot.waitUntil(lambda: window.models.inspector is not first, timeout=10000)
+        assert window.models.inspector.device.type == "cpu" and window.models.inspector.checkpoint is first.checkpoint
+        assert "busy with training" in window.models.device_label.text()
         requests = []
         mp.setattr(window.runner, "move", lambda gen, insp, device: requests.append(device))
-        window._job_done()  # training finished: the model goes back to the GPU
-        assert requests == ["cuda"] and "busy" not in window.device_label.text()
+        window.training._job_done()  # training finished: the model goes back to the GPU
+        assert requests == ["cuda"] and "busy" not in window.models.device_label.text()
 
 
 def test_table_sorts_and_filters_from_cached_scores(qtbot, isolated, tmp_path):
@@ -393,43 +381,43 @@ def test_table_sorts_and_filters_from_cached_scores(qtbot, isolated, tmp_path):
 def test_worker_exception_is_one_message_and_the_app_goes_on(window, qtbot, tiny_ckpt, mvtec_folder, isolated,
                                                             monkeypatch):
     window.open_model_file(tiny_ckpt)
-    qtbot.waitUntil(lambda: window.inspector is not None, timeout=20000)
+    qtbot.waitUntil(lambda: window.models.inspector is not None, timeout=20000)
 
     def boom(*_a, **_k):
         raise RuntimeError("sensor cable unplugged")
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(window.inspector, "inspect_files", boom)
+    monkeypatch.setattr(window.models.inspector, "inspect_files", boom)
     window.open_folder(mvtec_folder)
     qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
     assert len(isolated) == 1 and "sensor cable unplugged" in isolated[0][1]
-    assert not window._inspecting and "failed" in window.status_text.text()
+    assert not window.inspection.inspecting and "failed" in window.status.message.text()
     monkeypatch.undo()  # the next run works again
-    window.start_inspection()
-    qtbot.waitUntil(lambda: window.state.counts()["pending"] == 0 and not window._inspecting, timeout=30000)
+    window.inspection.start_inspection()
+    qtbot.waitUntil(lambda: window.state.counts()["pending"] == 0 and not window.inspection.inspecting, timeout=30000)
     assert window.state.counts()["OK"] + window.state.counts()["NG"] == 8
 
 
 def test_second_job_is_refused_while_one_runs(window, qtbot, good_folder, isolated):
-    panel = window.training_panel
+    panel = window.training.panel
     panel.add_folder_path(str(good_folder))
     panel.preset.setCurrentText("tiny")
     panel.steps.setValue(100000)
-    window._start_job_with(preview_every=0, threads=1)
-    window._start_job_with(preview_every=0, threads=1)
-    assert window.jobs.running() and len(isolated) == 1 and "already running" in isolated[0][1]
-    window.jobs.wait()
+    window.training.start_job_with(preview_every=0, threads=1)
+    window.training.start_job_with(preview_every=0, threads=1)
+    assert window.training.jobs.running() and len(isolated) == 1 and "already running" in isolated[0][1]
+    window.training.jobs.wait()
 
 
 def test_model_deleted_from_disk_keeps_the_loaded_one(window, qtbot, tiny_ckpt, isolated):
     version = window.registry.add(tiny_ckpt, name="soon gone")
-    window.use_version(version.id)
-    qtbot.waitUntil(lambda: window.inspector is not None and window._pending_model is None, timeout=20000)
-    first = window.inspector
+    window.models.use_version(version.id)
+    qtbot.waitUntil(lambda: window.models.inspector is not None and not window.models.loading(), timeout=20000)
+    first = window.models.inspector
     window.registry.path(version.id).unlink()  # deleted behind the app's back
-    window.use_version(version.id)
+    window.models.use_version(version.id)
     qtbot.waitUntil(lambda: bool(isolated), timeout=20000)
-    assert window.inspector is first and "Cannot load model" in isolated[0][0]
+    assert window.models.inspector is first and "Cannot load model" in isolated[0][0]
 
 
 def test_linked_views_show_the_same_region(qtbot, isolated):
@@ -547,13 +535,131 @@ def test_compare_view_outlines_pixels_over_the_pixel_threshold(qtbot, isolated):
 
 def test_a_restarted_run_is_not_ended_by_the_one_it_replaced(window, qtbot, tiny_ckpt, mvtec_folder):
     load(qtbot, window, tiny_ckpt, mvtec_folder)
-    qtbot.waitUntil(lambda: not window._inspecting, timeout=60000)
+    qtbot.waitUntil(lambda: not window.inspection.inspecting, timeout=60000)
     window.state.clear_results()  # nothing scored yet, as right after opening a folder
-    window.start_inspection()
+    window.inspection.start_inspection()
     first = window.state.generation
-    window.start_inspection()  # F5 again before the first batch arrived: the first run is cancelled
+    window.inspection.start_inspection()  # F5 again before the first batch arrived: the first run is cancelled
     assert window.state.generation != first
-    window._on_finished("inspect", first, True)  # the cancelled run reports back late
-    assert window._inspecting and window.cancel_btn.isVisibleTo(window)
-    qtbot.waitUntil(lambda: not window._inspecting, timeout=60000)
+    window.inspection._on_finished("inspect", first, True)  # the cancelled run reports back late
+    assert window.inspection.inspecting and window.status.cancel_btn.isVisibleTo(window)
+    qtbot.waitUntil(lambda: not window.inspection.inspecting, timeout=60000)
     assert window.state.counts()["pending"] == 0
+
+
+def test_file_column_elides_in_the_middle_names_the_path_and_keeps_its_width(window, qtbot, tmp_path):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QHeaderView
+
+    from core.data import Sample
+    from dad_gui.main_window import MainWindow
+
+    ins, st = window.inspection, window.state
+    long = tmp_path / "good" / ("line_camera_2_station_4_part_" * 4 + "000123.png")
+    st.set_samples(tmp_path, [Sample(long, 0, "", None), Sample(tmp_path / "good" / "b.png", 0, "", None)])
+    st.add_results(st.generation, [(0, None, "not a readable image", None)])
+    tip = Qt.ItemDataRole.ToolTipRole
+    assert ins.proxy.data(ins.proxy.index(0, 0), tip) == str(long)  # the whole path, even on an error row
+    assert ins.proxy.data(ins.proxy.index(0, 2), tip) == "not a readable image"
+    assert ins.table.textElideMode() == Qt.TextElideMode.ElideMiddle  # "good/line_cam…000123.png"
+    header = ins.table.horizontalHeader()
+    assert header.sectionResizeMode(0) == QHeaderView.ResizeMode.Interactive  # a person can widen it
+    header.resizeSection(0, 263)
+    window.close()
+    again = MainWindow()
+    qtbot.addWidget(again)
+    assert again.inspection.table.horizontalHeader().sectionSize(0) == 263
+
+
+@pytest.mark.parametrize("shape, grid", [((460, 1130), (4, 1)), ((1130, 460), (1, 4)), ((300, 300), (2, 2))])
+def test_compare_view_layout_follows_the_images_shape(qtbot, isolated, shape, grid):
+    """In the same area, a wide photo (1130 x 460) gets a column of four panels as wide as the view, a tall
+    one a row of four as high as the view, a square one the 2 x 2 grid."""
+    from dad_gui.widgets.compare_view import CompareView
+
+    view = CompareView()
+    qtbot.addWidget(view)
+    view.show()
+    view.resize(720, 850)
+    view.set_images(np.zeros((*shape, 3), np.float32), None, None, np.zeros(shape, bool))
+    qtbot.waitUntil(lambda: view._grid == grid)
+    area, panel = view.layout_widget, view.panels[0].view
+    if grid == (4, 1):
+        qtbot.waitUntil(lambda: panel.width() > 0.9 * area.width())
+    elif grid == (1, 4):
+        qtbot.waitUntil(lambda: panel.height() > 0.85 * area.height())
+    else:
+        qtbot.waitUntil(lambda: 0.4 * area.width() < panel.width() < 0.5 * area.width()
+                        and 0.35 * area.height() < panel.height() < 0.5 * area.height())
+
+
+def test_compare_view_without_ground_truth_gives_its_row_the_whole_height(qtbot, isolated):
+    from dad_gui.widgets.compare_view import CompareView
+
+    view = CompareView()
+    qtbot.addWidget(view)
+    view.show()
+    view.resize(1600, 420)
+    view.set_images(np.zeros((64, 64, 3), np.float32), None, None, None)  # a plain folder: three panels
+    qtbot.waitUntil(lambda: view._grid == (1, 3))
+    qtbot.waitUntil(lambda: view.panels[0].view.height() > 0.7 * view.layout_widget.height())
+
+
+def test_loss_curve_has_a_smoothed_line_over_the_raw_one(qtbot, isolated, tmp_path):
+    from dad_gui.registry import Registry
+    from dad_gui.state import AppState
+    from dad_gui.widgets.training_panel import TrainingPanel
+
+    panel = TrainingPanel(AppState(), Registry(tmp_path / "registry"))
+    qtbot.addWidget(panel)
+    steps = np.arange(1, 401)
+    trend = 0.5 * np.exp(-steps / 150) + 0.02
+    raw = trend * np.exp(np.random.default_rng(0).normal(0, 0.5, len(steps)))  # noisy per-step loss
+    for step, loss in zip(steps, raw):
+        panel.on_progress({"step": int(step), "total": 400, "losses": {"loss": float(loss)}, "images_per_s": 8.0,
+                           "eta_s": 10.0})
+    np.testing.assert_allclose(panel.loss_curve.yData, raw)  # the raw loss is still drawn
+    smooth = panel.loss_smooth.yData
+    np.testing.assert_array_equal(panel.loss_smooth.xData, steps)
+    # far calmer than the raw loss, and it follows the trend
+    assert np.std(np.diff(np.log(smooth))) < 0.2 * np.std(np.diff(np.log(raw)))
+    assert np.median(np.abs(np.log(smooth[50:] / trend[50:]))) < 0.2
+    raw_pen, smooth_pen = panel.loss_curve.opts["pen"], panel.loss_smooth.opts["pen"]
+    assert panel.loss_smooth.zValue() > panel.loss_curve.zValue()  # drawn over it
+    assert smooth_pen.color().name() != raw_pen.color().name() and smooth_pen.widthF() > raw_pen.widthF()
+
+
+def test_quitting_during_a_job_reads_its_last_messages_instead_of_hanging(qapp, monkeypatch, tmp_path):
+    """A child whose last message is still in the pipe cannot exit until it is read: waiting for it (on quit)
+    reads the queue meanwhile, so the job ends at once, neither killed after the timeout nor left half-read."""
+    import signal
+    import time
+
+    import dad_gui.workers as workers
+    from dad_gui.jobs import JobSpec
+    from tests._jobs import preview_then_done
+
+    if not hasattr(signal, "SIGALRM"):
+        pytest.skip("needs SIGALRM to fail instead of hanging")
+    monkeypatch.setattr(workers, "run_job", preview_then_done)
+    jobs = workers.JobController()
+    previews, finished = [], []
+    jobs.preview.connect(previews.append)
+    jobs.finished.connect(finished.append)
+    jobs.start(JobSpec(folders=[], out_dir=str(tmp_path)))
+
+    def hung(*_args: object) -> None:
+        raise RuntimeError("JobController.wait is blocked reading a half-written message")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(40)
+    try:
+        t0 = time.monotonic()
+        jobs.wait(timeout_s=20)
+        took = time.monotonic() - t0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert took < 15 and not jobs.running()
+    assert previews and previews[0]["input"].shape == (256, 256, 3)
+    assert finished and finished[0]["cancelled"]

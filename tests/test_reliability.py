@@ -342,35 +342,30 @@ def test_random_json_configs_are_refused_cleanly_or_valid(value):
 @example({"threshold": float("nan"), "pixel_threshold": float("inf")})
 @example({"threshold": "0.3", "folder": 5, "model_path": ["x"]})
 def test_random_session_files_never_crash_the_window(qapp, tmp_path, value):
-    import dad_gui.main_window as mw
+    from dad_gui.qt_util import Isolated
     from dad_gui.state import AppState
 
-    errors: list = []
-    saved = mw.show_error
-    mw.show_error = lambda *a: errors.append(a)
-    try:
+    with Isolated(tmp_path) as iso:
         path = tmp_path / "s.dadsession"
         path.write_text(json.dumps(value))
-        win = _bare_window(mw, AppState())
-        ok = win.open_session(path)
-        assert ok or errors  # refused with a message, or applied
-        assert 0.0 <= win.state.threshold <= 1.0 and 0.0 <= win.state.pixel_threshold <= 1.0
-    finally:
-        mw.show_error = saved
+        inspection = _bare_inspection(AppState())
+        ok = inspection.open_session(path)
+        assert ok or iso.errors  # refused with a message, or applied
+        assert 0.0 <= inspection.state.threshold <= 1.0 and 0.0 <= inspection.state.pixel_threshold <= 1.0
 
 
-def _bare_window(mw, state):  # noqa: ANN001, ANN202
-    """The session logic of MainWindow without building widgets or threads."""
-    win = mw.MainWindow.__new__(mw.MainWindow)
-    win.state = state
-    win.registry = type("R", (), {"versions": {}})()
-    win._pending_model = None
-    win._session_thresholds = None
-    win.opened = []
-    win.use_version = win.opened.append
-    win.open_model_file = win.opened.append
-    win.open_folder = win.opened.append
-    return win
+def _bare_inspection(state):  # noqa: ANN001, ANN202
+    """The session logic of the inspection controller without building widgets or threads."""
+    from dad_gui.controllers.inspection import InspectionController
+
+    opened: list = []
+    inspection = InspectionController.__new__(InspectionController)
+    inspection.state = state
+    inspection.registry = type("R", (), {"versions": {}})()
+    inspection.models = type("M", (), {"use_version": lambda *a: opened.append(a),
+                                       "open_model_file": lambda *a: opened.append(a)})()
+    inspection.open_folder = opened.append
+    return inspection
 
 
 def test_unsupported_pixel_types_and_fifos_are_error_rows(tmp_path):

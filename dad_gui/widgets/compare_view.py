@@ -23,6 +23,7 @@ from core.overlay import overlay_alpha, threshold_contours
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 
 COLORMAPS = ("inferno", "turbo", "viridis", "CET-L3")
+MARGINS, LABEL_H = 24, 24  # pixels around the panels, height of a panel's title
 
 
 class _Panel:
@@ -74,7 +75,7 @@ class CompareView(QWidget):
         self.layout_widget = pg.GraphicsLayoutWidget()
         self.layout_widget.setBackground("#19232d")
         self.panels = [_Panel(t) for t in ("Input", "Reconstruction", "Anomaly heatmap", "Ground truth")]
-        self._cols = 0
+        self._grid = (0, 0)  # (rows, columns) the panels are laid out in
         self._has_gt = False
         for p in self.panels[1:]:
             p.view.setXLink(self.panels[0].view)
@@ -127,24 +128,39 @@ class CompareView(QWidget):
         self._arrange()
 
     # ---- layout ------------------------------------------------------------------------------
-    def columns(self) -> int:
-        """Panels in a row: one row on wide areas, a 2 x 2 grid on squarish ones (bigger images)."""
-        n = 4 if self._has_gt else 3
-        w, h = max(self.layout_widget.width(), 1), max(self.layout_widget.height(), 1)
-        # choose the grid whose square panels come out largest
-        best, best_side = n, 0.0
-        for cols in (n, 2):
-            rows = -(-n // cols)
-            side = min(w / cols, h / rows)
-            if side > best_side + 1:
-                best, best_side = cols, side
+    def _shown(self) -> int:
+        return 4 if self._has_gt else 3
+
+    def _cell(self, rows: int, cols: int) -> tuple[float, float]:
+        """The width and height of each image panel when the panels are laid out ``rows`` x ``cols``."""
+        lay = self.layout_widget.ci.layout
+        spacing = lay.horizontalSpacing() if lay.horizontalSpacing() >= 0 else 6
+        width = (self.layout_widget.width() - MARGINS - spacing * (cols - 1)) / cols
+        height = (self.layout_widget.height() - MARGINS - (LABEL_H + 2 * spacing) * rows) / rows
+        return max(width, 10), max(height, 10)
+
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of the panels: a row, a 2 x 2 grid or a column, whichever shows the image largest
+        for the area's shape and the image's: wide images get a column, tall ones a row."""
+        n = self._shown()
+        ih, iw = self._image.shape[:2] if self._image is not None else (1, 1)
+        best, best_scale = (1, n), 0.0
+        for rows, cols in ((1, n), (-(-n // 2), 2), (n, 1)):
+            w, h = self._cell(rows, cols)
+            scale = min(w / iw, h / ih)
+            if scale > best_scale * 1.02:  # a clear gain, or the row (on a tie)
+                best, best_scale = (rows, cols), scale
         return best
 
+    def columns(self) -> int:
+        return self.grid()[1]
+
     def _arrange(self) -> None:
-        cols = self.columns()
-        if cols == self._cols:
+        grid = self.grid()
+        if grid == self._grid:
             return
-        self._cols = cols
+        self._grid = grid
+        rows, cols = grid
         ci = self.layout_widget.ci
         for p in self.panels:
             for item in (p.label, p.view):
@@ -154,7 +170,6 @@ class CompareView(QWidget):
             r, c = divmod(i, cols)
             ci.addItem(p.label, row=2 * r, col=c)
             ci.addItem(p.view, row=2 * r + 1, col=c)
-        rows = -(-len(self.panels) // cols)
         for c in range(4):
             ci.layout.setColumnStretchFactor(c, 1 if c < cols else 0)
         for r in range(4):
@@ -166,19 +181,15 @@ class CompareView(QWidget):
 
     def _size_cells(self) -> None:
         """Give every panel exactly the same size: linked, aspect-locked views of different sizes
-        would show different parts of the image."""
-        cols = max(self._cols, 1)
-        rows = -(-len(self.panels) // cols)
+        would show different parts of the image. Rows and columns beyond the grid (the hidden ground
+        truth's among them) get none."""
+        rows, cols = self._grid
+        width, height = self._cell(rows, cols)
         lay = self.layout_widget.ci.layout
-        spacing = lay.horizontalSpacing() if lay.horizontalSpacing() >= 0 else 6
-        margins = 24
-        width = max((self.layout_widget.width() - margins - spacing * (cols - 1)) / cols, 10)
-        label_h = 24
-        height = max((self.layout_widget.height() - margins - (label_h + 2 * spacing) * rows) / rows, 10)
         for c in range(4):
             lay.setColumnFixedWidth(c, width if c < cols else 0)
         for r in range(4):
-            lay.setRowFixedHeight(2 * r, label_h if r < rows else 0)
+            lay.setRowFixedHeight(2 * r, LABEL_H if r < rows else 0)
             lay.setRowFixedHeight(2 * r + 1, height if r < rows else 0)
 
     def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
@@ -203,6 +214,8 @@ class CompareView(QWidget):
         h, w = image.shape[:2]
         first = self._image is None or self._image.shape[:2] != (h, w)
         self._image = image
+        if first:
+            self._arrange()  # another shape may want another layout
         rgb = (np.clip(image, 0, 1) * 255).astype(np.uint8)
         self.panels[0].image.setImage(rgb, levels=(0, 255))
         self.panels[2].image.setImage(rgb, levels=(0, 255))

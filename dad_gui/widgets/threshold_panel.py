@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSignalBlocker, Qt, QTimer
+from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from core import metrics as M
 
+from ..qt_util import Throttle
 from ..state import AppState
 
 SLIDER_STEPS = 10000
@@ -88,14 +89,12 @@ class ThresholdPanel(QWidget):
         self.btn_sigma.clicked.connect(lambda: self.apply_auto("sigma"))
         state.thresholds_changed.connect(self.render_threshold)
         state.results_updated.connect(self._results_updated)
-        self._refresh_timer = QTimer(self, singleShot=True, interval=250)  # throttle while results stream
-        self._refresh_timer.timeout.connect(self.refresh)
+        self._refresh_later = Throttle(250, self.refresh, self)  # histogram and ROC while results stream
         # a new folder or model repaints the table first and the plots in the next pass: two short
         # paints instead of one long one
-        self._soon = QTimer(self, singleShot=True, interval=0)
-        self._soon.timeout.connect(self.refresh)
-        state.folder_changed.connect(self._soon.start)
-        state.model_changed.connect(self._soon.start)
+        self._refresh_soon = Throttle(0, self.refresh, self)
+        state.folder_changed.connect(self._refresh_soon.request)
+        state.model_changed.connect(self._refresh_soon.request)
         self.refresh()
         self.render_threshold()
 
@@ -145,8 +144,7 @@ class ThresholdPanel(QWidget):
 
     def _results_updated(self, *_args: int) -> None:
         self._render_counts()  # cheap: every batch
-        if not self._refresh_timer.isActive():  # histogram and ROC: at most ~4 times a second while streaming
-            self._refresh_timer.start()
+        self._refresh_later.request()  # histogram and ROC: at most ~4 times a second
 
     def _render_counts(self) -> None:
         c = self.state.counts()

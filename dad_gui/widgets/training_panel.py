@@ -28,6 +28,13 @@ from ..registry import Registry
 from ..state import AppState
 
 NO_TEXTURES_TIP = "Optional folder of texture images that synthetic defects are cut from."
+RAW_LOSS_COLOUR, SMOOTH_LOSS_COLOUR = "#58a6ff88", "#ffa657"
+
+
+def smoothing_factor(total_steps: int) -> float:
+    """Weight of the past in the loss curve's moving average: it spans about 1/20 of the job (5 to 200 steps)."""
+    span = min(max(total_steps / 20, 5), 200)
+    return 1 - 2 / (span + 1)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -100,7 +107,10 @@ class TrainingPanel(QWidget):
         self.loss_plot.setLogMode(y=True)
         self.loss_plot.getAxis("left").enableAutoSIPrefix(False)
         self.loss_plot.setMinimumHeight(150)
-        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen("#58a6ff", width=2))
+        # the raw per-step loss, faint, and over it its exponential moving average (on the log scale shown)
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen(RAW_LOSS_COLOUR, width=1))
+        self.loss_smooth = self.loss_plot.plot(pen=pg.mkPen(SMOOTH_LOSS_COLOUR, width=2.5))
+        self.loss_smooth.setZValue(self.loss_curve.zValue() + 1)
         self.preview_widget = pg.GraphicsLayoutWidget()
         self.preview_widget.setBackground("#19232d")
         self.preview_widget.setMinimumHeight(130)
@@ -115,6 +125,8 @@ class TrainingPanel(QWidget):
         self.preview_items[2].setColorMap(pg.colormap.get("inferno"))
         self.preview_step = QLabel("")
         self._losses: list[tuple[int, float]] = []
+        self._smoothed: list[float] = []  # the moving average at each of ``_losses``
+        self._ema = (0.0, 0.0)  # running sums: weighted log-loss, weights (no bias towards the start)
         self.last_checkpoint: str | None = None
         self._last_spec: JobSpec | None = None
         self._started_at = 0.0
@@ -157,6 +169,7 @@ class TrainingPanel(QWidget):
         self._preset_changed(self.preset.currentText())
         self.refresh_models()
         self.refresh_marked()
+        state.marked_changed.connect(self.refresh_marked)
 
     # ---- form ------------------------------------------------------------------------------
     def refresh_models(self) -> None:
@@ -230,7 +243,8 @@ class TrainingPanel(QWidget):
     # ---- job messages ----------------------------------------------------------------------
     def job_started(self, spec: JobSpec) -> None:
         self._last_spec = spec
-        self._losses = [] if not spec.resume_checkpoint else self._losses
+        if not spec.resume_checkpoint:  # a resumed job continues its curve
+            self._losses, self._smoothed, self._ema = [], [], (0.0, 0.0)
         self._started_at = time.monotonic()
         self.start_btn.setEnabled(False)
         self.resume_btn.setEnabled(False)
@@ -256,9 +270,16 @@ class TrainingPanel(QWidget):
         if "loss" not in msg["losses"]:  # preparation before the first step (the feature memory): say what it does
             self.status.setText(msg.get("message") or "Preparing…")
             return
-        self._losses.append((msg["step"], max(msg["losses"]["loss"], 1e-6)))
+        loss = max(msg["losses"]["loss"], 1e-6)
+        self._losses.append((msg["step"], loss))
+        beta = smoothing_factor(msg["total"])
+        value, weight = self._ema
+        self._ema = (beta * value + (1 - beta) * float(np.log(loss)), beta * weight + (1 - beta))
+        self._smoothed.append(float(np.exp(self._ema[0] / self._ema[1])))
         steps, losses = zip(*self._losses)
-        self.loss_curve.setData(np.array(steps), np.array(losses))
+        x = np.array(steps)
+        self.loss_curve.setData(x, np.array(losses))
+        self.loss_smooth.setData(x, np.array(self._smoothed))
         self.status.setText(f"Step {msg['step']} / {msg['total']} · loss {msg['losses']['loss']:.4f} · "
                             f"{msg['images_per_s']:.1f} images/s · ETA {_fmt_eta(msg['eta_s'])}")
 
