@@ -157,26 +157,26 @@ def main() -> None:
     app_module.freeze_startup_objects()  # as dad-inspect does
     hb = Heartbeat(app)
     win.open_model_file(model)
-    run_until(app, lambda: win.inspector is not None, 60)
-    win.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)  # worst case: re-sorted as results stream
+    run_until(app, lambda: win.models.inspector is not None, 60)
+    win.inspection.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)  # worst case: re-sorted as results stream
 
     rows = []
     hb.reset()
     t_open = time.perf_counter()
     win.open_folder(folder)
-    run_until(app, lambda: not win.folder_pending(), 120)
+    run_until(app, lambda: not win.inspection.folder_pending(), 120)
     t_listed = time.perf_counter() - t_open
     rows.append(("listing the folder", t_listed, hb.stats()))
     hb.reset()
     t_first = run_until(app, lambda: win.state.counts()["OK"] + win.state.counts()["NG"] > 0, 120)
     rss: list[float] = [rss_mib()]
-    run_until(app, lambda: win.state.counts()["pending"] == 0 and not win._inspecting, 3600, rss)
+    run_until(app, lambda: win.state.counts()["pending"] == 0 and not win.inspection.inspecting, 3600, rss)
     rss.append(rss_mib())
     t_all = time.perf_counter() - t_open
     rows.append(("results streaming in (sorted by score)", t_all - t_listed, hb.stats()))
 
-    win.table.setFocus()  # focus and scroll to the top repaint the table once: not part of a key press
-    win.table.selectRow(0)
+    win.inspection.table.setFocus()  # focus and scroll to the top repaint the table once: not part of a key press
+    win.inspection.table.selectRow(0)
     settle = time.perf_counter()
     run_until(app, lambda: time.perf_counter() - settle > 0.5, 5)
     hb.reset()
@@ -184,7 +184,7 @@ def main() -> None:
 
     def press() -> None:  # held arrow key: the keyboard repeats it every 33 ms
         t = time.perf_counter()
-        QTest.keyClick(win.table, Qt.Key.Key_Down)
+        QTest.keyClick(win.inspection.table, Qt.Key.Key_Down)
         step_ms.append((time.perf_counter() - t) * 1000)
 
     key_timer = QTimer()
@@ -202,7 +202,7 @@ def main() -> None:
     win.state.set_threshold(0.3)
     app.processEvents()
     thr_ms = (time.perf_counter() - t) * 1000
-    win.filter_combo.setCurrentText("NG")
+    win.inspection.filter_combo.setCurrentText("NG")
     app.processEvents()
     filt_ms = (time.perf_counter() - t) * 1000 - thr_ms
 

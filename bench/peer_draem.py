@@ -314,6 +314,8 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     for rec in trainer.run(cancel=lambda: time.monotonic() > deadline or trainer.step >= steps):
         if rec.done:
             break
+        if rec.setup:  # the feature memory of the pretrained preset: inside the budget, no step yet
+            continue
         if rec.step % 10 == 0 or resumable:
             print(f"{name} step {rec.step} {json.dumps(rec.losses)} {trained():.0f} s", flush=True)
         if save_at is not None and rec.step == save_at:
