@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", help="folder of images to open")
     parser.add_argument("--model", help="checkpoint (.safetensors) to use")
     parser.add_argument("--session", help="session file to reopen")
+    parser.add_argument("--watch", metavar="FOLDER",
+                        help="watch this folder as a station (with --model, or the model in use)")
     parser.add_argument("--demo", action="store_true", help="open the built-in demo images and model")
     parser.add_argument("--self-test", action="store_true",
                         help="headless check: demo inference, the main window, a 2-step fine-tuning job; exit 0 = pass")
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         window.open_folder(str(resource_path("demo", "images")))
     if args.folder:
         window.open_folder(args.folder)
+    if args.watch:
+        window.watch_folder(args.watch)
     code = app.exec()
     dispose(window)  # tear widgets down before the interpreter exits
     return code

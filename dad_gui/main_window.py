@@ -1,6 +1,7 @@
 """Main window: a thin shell that builds the mode controllers, the menus and the tabs, and routes the few
 events that cross modes (a finished training job registers a model version; inspection leaves the GPU
-while a job trains; a newly loaded model inspects the open folder again).
+while a job trains; a newly loaded model inspects the open folder again, or starts a station that waited
+for it).
 
 No computation happens here or in the controllers: workers run ``core`` off the GUI thread and their
 results come back as queued signals tagged with a generation number, so stale results are dropped.
@@ -12,13 +13,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QWidget
 
 from . import APP_NAME, __version__
 from .app import apply_theme, show_error
 from .controllers import Context
 from .controllers.inspection import InspectionController
 from .controllers.models import ModelsController
+from .controllers.station import StationController
 from .controllers.training import TrainingController
 from .paths import data_dir
 from .registry import Registry
@@ -49,6 +51,7 @@ class MainWindow(QMainWindow):
         self.models = ModelsController(ctx)
         self.inspection = InspectionController(ctx, self.models)
         self.training = TrainingController(ctx)
+        self.station = StationController(ctx, self.models, self.inspection)
         self._build_widgets()
         self._build_actions()
         self._route()
@@ -70,7 +73,10 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.tabs)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([400, 720, 420])
-        self.setCentralWidget(self.splitter)
+        self.modes = QTabWidget()  # inspecting a folder, and the station
+        self.modes.addTab(self.splitter, "Inspect")
+        self.modes.addTab(self.station.view, "Station")
+        self.setCentralWidget(self.modes)
         sb = self.statusBar()
         sb.addWidget(self.status.message, 1)  # runs and jobs
         sb.addWidget(self.inspection.image_text, 1)
@@ -95,6 +101,7 @@ class MainWindow(QMainWindow):
         fm.addAction(self._action("Open folder…", ins.open_folder_dialog, "Ctrl+O"))
         fm.addMenu(ins.recent_menu)
         fm.addAction(self._action("Open model file…", self.models.open_dialog))
+        fm.addAction(self._action("Watch folder (station)…", self.station.watch_dialog))
         fm.addSeparator()
         fm.addAction(self._action("Export results (CSV)…", ins.export_csv_dialog, "Ctrl+E"))
         fm.addAction(self._action("Export overlays (PNG)…", ins.export_overlays_dialog))
@@ -133,6 +140,17 @@ class MainWindow(QMainWindow):
         self.training.show_requested.connect(self.tabs.setCurrentWidget)
         self.training.registry_edited.connect(self.registry_changed)
         self.models.registry_edited.connect(self.registry_changed)
+        self.models.model_ready.connect(self.station.model_ready)
+        self.station.show_requested.connect(self.show_widget)
+
+    def show_widget(self, widget: QWidget) -> None:
+        """Bring the mode tab (and side tab) that holds ``widget`` to the front."""
+        for tabs in (self.modes, self.tabs):
+            w: QWidget | None = widget
+            while w is not None and tabs.indexOf(w) < 0:
+                w = w.parentWidget()
+            if w is not None:
+                tabs.setCurrentWidget(w)
 
     def registry_changed(self) -> None:
         """A model version was added, renamed or deleted."""
@@ -148,6 +166,9 @@ class MainWindow(QMainWindow):
 
     def open_session(self, path: str | Path) -> bool:
         return self.inspection.open_session(path)
+
+    def watch_folder(self, path: str | Path) -> bool:
+        return self.station.watch(path)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
         if event.mimeData().hasUrls():
@@ -200,6 +221,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window_state", self.saveState())
         self.settings.setValue("splitter", self.splitter.saveState())
         self.inspection.save_settings(self.settings)
+        self.station.close()
         self.models.close()
         self.training.jobs.wait()
         self.runner.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal
 
 from core.data import ImageReadError, Sample, folder_samples, read_image, read_mask
 from core.inference import Inspector
@@ -288,3 +288,61 @@ class JobController(QObject):
         self._proc = None
         self._queue = None
         self._cancel = None
+
+
+class StationWorker(QThread):
+    """Runs a :class:`core.station.Station` off the GUI thread: its events come to the GUI as :attr:`event`
+    (queued). :meth:`pause` stops judging between two polls (files arriving meanwhile are judged on resume),
+    :meth:`stop` ends the run and closes the log; :attr:`failed` says why the station could not start or go on."""
+
+    event = Signal(object)  # core.station.Judgement or StationStatus
+    failed = Signal(str)
+
+    def __init__(self, inspector: Inspector, folder: Path, log: Path, model_path: str, threshold: float,
+                 options: Any = None):
+        super().__init__()
+        self.inspector, self.folder, self.log_path = inspector, folder, log
+        self.model_path, self.threshold, self.options = model_path, threshold, options
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        from dataclasses import replace
+
+        from core.station import Station, StationError, StationOptions, StationStatus, model_label
+
+        lower_thread_priority()
+        try:
+            options = replace(self.options or StationOptions(), threshold=self.threshold)
+            label = model_label(self.model_path, self.inspector.checkpoint)  # hashes the file: not on the GUI
+            station = Station(self.inspector, self.folder, self.log_path, label, options)
+            for ev in station.open():
+                self.event.emit(ev)
+        except Exception as exc:  # noqa: BLE001 - the GUI says why
+            self.failed.emit(str(exc) if isinstance(exc, StationError) else f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            while not self._stop.is_set():
+                # run() polls until told to stop or pause; the station stays open (and the log locked) while paused
+                for ev in station.run(cancel=lambda: self._stop.is_set() or self._paused.is_set()):
+                    self.event.emit(ev)
+                    if isinstance(ev, StationStatus) and ev.kind == "stop":  # a stop option applied
+                        self._stop.set()
+                while self._paused.is_set() and not self._stop.is_set():
+                    time.sleep(0.05)
+        except Exception as exc:  # noqa: BLE001
+            self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        finally:
+            station.close()

@@ -5,7 +5,8 @@ and routes the few events that cross modes.
   registry panel and the model's saved thresholds;
 - :mod:`.inspection`: inspecting a folder: listing, results table, compare view, thresholds panel, export,
   sessions;
-- :mod:`.training`: the Training tab and its fine-tuning job in a child process.
+- :mod:`.training`: the Training tab and its fine-tuning job in a child process;
+- :mod:`.station`: the Station tab: a folder a camera writes into, judged live into an audit log.
 
 A controller owns its widgets and its runner requests, and talks to the others through signals the window
 connects (or, for the model in use, through the models controller it is given).

@@ -1,0 +1,176 @@
+"""The Station view: the last judged image large (input, reconstruction, heatmap), its verdict big and coloured,
+the counters, a rolling chart of scores with the threshold line, the last results, and pause/resume and stop.
+Render-only: the station controller feeds it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .compare_view import CompareView
+
+VERDICT_COLOURS = {"OK": "#2ea043", "NG": "#da3633", "ERROR": "#d29922"}
+IDLE_COLOUR = "#30363d"
+FLASH_COLOUR = "#ffffff"
+CHART_POINTS = 200  # scores in the rolling chart
+
+
+class StationView(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.verdict = QLabel("—")
+        self.verdict.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verdict.setMinimumSize(220, 110)
+        self.verdict_detail = QLabel("")  # file name and score of the verdict on show
+        self.verdict_detail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verdict_detail.setWordWrap(True)
+        self._colour = IDLE_COLOUR
+        self._paint_verdict(IDLE_COLOUR)
+        self.counters = {k: QLabel("0") for k in ("inspected", "NG", "yield", "streak")}
+        grid = QGridLayout()
+        for i, (key, title) in enumerate((("inspected", "Inspected"), ("NG", "NG"), ("yield", "Yield"),
+                                           ("streak", "NG streak"))):
+            self.counters[key].setStyleSheet("font-size: 20px; font-weight: bold;")
+            grid.addWidget(QLabel(title), 0, i)
+            grid.addWidget(self.counters[key], 1, i)
+        self.counters["yield"].setText("–")
+
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.stop_btn = QPushButton("Stop")
+        self.alarm_streak = QSpinBox()
+        self.alarm_streak.setRange(1, 99)
+        self.alarm_streak.setValue(3)
+        self.alarm_streak.setToolTip("Raise the alarm when this many NG come in a row (every NG beeps)")
+        self.state_text = QLabel("Not watching. File > Watch folder… starts a station.")
+        self.state_text.setWordWrap(True)
+        self.session_text = QLabel("")  # folder, log, model, threshold in force
+        self.session_text.setWordWrap(True)
+        self.session_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.chart = pg.PlotWidget(background="#19232d")
+        self.chart.setMinimumHeight(150)
+        self.chart.setLabel("left", "score")
+        self.chart.setLabel("bottom", "image")
+        self.chart.showGrid(y=True, alpha=0.2)
+        self.curve = self.chart.plot(pen=pg.mkPen("#8b949e", width=1), symbol="o", symbolSize=6, antialias=False)
+        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#ffd33d", width=2),
+                                              label="threshold", labelOpts={"position": 0.05, "color": "#ffd33d"})
+        self.threshold_line.setVisible(False)
+        self.chart.addItem(self.threshold_line)
+
+        self.results = QListWidget()
+        self.results.setToolTip("The last results, newest first; double-click (or Enter) opens one in the "
+                                "compare view")
+        self.compare = CompareView()
+
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(4, 4, 4, 4)
+        sl.addWidget(self.verdict)
+        sl.addWidget(self.verdict_detail)
+        sl.addLayout(grid)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.pause_btn)
+        buttons.addWidget(self.stop_btn)
+        sl.addLayout(buttons)
+        alarm = QHBoxLayout()
+        alarm.addWidget(QLabel("Alarm after NG in a row"))
+        alarm.addWidget(self.alarm_streak)
+        sl.addLayout(alarm)
+        sl.addWidget(self.state_text)
+        sl.addWidget(self.session_text)
+        sl.addWidget(QLabel("Last results"))
+        sl.addWidget(self.results, 1)
+        side.setMinimumWidth(260)
+
+        centre = QSplitter(Qt.Orientation.Vertical)
+        centre.addWidget(self.compare)
+        centre.addWidget(self.chart)
+        centre.setStretchFactor(0, 3)
+        centre.setStretchFactor(1, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(side)
+        split.addWidget(centre)
+        split.setStretchFactor(1, 1)
+        split.setSizes([320, 1000])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+
+        self._flashes = 0
+        self._flash_timer = QTimer(self, interval=180)
+        self._flash_timer.timeout.connect(self._flash_step)
+
+    # ---- verdict ---------------------------------------------------------------------------------
+    def _paint_verdict(self, colour: str) -> None:
+        text = "#000000" if colour == FLASH_COLOUR else "#ffffff"
+        self.verdict.setStyleSheet(f"background: {colour}; color: {text}; font-size: 56px; font-weight: bold; "
+                                   "border-radius: 8px;")
+
+    def show_verdict(self, verdict: str, detail: str) -> None:
+        self._colour = VERDICT_COLOURS.get(verdict, IDLE_COLOUR)
+        self.verdict.setText(verdict)
+        self.verdict_detail.setText(detail)
+        if not self._flash_timer.isActive():
+            self._paint_verdict(self._colour)
+
+    def flash(self, times: int) -> None:
+        """Flash the verdict panel ``times`` times (an alarm)."""
+        self._flashes = max(self._flashes, 2 * times)
+        self._flash_timer.start()
+
+    def flashing(self) -> bool:
+        return self._flash_timer.isActive()
+
+    def _flash_step(self) -> None:
+        self._flashes -= 1
+        if self._flashes <= 0:
+            self._flash_timer.stop()
+            self._paint_verdict(self._colour)
+            return
+        self._paint_verdict(FLASH_COLOUR if self._flashes % 2 else self._colour)
+
+    # ---- counters and chart ------------------------------------------------------------------------
+    def set_counters(self, inspected: int, ng: int, ok: int, streak: int) -> None:
+        self.counters["inspected"].setText(str(inspected))
+        self.counters["NG"].setText(str(ng))
+        self.counters["yield"].setText(f"{100.0 * ok / inspected:.1f} %" if inspected else "–")
+        self.counters["streak"].setText(str(streak))
+        self.counters["streak"].setStyleSheet("font-size: 20px; font-weight: bold;"
+                                              + (f" color: {VERDICT_COLOURS['NG']};" if streak else ""))
+
+    def set_scores(self, first_index: int, scores: list[float], verdicts: list[str]) -> None:
+        if not scores:
+            self.curve.setData([], [])
+            return
+        x = np.arange(first_index, first_index + len(scores))
+        brushes = [pg.mkBrush(VERDICT_COLOURS.get(v, IDLE_COLOUR)) for v in verdicts]
+        self.curve.setData(x, np.asarray(scores, np.float64), symbolBrush=brushes, symbolPen=None)
+
+    def set_threshold(self, threshold: float | None) -> None:
+        self.threshold_line.setVisible(threshold is not None)
+        if threshold is not None:
+            self.threshold_line.setValue(threshold)
+
+    def reset(self) -> None:
+        self.results.clear()
+        self.compare.clear()
+        self.set_scores(0, [], [])
+        self.set_counters(0, 0, 0, 0)
+        self._colour = IDLE_COLOUR
+        self.verdict.setText("—")
+        self.verdict_detail.clear()
+        self._paint_verdict(IDLE_COLOUR)

@@ -1,0 +1,136 @@
+"""The Station view: a writer drops images into a watched folder; the view's verdict, counters and list follow,
+pause holds judging, stop ends the worker, and the log holds each file once."""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import make_defect, make_good
+
+pytest.importorskip("pytestqt")
+
+from dad_gui.qt_util import dispose, process_events_until  # noqa: E402
+
+
+def _logged(log: Path) -> list[list[str]]:
+    with open(log, newline="", encoding="utf-8") as fh:
+        return [row for row in csv.reader(fh)][1:]
+
+
+def _write(folder: Path, name: str, img: np.ndarray) -> None:
+    tmp = folder / f".{name}"
+    cv2.imwrite(str(tmp), img)
+    tmp.rename(folder / name)  # renamed into place, as a camera would
+
+
+@pytest.fixture
+def window(qtbot, isolated, tiny_ckpt_file):
+    from dad_gui.main_window import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.open_model_file(tiny_ckpt_file)
+    assert process_events_until(lambda: w.models.inspector is not None and not w.models.loading(), 60)
+    yield w
+    w.station.close()
+    w.runner.wait()
+    dispose(w)
+
+
+def test_station_view_judges_pauses_and_stops(window, tmp_path, isolated):
+    st = window.station
+    folder = tmp_path / "line"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    window.state.set_threshold(0.5)
+    assert st.watch(folder)
+    assert window.modes.currentWidget() is st.view
+    assert "0.5000" in st.view.session_text.text() and str(st.log_path) in st.view.session_text.text()
+    assert st.log_path == tmp_path / "line-station.csv"
+    assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
+
+    def writer() -> None:
+        _write(folder, "a_good.png", make_good(rng))
+        img, _ = make_defect(rng)
+        _write(folder, "b_defect.png", img)
+        (folder / "c_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20 + b"IEND\xaeB`\x82")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join()
+    assert process_events_until(lambda: st.tally.inspected == 3, 30), st.tally
+    v = st.view
+    assert v.counters["inspected"].text() == "3"
+    assert v.results.count() == 3
+    verdicts = {j.path.name: j.verdict for j in st.last}
+    assert verdicts["c_corrupt.png"] == "ERROR"
+    assert {verdicts["a_good.png"], verdicts["b_defect.png"]} <= {"OK", "NG"}
+    assert v.counters["NG"].text() == str(st.tally.ng)
+    assert v.verdict.text() == st.last[0].verdict  # the newest result's verdict on show
+    assert v.verdict.text() in ("OK", "NG", "ERROR")
+
+    # the threshold in force is fixed for the session: a change on the Thresholds tab does not reach the station
+    window.state.set_threshold(0.9)
+    assert st.threshold == pytest.approx(0.5)
+
+    # pause: a new image waits; resume: it is judged
+    v.pause_btn.click()
+    assert st.worker is not None and st.worker.paused() and v.pause_btn.text() == "Resume"
+    _write(folder, "d_late.png", make_good(rng))
+    process_events_until(lambda: False, 1.0)
+    assert st.tally.inspected == 3
+    v.pause_btn.click()
+    assert v.pause_btn.text() == "Pause"
+    assert process_events_until(lambda: st.tally.inspected == 4, 30)
+    assert "d_late.png" in v.results.item(0).text()  # newest first
+    assert all(j.threshold == pytest.approx(0.5) for j in st.last)
+
+    # activating a result opens it in the compare view of the Inspect tab
+    row = next(i for i in range(v.results.count()) if "b_defect.png" in v.results.item(i).text())
+    v.results.itemActivated.emit(v.results.item(row))
+    assert window.modes.currentWidget() is window.splitter
+    assert window.inspection.compare._map is not None
+    assert "b_defect.png" in window.inspection.image_text.text()
+
+    # stop: the worker ends, the log holds each file once
+    worker = st.worker
+    v.stop_btn.click()
+    assert st.worker is None and worker is not None and worker.isFinished()
+    assert not v.stop_btn.isEnabled()
+    files = [Path(r[1]).name for r in _logged(st.log_path) if r[3] in ("OK", "NG", "ERROR")]
+    assert sorted(files) == ["a_good.png", "b_defect.png", "c_corrupt.png", "d_late.png"]
+    assert not isolated
+
+
+def test_station_alarm_on_ng_streak_and_verdict_colours(window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QApplication
+
+    beeps: list[int] = []
+    monkeypatch.setattr(QApplication, "beep", staticmethod(lambda: beeps.append(1)))
+    st = window.station
+    folder = tmp_path / "ngline"
+    folder.mkdir()
+    window.state.set_threshold(0.0)  # every score is NG
+    st.view.alarm_streak.setValue(2)
+    assert st.watch(folder, tmp_path / "logs" / "audit.csv")
+    assert "set on the Thresholds tab" in st.view.session_text.text()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        _write(folder, f"p{i}.png", make_good(rng))
+        assert process_events_until(lambda i=i: st.tally.inspected == i + 1, 30)
+    assert st.view.verdict.text() == "NG"
+    assert st.tally.streak == 3 and st.view.counters["streak"].text() == "3"
+    assert st.view.counters["yield"].text() == "0.0 %"
+    assert beeps and st.view.flashing()
+    assert "#da3633" in st.view.verdict.styleSheet() or st.view.flashing()
+    window.close()  # the close routes to the station: it stops, the log is whole
+    assert st.worker is None
+    rows = _logged(tmp_path / "logs" / "audit.csv")
+    assert [Path(r[1]).name for r in rows] == ["p0.png", "p1.png", "p2.png"]
+    assert all(r[3] == "NG" for r in rows)
