@@ -105,6 +105,7 @@ def _launch_ranks(nproc: int, argv: Sequence[str]) -> int:
 def _train(args: argparse.Namespace, world: World, device: str) -> int:
     from .config import replace
     from .data import list_images, train_folder
+    from .metrics import threshold_warning
     from .presets import get_preset
     from .synthesis import load_textures
     from .training import TrainData, Trainer, TrainingError, working_size
@@ -169,6 +170,9 @@ def _train(args: argparse.Namespace, world: World, device: str) -> int:
                 say(f"{rec.message}; checkpoint {rec.checkpoint}", file=sys.stderr)
                 if rec.validation:
                     say(json.dumps(rec.validation, indent=1), file=sys.stderr)
+                    warning = threshold_warning(rec.validation)
+                    if warning:
+                        say(f"warning: {warning}", file=sys.stderr)
                 continue
             if rec.setup:
                 bar.update(rec.step, rec.message)

@@ -156,6 +156,44 @@ def threshold_mean_k_sigma(good_scores: np.ndarray, k: float = 3.0) -> float:
     return float(good.mean() + k * good.std())
 
 
+ROBUST_K = 3.0  # robust standard deviations above the median of held-out good scores: the models' own threshold
+
+
+def threshold_robust(good_scores: np.ndarray, k: float = ROBUST_K) -> float:
+    """Median + k robust standard deviations (1.4826 x the median absolute deviation) of the good scores.
+
+    Unlike mean + k sigma or the highest good score, one odd good image does not move it: a held-out good image
+    that scores like a defect is called NG rather than deciding that every defect scoring below it is OK.
+    """
+    good = np.asarray(good_scores, dtype=np.float64)
+    median = float(np.median(good))
+    sigma = 1.4826 * float(np.median(np.abs(good - median)))
+    return median + k * max(sigma, 1e-6 * max(abs(median), 1e-3))
+
+
+def threshold_gap(good_scores: np.ndarray, defect_scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """How well ``threshold`` separates held-out good scores from defect scores: the share of good images it
+    calls NG and the share of defects it calls OK."""
+    good, bad = np.asarray(good_scores, dtype=np.float64), np.asarray(defect_scores, dtype=np.float64)
+    return {"val_good_above_threshold": float(np.mean(good >= threshold)) if len(good) else 0.0,
+            "val_synthetic_below_threshold": float(np.mean(bad < threshold)) if len(bad) else 0.0}
+
+
+def threshold_warning(metrics: dict[str, float]) -> str | None:
+    """A sentence for a person when a model's held-out figures leave no clear gap at its own threshold."""
+    missed = metrics.get("val_synthetic_below_threshold")
+    false_ng = metrics.get("val_good_above_threshold")
+    parts = []
+    if missed is not None and missed > 0.2:
+        parts.append(f"{missed:.0%} of the held-out synthetic defects score below it")
+    if false_ng is not None and false_ng > 0.05:
+        parts.append(f"{false_ng:.0%} of the held-out good images score above it")
+    if not parts:
+        return None
+    return ("no clear gap between good and defective at the model's threshold: " + " and ".join(parts)
+            + "; check it on real images before relying on it")
+
+
 def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
     """Counts of true/false OK/NG at ``threshold`` (labels: 1 defective)."""
     labels, pred = np.asarray(labels).astype(bool), np.asarray(scores) >= threshold

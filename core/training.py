@@ -31,7 +31,7 @@ from .encoder import EncoderError
 from .inference import predict_batch
 from .losses import DiffusionADLoss
 from .memory import Cancelled, greedy_coreset, nearest_distances, nearest_neighbors
-from .metrics import image_auroc, pixel_auroc, threshold_mean_k_sigma, threshold_zero_false_ng
+from .metrics import image_auroc, pixel_auroc, threshold_gap, threshold_robust
 from .model import DiffusionAD
 from .pipeline import Batch, Draws, TrainingBatches, batch_loader, default_workers
 from .segmenter import DOWNSAMPLING
@@ -630,7 +630,9 @@ class Trainer:
 def held_out_validation(model: DiffusionAD, val: Sequence[np.ndarray], device: torch.device,
                         synthesis: SynthesisConfig, textures: Sequence[np.ndarray]) -> tuple[dict[str, float], float]:
     """A model's figures on held-out good images (uint8) and on synthetic defects made from them (fixed seed), and
-    the threshold it suggests: mean + 3 sigma of the good images' scores, never below their maximum."""
+    the threshold it suggests: the median of the good images' scores + 3 robust standard deviations
+    (``core.metrics.threshold_robust``: one odd good image does not decide it), with the share of good images it
+    calls NG and of synthetic defects it calls OK (``threshold_warning`` reads them)."""
     good = [im.astype(np.float32) / 255.0 for im in val]
 
     def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -638,15 +640,19 @@ def held_out_validation(model: DiffusionAD, val: Sequence[np.ndarray], device: t
         return np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts])
 
     good_scores, good_maps = predict(good)
-    i_auroc, p_auroc = synthetic_defect_auroc(predict, good, good_scores, good_maps, synthesis, textures)
+    bad, masks = synthetic_defects(good, synthesis, textures)
+    bad_scores, bad_maps = predict(bad)
+    i_auroc, p_auroc = defect_aurocs(good_scores, good_maps, bad_scores, bad_maps, masks)
+    threshold = threshold_robust(good_scores)
     metrics = {
         "val_good_score_mean": float(good_scores.mean()),
         "val_good_score_std": float(good_scores.std()),
         "val_good_score_max": float(good_scores.max()),
         "val_synthetic_image_auroc": i_auroc,
         "val_synthetic_pixel_auroc": p_auroc,
+        **threshold_gap(good_scores, bad_scores, threshold),
     }
-    return metrics, max(threshold_mean_k_sigma(good_scores, 3.0), threshold_zero_false_ng(good_scores))
+    return metrics, threshold
 
 
 def adopt_fusion(ckpt: Checkpoint, data: TrainData, fusion: str, textures: Sequence[np.ndarray] = (),

@@ -123,3 +123,29 @@ def test_score_report_gives_each_defect_type_its_own_pixel_auroc(tmp_path):
     assert report["per_defect_pixel_auroc"]["missed"] == pytest.approx(0.0, abs=1e-6)
     assert report["pixel_auroc"] > 0.95  # the big type's pixels dominate the overall figure
     assert report["per_defect_pixels"] == {"found": 128 * 128, "missed": 8 * 8}
+
+
+def test_one_odd_good_image_does_not_set_the_robust_threshold():
+    from core.metrics import threshold_mean_k_sigma, threshold_robust, threshold_zero_false_ng
+
+    rng = np.random.default_rng(0)
+    good = rng.normal(0.30, 0.02, 60)
+    defects = rng.normal(0.50, 0.05, 40)
+    with_outlier = np.r_[good, 0.70]  # one held-out good image that scores like no defect does
+    old_rule = max(threshold_mean_k_sigma(with_outlier, 3.0), threshold_zero_false_ng(with_outlier))
+    assert np.mean(defects >= old_rule) == 0.0  # the old rule lets every defect pass
+    robust = threshold_robust(with_outlier)
+    assert abs(robust - threshold_robust(good)) < 0.01 and 0.33 < robust < 0.40
+    assert np.mean(defects >= robust) > 0.95 and np.mean(good >= robust) < 0.05
+    assert threshold_robust(np.full(10, 0.4)) > 0.4  # identical scores: just above them
+
+
+def test_threshold_warning_names_what_is_missing():
+    from core.metrics import threshold_gap, threshold_warning
+
+    gap = threshold_gap(np.array([0.1, 0.2, 0.3]), np.array([0.25, 0.5, 0.6, 0.7]), 0.28)
+    assert gap == {"val_good_above_threshold": pytest.approx(1 / 3), "val_synthetic_below_threshold": 0.25}
+    warning = threshold_warning(gap)
+    assert warning and "25% of the held-out synthetic defects" in warning and "33% of the held-out good" in warning
+    assert threshold_warning({"val_good_above_threshold": 0.0, "val_synthetic_below_threshold": 0.05}) is None
+    assert threshold_warning({}) is None  # models trained before these figures

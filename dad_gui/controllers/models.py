@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel
 
 from core.devices import device_name, inference_device
 from core.inference import Inspector
+from core.metrics import threshold_warning
 
 from ..app import log, show_error
 from ..qt_util import Throttle
@@ -120,7 +121,8 @@ class ModelsController(QObject):
         self._render_device()
         self._refresh_combo()
         self.panel.refresh()
-        self.ctx.status.idle(f"Model {name} loaded on {info.device}.")
+        warning = threshold_warning(ckpt.metrics) if ckpt else None
+        self.ctx.status.idle(f"Model {name} loaded on {info.device}." + (f" Warning: {warning}." if warning else ""))
         self._place()  # a training job may have taken the GPU during the load
         self.model_ready.emit()
 
