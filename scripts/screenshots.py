@@ -3,13 +3,18 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py
 
 Shots: the main window, the compare view zoomed on a defect, the threshold panel with its
-histogram, and the training panel in the middle of a fine-tuning job.
+histogram, the training panel in the middle of a fine-tuning job, and the Station view watching a folder
+that the demo test images are dropped into. ``--only station`` makes the Station view's shot alone.
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,13 +22,51 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "docs" / "screenshots"
 
 
-def main() -> int:
+def station_shot(w, settle, process_events_until) -> None:  # noqa: ANN001
+    """The Station view after the demo test images were dropped one by one into a watched folder."""
+    from dad_gui.paths import resource_path
+
+    scratch = Path(tempfile.mkdtemp(prefix="dad-station-"))
+    folder = scratch / "camera"
+    folder.mkdir()
+    test = resource_path("demo", "images", "test")
+    goods = sorted(test.glob("good/*.png"))
+    defects = sorted(p for p in test.glob("*/*.png") if p.parent.name != "good")
+    # good and defective parts interleaved, then a run of defects (an NG streak), as a line might send them
+    images = [p for pair in zip(goods, defects) for p in pair] + defects[len(goods):]
+    st = w.station
+    st.view.alarm_streak.setValue(3)
+    assert st.watch(folder)
+    process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 60)
+
+    def writer() -> None:
+        for i, src in enumerate(images):
+            tmp = folder / f".{i:03d}_{src.parent.name}.png"
+            shutil.copyfile(src, tmp)
+            tmp.rename(folder / tmp.name[1:])
+            time.sleep(0.3)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    process_events_until(lambda: st.tally.inspected >= len(images), 120)
+    t.join()
+    settle(1.5)
+    w.modes.setCurrentWidget(st.view)
+    settle()
+    w.grab().save(str(OUT / "station.png"))
+    st.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["station"], help="make only this shot")
+    args = parser.parse_args(argv)
     from PySide6.QtCore import Qt
 
     from dad_gui.app import create_app
     from dad_gui.main_window import MainWindow
     from dad_gui.paths import resource_path
-    from dad_gui.qt_util import Isolated, dispose, process_events_until
+    from dad_gui.qt_util import Isolated, process_events_until
 
     # the display xvfb-run gives, settings and registry in a scratch folder, errors printed at the end
     errors = Isolated(tempfile.mkdtemp(prefix="dad-shots-"), offscreen=False).errors
@@ -41,6 +84,9 @@ def main() -> int:
     w.show()
     w.open_model_file(str(resource_path("demo", "model.safetensors")))
     process_events_until(lambda: w.models.inspector is not None, 30)
+    if args.only == "station":
+        station_shot(w, settle, process_events_until)
+        return finish(w, errors)
     w.open_folder(str(resource_path("demo", "images")))
     process_events_until(lambda: not ins.folder_pending() and w.state.counts()["pending"] == 0
                          and not ins.inspecting, 60)
@@ -77,10 +123,19 @@ def main() -> int:
     settle()
     w.tabs.grab().save(str(OUT / "training_panel.png"))
     w.grab().save(str(OUT / "main_window_training.png"))
-    print(f"current image {idx}; screenshots in {OUT}")
+    training.jobs.wait()
+    station_shot(w, settle, process_events_until)
+    print(f"current image {idx}")
+    return finish(w, errors)
+
+
+def finish(w, errors) -> int:  # noqa: ANN001
+    from dad_gui.qt_util import dispose
+
+    print(f"screenshots in {OUT}")
     for title, message, _ in errors:
         print(f"error shown: {title}: {message}")
-    training.jobs.wait()
+    w.training.jobs.wait()
     w.runner.wait()
     w.close()
     dispose(w)

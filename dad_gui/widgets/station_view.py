@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -72,6 +73,7 @@ class StationView(QWidget):
         self.chart.addItem(self.threshold_line)
 
         self.results = QListWidget()
+        self.results.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))  # columns line up
         self.results.setToolTip("The last results, newest first; double-click (or Enter) opens one in the "
                                 "compare view")
         self.compare = CompareView()
