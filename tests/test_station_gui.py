@@ -134,3 +134,23 @@ def test_station_alarm_on_ng_streak_and_verdict_colours(window, tmp_path, monkey
     rows = _logged(tmp_path / "logs" / "audit.csv")
     assert [Path(r[1]).name for r in rows] == ["p0.png", "p1.png", "p2.png"]
     assert all(r[3] == "NG" for r in rows)
+
+
+def test_watch_waits_for_the_model_loading(qtbot, isolated, tiny_ckpt_file, tmp_path):
+    """``dad-inspect --watch FOLDER --model CKPT``: the watch asked for while the model loads starts once it has."""
+    from dad_gui.main_window import MainWindow
+
+    w = MainWindow()
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    _write(folder, "x.png", make_good(np.random.default_rng(7)))
+    try:
+        w.open_model_file(tiny_ckpt_file)
+        assert w.watch_folder(folder)
+        assert w.station.worker is None and "Waiting for the model" in w.station.view.state_text.text()
+        assert process_events_until(lambda: w.station.tally.inspected == 1, 60)
+        assert w.station.last[0].path.name == "x.png"
+    finally:
+        w.station.close()
+        w.runner.wait()
+        dispose(w)
