@@ -404,8 +404,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         stopped_by.append("SIGTERM")
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() \
-        else None
+    previous = previous_int = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, terminate)
+        # Ctrl+C stops the station even when it was started with SIGINT ignored (a background job of a script)
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for event in itertools.chain(opened, station.run()):
             if isinstance(event, Judgement):
@@ -426,6 +429,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         station.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

@@ -240,7 +240,11 @@ def test_kill_9_mid_run_then_restart_logs_every_image_exactly_once(inspector, ti
             wait_for(lambda: len(printed) >= len(names) - (len(before.splitlines()) - 1), what="every image")
         finally:
             proc.send_signal(signal.SIGINT)  # Ctrl+C: a clean stop
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # fails the test below instead of waiting for ever
+                proc.wait()
             reader.join()
             err = proc.stderr.read()  # type: ignore[union-attr]
     assert proc.returncode == 130, err
