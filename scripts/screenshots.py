@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "station":
         station_shot(w, settle, process_events_until)
         return finish(w, errors)
-    w.open_folder(str(resource_path("demo", "images")))
+    # the demo images from a neutral place, so that no path of the machine that made the shots shows in them
+    plates = Path(tempfile.gettempdir()) / "demo-plates"
+    shutil.copytree(resource_path("demo", "images"), plates, dirs_exist_ok=True)
+    w.open_folder(str(plates))
     process_events_until(lambda: not ins.folder_pending() and w.state.counts()["pending"] == 0
                          and not ins.inspecting, 60)
     # show a defective image: the highest-scoring one
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     w.tabs.grab().save(str(OUT / "threshold_panel.png"))
 
     panel = training.panel
-    panel.add_folder_path(str(resource_path("demo", "images", "train", "good")))
+    panel.add_folder_path(str(plates / "train" / "good"))
     panel.steps.setValue(60)
     panel.base.setCurrentIndex(1)  # fine-tune the demo model
     training.start_job_with(preview_every=5)

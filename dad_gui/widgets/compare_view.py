@@ -177,7 +177,7 @@ class CompareView(QWidget):
             ci.layout.setRowStretchFactor(2 * r + 1, 1 if r < rows else 0)
         self._size_cells()
         if self._image is not None:
-            QTimer.singleShot(0, self.fit)  # after the layout has settled
+            QTimer.singleShot(0, self, self.fit)  # after the layout has settled (dropped if the view goes first)
 
     def _size_cells(self) -> None:
         """Give every panel exactly the same size: linked, aspect-locked views of different sizes
@@ -197,7 +197,7 @@ class CompareView(QWidget):
         self._arrange()
         self._size_cells()
         if self._image is not None:
-            QTimer.singleShot(0, self.fit)
+            QTimer.singleShot(0, self, self.fit)
 
     # ---- rendering ------------------------------------------------------------------------
     def clear(self) -> None:
@@ -278,7 +278,10 @@ class CompareView(QWidget):
     def fit(self) -> None:
         if self._image is not None:
             h, w = self._image.shape[:2]
-            self.panels[0].view.setRange(xRange=(0, w), yRange=(0, h), padding=0.02)
+            try:
+                self.panels[0].view.setRange(xRange=(0, w), yRange=(0, h), padding=0.02)
+            except RuntimeError:  # the window was closed while a deferred fit was pending: nothing to fit
+                pass
 
     def one_to_one(self) -> None:
         if self._image is None:
