@@ -52,7 +52,7 @@ from core.config import replace  # noqa: E402
 from core.data import list_images, mvtec_test_samples  # noqa: E402
 from core.devices import fixed_noise, to_tensor  # noqa: E402
 from core.evaluation import EVAL_SIZE, score_report  # noqa: E402
-from core.features import distance_probability, fuse, smooth_distance  # noqa: E402
+from core.features import fuse  # noqa: E402
 from core.inference import Inspector  # noqa: E402
 from core.model import DiffusionAD, image_score, top_k_for  # noqa: E402
 from core.presets import get_preset  # noqa: E402
@@ -208,7 +208,7 @@ def score_fusions(insp: Inspector, split_root: Path, high: float) -> dict:
         x0_hat = model.reconstruct(x, *fixed_noise(model.noise_shape(x), insp.device))
         logits, dist = model._head(x, x0_hat)
         p_seg = torch.sigmoid(logits.float())
-        p_dist = distance_probability(smooth_distance(dist.float(), (size, size), 4.0 * size / 256), high)
+        p_dist = model.distance_probability_map(dist, (size, size), high)
         for f in maps:
             m = p_dist if f == "dist" else fuse(p_seg, p_dist, f)
             maps[f] += list(m[:, 0].numpy())

@@ -122,11 +122,14 @@ class DiffusionAD(nn.Module):
             return p_seg
         return fuse(p_seg, self.distance_probability_map(dist, x.shape[-2:]), fusion)
 
-    def distance_probability_map(self, dist: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-        """Patch distances [N, 1, h, w] -> the distance's probability map [N, 1, H, W] (``core.features``)."""
+    def distance_probability_map(self, dist: Tensor, size: tuple[int, int] | torch.Size,
+                                 high: float | Tensor | None = None) -> Tensor:
+        """Patch distances [N, 1, h, w] -> the distance's probability map [N, 1, H, W] (``core.features``), with the
+        model's calibration ``distance_high`` or, for a model saved without one, ``high``."""
         smooth = smooth_distance(dist.float(), tuple(size), 4.0 * size[-1] / 256)
-        high = self.distance_high if hasattr(self, "distance_high") else torch.full((), 2.0)
-        return distance_probability(smooth, high.float())
+        if high is None:
+            high = self.distance_high.float()
+        return distance_probability(smooth, high)
 
     def full_size(self, img: Tensor, like: Tensor) -> Tensor:
         if img.shape[-2:] == like.shape[-2:]:

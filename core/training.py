@@ -266,10 +266,9 @@ class Trainer:
             self.opt_denoiser.load_state_dict(self._opt_state["denoiser"])
             self.opt_segmenter.load_state_dict(self._opt_state["segmenter"])
         self.loss_fn = DiffusionADLoss(train_config.focal_weight)
-        # the run's one random stream (numpy): the synthesiser's own generator, seeded with seed + step (so a
-        # resumed run starts a stream of its own), draws each batch's images and their synthetic defects; the
-        # timesteps and noises come from torch's generator, seeded the same way by seed_everything above
-        self.synth = AnomalySynthesizer(train_config.synthesis, textures, seed=train_config.seed + self.step)
+        # anomaly sources of the synthetic defects; each batch's images, defects, timesteps and noises come from
+        # generators seeded per sample (core.pipeline)
+        self.textures = list(textures)
         self.workers = default_workers(self.device) if workers is None else workers
         self._batches: TrainingBatches | None = None
         self._batch_iter: Iterator[Batch] | None = None
@@ -291,7 +290,7 @@ class Trainer:
             dc = self.model_config.diffusion
             r = self.model_config.denoiser_resolution
             self._batches = TrainingBatches(
-                self.data.train, self.train_config.synthesis, self.synth.textures, self.train_config.batch_size,
+                self.data.train, self.train_config.synthesis, self.textures, self.train_config.batch_size,
                 self.train_config.seed, self.step, 2**62, self.model_config.channels,
                 Draws(dc.num_timesteps, dc.train_t_split, (self.model_config.channels, r, r)),
                 self.world.rank, self.world.world_size)
@@ -430,7 +429,7 @@ class Trainer:
         if not self.data.val:
             return {}
         self.metrics, self.threshold = held_out_validation(self.model, self.data.val, self.device,
-                                                           self.train_config.synthesis, self.synth.textures)
+                                                           self.train_config.synthesis, self.textures)
         return self.metrics
 
     def preview(self) -> dict[str, np.ndarray]:
