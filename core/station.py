@@ -112,7 +112,7 @@ class Judgement:
 class StationStatus:
     """Anything else worth telling. ``kind``: start, model (a change logged), repaired (a log's cut tail removed),
     finished (a move cut short, done now), waiting (folder unreachable), back, warning, log (the log cannot be
-    written: waiting), stop."""
+    written: waiting), device (the same model now judges on another device), stop."""
 
     kind: str
     message: str
@@ -460,6 +460,14 @@ class Station:
                                             f"{dst} ({exc.strerror or exc})")]
         return [self._status("finished", f"{src}: {'moved' if moved else 'copied'} to {dst} "
                                          "(the last run stopped before it could)")]
+
+    def use_inspector(self, inspector: Inspector) -> StationStatus:
+        """Judge with ``inspector`` from now on: the same model on another device (a training job took the GPU, or
+        gave it back). The model and threshold stay the session's; another model needs a new station."""
+        if inspector.checkpoint is not self.inspector.checkpoint:
+            raise StationError("a station keeps its model for its session: start a new one for another model")
+        self.inspector = inspector
+        return self._status("device", f"judging on {inspector.device} from now on")
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, cancel: Callable[[], bool] | None = None) -> Iterator[Event]:

@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", help="session file to reopen")
     parser.add_argument("--watch", metavar="FOLDER",
                         help="watch this folder as a station (with --model, or the model in use)")
+    parser.add_argument("--log", metavar="CSV", help="with --watch: the station's log (default: FOLDER-station.csv "
+                                                     "beside the folder)")
     parser.add_argument("--demo", action="store_true", help="open the built-in demo images and model")
     parser.add_argument("--self-test", action="store_true",
                         help="headless check: demo inference, the main window, a 2-step fine-tuning job; exit 0 = pass")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.folder:
         window.open_folder(args.folder)
     if args.watch:
-        window.watch_folder(args.watch)
+        window.watch_folder(args.watch, args.log)
     code = app.exec()
     dispose(window)  # tear widgets down before the interpreter exits
     return code

@@ -142,6 +142,7 @@ class MainWindow(QMainWindow):
         self.models.registry_edited.connect(self.registry_changed)
         self.models.model_ready.connect(self.station.model_ready)
         self.station.show_requested.connect(self.show_widget)
+        self.training.may_start = self.station.may_train
 
     def show_widget(self, widget: QWidget) -> None:
         """Bring the mode tab (and side tab) that holds ``widget`` to the front."""
@@ -167,8 +168,8 @@ class MainWindow(QMainWindow):
     def open_session(self, path: str | Path) -> bool:
         return self.inspection.open_session(path)
 
-    def watch_folder(self, path: str | Path) -> bool:
-        return self.station.watch(path)
+    def watch_folder(self, path: str | Path, log: str | Path | None = None) -> bool:
+        return self.station.watch(path, log)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
         if event.mimeData().hasUrls():

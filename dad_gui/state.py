@@ -37,6 +37,8 @@ class ModelInfo:
     device: str
     image_size: int
     version_id: str | None = None
+    own_threshold: float | None = None  # the threshold the model came with (from its held-out images)
+    threshold_note: str | None = None  # a warning when its held-out figures leave no clear gap
 
 
 def _rank(values: list[str]) -> np.ndarray:
@@ -175,6 +177,14 @@ class AppState(QObject):
         if value != self.threshold:
             self.threshold = float(value)
             self.thresholds_changed.emit()
+
+    def threshold_is_own(self) -> bool | None:
+        """Whether the image threshold in force is the model's own (True) or one a person set (False); None when
+        the model has none of its own (or no model is loaded)."""
+        own = self.model.own_threshold if self.model is not None else None
+        if own is None:
+            return None
+        return abs(own - self.threshold) <= 5e-5  # the spin box's resolution: 4 decimals
 
     def set_pixel_threshold(self, value: float) -> None:
         if not np.isfinite(value):

@@ -305,6 +305,8 @@ class StationWorker(QThread):
         self.model_path, self.threshold, self.options = model_path, threshold, options
         self._stop = threading.Event()
         self._paused = threading.Event()
+        self._lock = threading.Lock()
+        self._next: Inspector | None = None  # a moved copy of the model, taken at the next poll
 
     def pause(self) -> None:
         self._paused.set()
@@ -317,6 +319,13 @@ class StationWorker(QThread):
 
     def stop(self) -> None:
         self._stop.set()
+
+    def use_inspector(self, inspector: Inspector) -> None:
+        """Judge with ``inspector`` from the next poll on: a copy of the same model on another device (one of
+        another model is ignored: a station keeps its model for its session)."""
+        if inspector.checkpoint is self.inspector.checkpoint:
+            with self._lock:
+                self._next = inspector
 
     def run(self) -> None:
         from dataclasses import replace
@@ -335,11 +344,18 @@ class StationWorker(QThread):
             return
         try:
             while not self._stop.is_set():
-                # run() polls until told to stop or pause; the station stays open (and the log locked) while paused
-                for ev in station.run(cancel=lambda: self._stop.is_set() or self._paused.is_set()):
+                # run() polls until told to stop or pause (or a moved model waits); the station stays open (and
+                # the log locked) while paused
+                for ev in station.run(cancel=lambda: self._stop.is_set() or self._paused.is_set()
+                                      or self._next is not None):
                     self.event.emit(ev)
                     if isinstance(ev, StationStatus) and ev.kind == "stop":  # a stop option applied
                         self._stop.set()
+                with self._lock:
+                    moved, self._next = self._next, None
+                if moved is not None and moved is not station.inspector:
+                    self.event.emit(station.use_inspector(moved))
+                    self.inspector = moved
                 while self._paused.is_set() and not self._stop.is_set():
                     time.sleep(0.05)
         except Exception as exc:  # noqa: BLE001

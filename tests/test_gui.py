@@ -85,6 +85,30 @@ def test_threshold_slider_updates_counts_without_the_model(window, qtbot, tiny_c
     assert calls == []
 
 
+def test_thresholds_tab_says_whose_threshold_is_in_force(window, qtbot, tiny_ckpt, tmp_path):
+    panel = window.inspection.threshold_panel
+    assert "No model" in panel.source.text() and not panel.btn_own.isEnabled()
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.state.model is not None, timeout=20000)
+    assert "the model's own" in panel.source.text() and "0.5000" in panel.source.text()
+    assert not panel.btn_own.isEnabled() and "(model's own)" in window.models.model_label.text()
+    panel.spin.setValue(0.61)
+    assert "set by a person" in panel.source.text() and "0.6100" in panel.source.text()
+    assert "the model's own is 0.5000" in panel.source.text()
+    assert "(set by a person)" in window.models.model_label.text()
+    panel.btn_own.click()
+    assert window.state.threshold == pytest.approx(0.5) and "the model's own" in panel.source.text()
+
+    # a model whose held-out figures leave no clear gap says so on the tab
+    cfg = get_preset("tiny")[0]
+    path = tmp_path / "gapless.safetensors"
+    save_checkpoint(Checkpoint(cfg, DiffusionAD(cfg).state_dict(), threshold=0.4, info={"preset": "tiny"},
+                               metrics={"val_synthetic_below_threshold": 0.6}), path)
+    window.open_model_file(path)
+    qtbot.waitUntil(lambda: window.state.model is not None and window.state.model.path == str(path), timeout=20000)
+    assert "Warning" in panel.source.text() and "60%" in panel.source.text()
+
+
 def test_dragging_histogram_line_moves_slider(window, qtbot, tiny_ckpt, mvtec_folder):
     load(qtbot, window, tiny_ckpt, mvtec_folder)
     panel = window.inspection.threshold_panel

@@ -394,3 +394,25 @@ def test_audit_log_append_is_cut_back_when_the_write_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     assert (tmp_path / "x.csv").stat().st_size == size
     log.close()
+
+
+def test_the_same_model_on_another_device_takes_over_without_a_log_line(inspector, tmp_path, tiny_ckpt_file):
+    import copy
+
+    folder, log = tmp_path / "in", tmp_path / "station.csv"
+    folder.mkdir()
+    station = Station(inspector, folder, log, "model A", StationOptions(**FAST))
+    station.open()
+    try:
+        moved = Inspector(copy.deepcopy(inspector.model), inspector.device, inspector.checkpoint)
+        status = station.use_inspector(moved)
+        assert status.kind == "device" and station.inspector is moved
+        other = Inspector.from_checkpoint(tiny_ckpt_file, device="cpu")  # the same file, another model object
+        with pytest.raises(StationError, match="keeps its model"):
+            station.use_inspector(other)
+        assert station.inspector is moved
+        (folder / "x.png").write_bytes(encoded(2))
+        wait_for(lambda: any(isinstance(e, Judgement) for e in station.poll()), what="x.png judged")
+    finally:
+        station.close()
+    assert [r["verdict"] for r in log_rows(log)] in (["OK"], ["NG"])  # no line for the move

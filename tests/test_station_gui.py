@@ -154,3 +154,145 @@ def test_watch_waits_for_the_model_loading(qtbot, isolated, tiny_ckpt_file, tmp_
         w.station.close()
         w.runner.wait()
         dispose(w)
+
+
+def test_watch_dialog_options_reach_the_station(window, tmp_path, qtbot, monkeypatch):
+    """File > Watch folder…: sub-folders, a daily log and NG images copied aside, all set in the dialog, and the
+    set-up proposed again next time."""
+    from dad_gui.widgets.watch_dialog import WatchDialog, WatchSetup
+
+    st = window.station
+    folder = tmp_path / "cam"
+    (folder / "lane2").mkdir(parents=True)
+    ng_dir = tmp_path / "rejects"
+    window.state.set_threshold(0.0)  # every image NG: each one is copied aside
+
+    def fill(dialog: WatchDialog) -> int:
+        dialog.set_folder(str(folder))
+        assert dialog.log.text() == str(tmp_path / "cam-station.csv")  # proposed beside the folder
+        dialog.log.setText(str(tmp_path / "audit" / "line.csv"))
+        dialog.log.textEdited.emit(dialog.log.text())
+        dialog.set_folder(str(folder))  # a log typed by hand is kept when the folder changes
+        assert dialog.log.text() == str(tmp_path / "audit" / "line.csv")
+        dialog.recursive.setChecked(True)
+        dialog.rotate.setChecked(True)
+        dialog.ng_box.setChecked(True)
+        dialog.ng_dir.setText(str(folder))  # the watched folder itself: refused with a reason
+        dialog.buttons.accepted.emit()
+        assert "cannot go into the watched folder" in dialog.problem.text() and not dialog.result()
+        dialog.ng_dir.setText(str(ng_dir))
+        dialog.copy.setChecked(True)
+        dialog.buttons.accepted.emit()
+        return dialog.result()
+
+    monkeypatch.setattr(WatchDialog, "exec", fill)
+    st.watch_dialog()
+    assert st.setup == WatchSetup(folder, tmp_path / "audit" / "line.csv", True, True, ng_dir, True)
+    assert "copied to" in st.view.session_text.text() and "sub-folders" in st.view.session_text.text()
+    assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
+    rng = np.random.default_rng(11)
+    _write(folder / "lane2", "deep.png", make_good(rng))
+    assert process_events_until(lambda: st.tally.inspected == 1, 30), st.statuses
+    st.stop()
+    assert (folder / "lane2" / "deep.png").is_file()  # copied, not moved
+    assert len(list(ng_dir.rglob("deep*.png"))) == 1
+    logs = list((tmp_path / "audit").glob("line-*.csv"))  # daily: LOG-YYYY-MM-DD.csv
+    assert len(logs) == 1 and len(logs[0].stem) == len("line-2026-01-01")
+    assert [Path(r[1]).name for r in _logged(logs[0]) if r[3] == "NG"] == ["deep.png"]
+
+    seen: list[WatchSetup | None] = []
+
+    def peek(dialog: WatchDialog) -> int:
+        seen.append(dialog.setup())
+        return 0
+
+    monkeypatch.setattr(WatchDialog, "exec", peek)
+    st.watch_dialog()  # the last set-up is proposed; cancelled: nothing starts
+    assert seen == [st.setup] and st.worker is None
+
+
+def test_check_setup_names_the_path_and_reason(tmp_path):
+    from dad_gui.widgets.watch_dialog import WatchSetup, check_setup
+
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    assert check_setup(WatchSetup(folder, tmp_path / "log.csv")) is None
+    assert "not a folder" in check_setup(WatchSetup(tmp_path / "none", tmp_path / "log.csv"))
+    assert ".csv" in check_setup(WatchSetup(folder, tmp_path / "log.txt"))
+    assert "is a folder" in check_setup(WatchSetup(folder, folder))
+    (tmp_path / "file").write_text("x")
+    assert "not a folder" in check_setup(WatchSetup(folder, tmp_path / "log.csv", ng_dir=tmp_path / "file"))
+
+
+def test_station_keeps_its_model_and_threshold_until_restarted(window, tmp_path, tiny_ckpt_file):
+    """A threshold set while a station runs is shown as waiting; Restart takes it, and the log records it."""
+    st = window.station
+    folder = tmp_path / "line"
+    folder.mkdir()
+    window.state.set_threshold(0.5)
+    assert st.watch(folder)
+    assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
+    _write(folder, "before.png", make_good(np.random.default_rng(1)))
+    assert process_events_until(lambda: st.tally.inspected == 1, 30)
+    assert st.view.notice.isHidden()
+    window.state.set_threshold(0.75)
+    assert not st.view.notice.isHidden() and "threshold 0.7500 (the station's: 0.5000)" in st.view.notice.text()
+    assert st.threshold == pytest.approx(0.5)
+    st.view.restart_btn.click()
+    assert st.threshold == pytest.approx(0.75) and st.view.notice.isHidden()
+    assert process_events_until(lambda: any(s.kind == "model" for s in st.statuses), 30)
+    _write(folder, "after.png", make_good(np.random.default_rng(2)))
+    assert process_events_until(lambda: st.tally.inspected == 1, 30)
+    st.stop()
+    rows = _logged(st.log_path)
+    assert rows[-2][3] == "MODEL" and "threshold 0.5" in rows[-2][4] and rows[-2][6] == "0.75"
+    assert rows[-1][3] in ("OK", "NG") and rows[-1][6] == "0.75"
+    window.state.set_threshold(0.2)
+    assert st.view.notice.isHidden()  # no station, nothing waits
+
+
+def test_station_follows_its_model_to_another_device(window, tmp_path):
+    """When the model in use is copied to another device (a training job took the GPU), the station judges with
+    the copy; a copy of another model is not taken."""
+    import copy
+
+    from core.inference import Inspector
+
+    st = window.station
+    folder = tmp_path / "line"
+    folder.mkdir()
+    assert st.watch(folder)
+    assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
+    old = window.models.inspector
+    moved = Inspector(copy.deepcopy(old.model), old.device, old.checkpoint)
+    other = Inspector(copy.deepcopy(old.model), old.device, copy.copy(old.checkpoint))
+    window.models.inspector_moved.emit(other)
+    window.models.inspector_moved.emit(moved)
+    assert process_events_until(lambda: any(s.kind == "device" for s in st.statuses), 30)
+    assert st.worker is not None and st.worker.inspector is moved
+    _write(folder, "x.png", make_good(np.random.default_rng(4)))
+    assert process_events_until(lambda: st.tally.inspected == 1, 30)
+    assert sum(s.kind == "device" for s in st.statuses) == 1
+
+
+def test_training_asks_before_it_slows_a_running_station(window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    st = window.station
+    folder = tmp_path / "line"
+    folder.mkdir()
+    assert st.watch(folder)
+    asked: list[str] = []
+
+    def answer(_parent, _title, text, *_a, **_k):  # noqa: ANN001
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", answer)
+    started: list[object] = []
+    monkeypatch.setattr(window.training.jobs, "start", lambda spec: started.append(spec))
+    window.training.start_job()
+    assert asked and str(folder) in asked[0] and not started
+    st.stop()
+    asked.clear()
+    assert window.training.may_start() and not asked

@@ -30,6 +30,7 @@ def torch_type(device: str) -> str:
 class ModelsController(QObject):
     model_ready = Signal()  # a newly loaded model is in use (:attr:`inspector`)
     registry_edited = Signal()  # a version was renamed or deleted in the Models tab
+    inspector_moved = Signal(object)  # the model in use, copied to another device (the copy: an Inspector)
 
     def __init__(self, ctx: Context):
         super().__init__(ctx.window)
@@ -106,7 +107,9 @@ class ModelsController(QObject):
         version = self.registry.versions.get(vid) if vid else None
         name = version.name if version else Path(path).name
         preset = (ckpt.info.get("preset", "") if ckpt else "") or (version.preset if version else "")
-        info = ModelInfo(path, name, preset, device_name(inspector.device), inspector.config.image_size, vid)
+        warning = threshold_warning(ckpt.metrics) if ckpt else None
+        info = ModelInfo(path, name, preset, device_name(inspector.device), inspector.config.image_size, vid,
+                         inspector.threshold, warning)
         threshold = version.threshold if version and version.threshold is not None else inspector.threshold
         pixel = version.pixel_threshold if version else 0.5
         if thresholds is not None:
@@ -121,7 +124,6 @@ class ModelsController(QObject):
         self._render_device()
         self._refresh_combo()
         self.panel.refresh()
-        warning = threshold_warning(ckpt.metrics) if ckpt else None
         self.ctx.status.idle(f"Model {name} loaded on {info.device}." + (f" Warning: {warning}." if warning else ""))
         self._place()  # a training job may have taken the GPU during the load
         self.model_ready.emit()
@@ -169,6 +171,7 @@ class ModelsController(QObject):
         self.inspector = inspector
         if self.state.model is not None:
             self.state.model.device = device_name(inspector.device)
+        self.inspector_moved.emit(inspector)
         self._place()  # a job may have started or ended while the copy was made
 
     def _render_device(self) -> None:
@@ -210,8 +213,9 @@ class ModelsController(QObject):
     def _render_model_label(self) -> None:
         m = self.state.model
         if m:
+            whose = {True: " (model's own)", False: " (set by a person)"}.get(self.state.threshold_is_own(), "")
             self.model_label.setText(f"Model: {m.name} · {m.preset or 'custom'} · {m.image_size} px · "
-                                     f"threshold {self.state.threshold:.4f}")
+                                     f"threshold {self.state.threshold:.4f}{whose}")
 
     def _save_thresholds(self) -> None:
         m = self.state.model

@@ -5,7 +5,7 @@ runs in a :class:`~dad_gui.workers.StationWorker` thread; its events are gathere
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
-from PySide6.QtWidgets import QApplication, QFileDialog, QListWidgetItem, QWidget
+from PySide6.QtWidgets import QApplication, QListWidgetItem, QMessageBox, QWidget
 
-from core.station import Judgement, StationStatus
+from core.station import Judgement, StationOptions, StationStatus
 
 from ..app import log, show_error
 from ..paths import data_dir
 from ..qt_util import Throttle
 from ..widgets.station_view import StationView
+from ..widgets.watch_dialog import WatchDialog, WatchSetup, check_setup
 from ..workers import StationWorker
 from . import Context
 from .inspection import InspectionController
@@ -29,6 +30,7 @@ from .models import ModelsController
 LAST_RESULTS = 50  # results kept in the list (with their images, to open in the compare view)
 REDRAW_MS = 100
 ALARM_STREAK_KEY = "station_alarm_streak"
+SETUP_KEY = "station_setup"  # the last station's set-up (JSON), proposed by the next Watch folder…
 STOP_WAIT_MS = 30_000  # the longest a stop waits for the batch being judged
 
 
@@ -81,11 +83,17 @@ class StationController(QObject):
         self._scores: deque[tuple[float, str]] = deque(maxlen=200)
         self._index = 0  # judged images this session (x of the chart)
         self._incoming: list[Judgement] = []
-        self._pending_watch: tuple[Path, Path | None] | None = None  # a watch waiting for its model to load
+        self._pending_watch: WatchSetup | None = None  # a watch waiting for its model to load
+        self.setup: WatchSetup | None = None
+        self.model_path: str | None = None  # the station's model (fixed for its session)
         self._redraw = Throttle(REDRAW_MS, self._draw, self)
         v = self.view
         v.pause_btn.toggled.connect(self.set_paused)
         v.stop_btn.clicked.connect(self.stop)
+        v.restart_btn.clicked.connect(self.restart)
+        ctx.state.thresholds_changed.connect(self._check_drift)
+        ctx.state.model_changed.connect(self._check_drift)
+        models.inspector_moved.connect(self._follow)
         v.results.itemActivated.connect(self._open_item)
         try:
             v.alarm_streak.setValue(int(ctx.settings.value(ALARM_STREAK_KEY, 3)))
@@ -96,25 +104,68 @@ class StationController(QObject):
 
     # ---- start and stop -----------------------------------------------------------------------------
     def watch_dialog(self) -> None:
-        start = str(self.ctx.settings.value("last_watch_folder", ""))
-        path = QFileDialog.getExistingDirectory(self.ctx.window, "Watch a folder (station)", start)
-        if path:
-            self.watch(path)
+        """File > Watch folder…: the set-up (remembered from the last station), then the station."""
+        setup = self._last_setup()
+        dialog = WatchDialog(setup, default_log, self._model_text(), self.ctx.window)
+        if setup is None:
+            start = str(self.ctx.settings.value("last_watch_folder", ""))
+            if start:
+                dialog.set_folder(start)
+        if dialog.exec() == WatchDialog.DialogCode.Accepted:
+            chosen = dialog.setup()
+            if chosen is not None:
+                self.start(chosen)
+
+    def _model_text(self) -> str:
+        m = self.ctx.state.model
+        if m is None:
+            return "No model is loaded: choose one before starting."
+        return (f"Model {m.name}, threshold {self.ctx.state.threshold:.4f} ({self._whose()}): the station keeps "
+                "both for its whole session, and the log records a change of either.")
+
+    def _whose(self) -> str:
+        own = self.ctx.state.threshold_is_own()
+        return {True: "the model's own", False: "set on the Thresholds tab"}.get(own, "set on the Thresholds tab")
+
+    def _last_setup(self) -> WatchSetup | None:
+        raw = self.ctx.settings.value(SETUP_KEY, "")
+        try:
+            d = json.loads(str(raw)) if raw else None
+            if not isinstance(d, dict):
+                return None
+            return WatchSetup(Path(d["folder"]), Path(d["log"]), bool(d.get("recursive")),
+                              bool(d.get("rotate_daily")), Path(d["ng_dir"]) if d.get("ng_dir") else None,
+                              bool(d.get("copy_ng")))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _remember(self, setup: WatchSetup) -> None:
+        self.ctx.settings.setValue(SETUP_KEY, json.dumps({
+            "folder": str(setup.folder), "log": str(setup.log), "recursive": setup.recursive,
+            "rotate_daily": setup.rotate_daily, "ng_dir": str(setup.ng_dir) if setup.ng_dir else "",
+            "copy_ng": setup.copy_ng}))
+        self.ctx.settings.setValue("last_watch_folder", str(setup.folder))
 
     def watch(self, folder: str | Path, log_path: str | Path | None = None) -> bool:
-        """Start a station on ``folder`` with the model in use (once it has loaded) and the threshold in force."""
+        """Start a station on ``folder`` (the command line, scripts): the log beside it unless given, no other
+        option."""
         folder = Path(os.path.abspath(folder))
-        if not folder.is_dir():
-            show_error("Cannot watch folder", f"{folder}: not a folder (or not readable).")
+        log_file = Path(os.path.abspath(log_path)) if log_path is not None else default_log(folder)
+        return self.start(WatchSetup(folder, log_file))
+
+    def start(self, setup: WatchSetup) -> bool:
+        """Start a station with ``setup``, the model in use (once it has loaded) and the threshold in force."""
+        problem = check_setup(setup)
+        if problem:
+            show_error("Cannot watch folder", problem)
             return False
-        log_file = Path(log_path) if log_path is not None else None
         if self.models.inspector is None or self.models.loading():
             if not self.models.loading():
                 show_error("Cannot watch folder", "Choose a model first (the toolbar's model list, or File > "
                                                   "Open model file…).")
                 return False
-            self._pending_watch = (folder, log_file)  # started by model_ready()
-            self.view.state_text.setText(f"Waiting for the model to load, then watching {folder}.")
+            self._pending_watch = setup  # started by model_ready()
+            self.view.state_text.setText(f"Waiting for the model to load, then watching {setup.folder}.")
             self.show_requested.emit(self.view)
             return True
         self.stop()
@@ -122,12 +173,15 @@ class StationController(QObject):
         if model is None:
             show_error("Cannot watch folder", "The model in use has no file to name it by in the log.")
             return False
-        self.folder, self.log_path = folder, log_file or default_log(folder)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            setup.log.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            show_error("Cannot watch folder", f"{setup.log.parent}: cannot create the log's folder "
+                                              f"({exc.strerror or exc}).")
+            return False
+        self.setup, self.folder, self.log_path = setup, setup.folder, setup.log
+        self.model_path = model
         self.threshold = float(self.ctx.state.threshold)
-        own = inspector.threshold
-        whose = "the model's own" if own is not None and math.isclose(own, self.threshold, abs_tol=1e-9) \
-            else "set on the Thresholds tab"
         self.tally, self._index = Tally(), 0
         self.last.clear()
         self._scores.clear()
@@ -135,19 +189,26 @@ class StationController(QObject):
         self.statuses.clear()
         self.view.reset()
         self.view.set_threshold(self.threshold)
+        logs = (setup.log.with_name(f"{setup.log.stem}-YYYY-MM-DD{setup.log.suffix}") if setup.rotate_daily
+                else setup.log)
+        ng = (f"\nNG and ERROR images {'copied' if setup.copy_ng else 'moved'} to {setup.ng_dir}"
+              if setup.ng_dir else "")
         self.view.session_text.setText(
-            f"Folder: {folder}\nLog: {self.log_path}\nModel: {Path(model).name}\n"
-            f"Threshold: {self.threshold:.4f} ({whose}; fixed for this session)")
+            f"Folder: {setup.folder}{' and its sub-folders' if setup.recursive else ''}\nLog: {logs}{ng}\n"
+            f"Model: {Path(model).name}\nThreshold: {self.threshold:.4f} ({self._whose()}; fixed for this session)")
         self.view.compare.set_pixel_threshold(self.ctx.state.pixel_threshold)
-        self.view.state_text.setText(f"Starting the station on {folder}…")
-        self.ctx.settings.setValue("last_watch_folder", str(folder))
-        worker = StationWorker(inspector, folder, self.log_path, model, self.threshold)
+        self.view.state_text.setText(f"Starting the station on {setup.folder}…")
+        self._remember(setup)
+        options = StationOptions(recursive=setup.recursive, ng_dir=setup.ng_dir, copy_ng=setup.copy_ng,
+                                 rotate="daily" if setup.rotate_daily else None)
+        worker = StationWorker(inspector, setup.folder, setup.log, model, self.threshold, options)
         worker.event.connect(self._on_event)
         worker.failed.connect(self._on_failed)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         worker.start()
         self._buttons()
+        self._check_drift()
         self.show_requested.emit(self.view)
         return True
 
@@ -158,9 +219,40 @@ class StationController(QObject):
     def model_ready(self) -> None:
         """A model has loaded: start the watch that waited for it."""
         if self._pending_watch is not None:
-            folder, log_file = self._pending_watch
-            self._pending_watch = None
-            self.watch(folder, log_file)
+            setup, self._pending_watch = self._pending_watch, None
+            self.start(setup)
+        else:
+            self._check_drift()
+
+    # ---- the model and threshold in use against the station's --------------------------------------
+    def drift(self) -> str:
+        """What in use differs from the running station's model and threshold ('' when nothing does)."""
+        model = self.ctx.state.model
+        if self.worker is None or model is None or self.threshold is None:
+            return ""
+        changes = []
+        if model.path != self.model_path:
+            changes.append(f"model {model.name} (the station's: {Path(self.model_path or '').name})")
+        if abs(self.ctx.state.threshold - self.threshold) > 5e-5:
+            changes.append(f"threshold {self.ctx.state.threshold:.4f} (the station's: {self.threshold:.4f})")
+        return " and ".join(changes)
+
+    def _check_drift(self) -> None:
+        changes = self.drift()
+        self.view.show_notice(
+            f"In use now: {changes}. The station keeps its own for this session; Restart takes the ones in use, "
+            "and the log records the change." if changes else "")
+
+    def restart(self) -> None:
+        """Stop the station and start it again on the same set-up with the model and threshold in use."""
+        if self.setup is not None:
+            self.start(self.setup)
+
+    def _follow(self, inspector: object) -> None:
+        """The model in use moved to another device (a training job took the GPU, or gave it back): the station
+        judges with the moved copy from its next image on, when it is the station's model."""
+        if self.worker is not None:
+            self.worker.use_inspector(inspector)
 
     def running(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
@@ -203,6 +295,18 @@ class StationController(QObject):
         worker.deleteLater()
         self.view.state_text.setText(f"Stopped. {self.tally.inspected} images judged; log {self.log_path}.")
         self._buttons()
+        self._check_drift()
+
+    def may_train(self) -> bool:
+        """Before a training job starts: while a station runs, ask (the job slows the station's verdicts)."""
+        if not self.running():
+            return True
+        answer = QMessageBox.question(
+            self.ctx.window, "Station running",
+            f"A station is watching {self.folder}. A training job on this computer takes processor (and GPU) "
+            "time from it, so its verdicts come slower while the job runs; if the job takes the GPU, the station "
+            "goes on on the CPU.\n\nStart the training job anyway?")
+        return answer == QMessageBox.StandardButton.Yes
 
     def _buttons(self) -> None:
         on = self.worker is not None

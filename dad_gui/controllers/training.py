@@ -4,6 +4,7 @@ is registered as a new version."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
@@ -26,6 +27,7 @@ class TrainingController(QObject):
         self.state, self.registry = ctx.state, ctx.registry
         self.panel = TrainingPanel(self.state, self.registry)
         self.jobs = JobController()
+        self.may_start: Callable[[], bool] = lambda: True  # asked before a job starts (a running station asks)
         self.panel.start_requested.connect(self.start_job)
         self.panel.cancel_requested.connect(self.jobs.cancel)
         self.jobs.started.connect(self._job_started)
@@ -41,6 +43,8 @@ class TrainingController(QObject):
         """Start a job from the form; ``overrides`` set fields of its :class:`JobSpec` (the self-test, scripts)."""
         if self.jobs.running():
             show_error("Training", "A training job is already running; cancel it first.")
+            return
+        if not self.may_start():
             return
         out_dir = data_dir() / "jobs" / time.strftime("%Y%m%d-%H%M%S")
         spec = self.panel.build_spec(str(out_dir), resume=resume)

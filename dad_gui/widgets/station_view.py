@@ -57,6 +57,12 @@ class StationView(QWidget):
         self.alarm_streak.setToolTip("Raise the alarm when this many NG come in a row (every NG beeps)")
         self.state_text = QLabel("Not watching. File > Watch folder… starts a station.")
         self.state_text.setWordWrap(True)
+        self.notice = QLabel("")  # the model or threshold in use is no longer the station's
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("color: #d29922;")
+        self.restart_btn = QPushButton("Restart with the model and threshold in use")
+        self.notice.setVisible(False)
+        self.restart_btn.setVisible(False)
         self.session_text = QLabel("")  # folder, log, model, threshold in force
         self.session_text.setWordWrap(True)
         self.session_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -94,6 +100,8 @@ class StationView(QWidget):
         sl.addLayout(alarm)
         sl.addWidget(self.state_text)
         sl.addWidget(self.session_text)
+        sl.addWidget(self.notice)
+        sl.addWidget(self.restart_btn)
         sl.addWidget(QLabel("Last results"))
         sl.addWidget(self.results, 1)
         side.setMinimumWidth(260)
@@ -128,6 +136,12 @@ class StationView(QWidget):
         self.verdict_detail.setText(detail)
         if not self._flash_timer.isActive():
             self._paint_verdict(self._colour)
+
+    def show_notice(self, text: str) -> None:
+        """A change that waits for a restart of the station ('' hides it)."""
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
+        self.restart_btn.setVisible(bool(text))
 
     def flash(self, times: int) -> None:
         """Flash the verdict panel ``times`` times (an alarm)."""
@@ -176,3 +190,4 @@ class StationView(QWidget):
         self.verdict.setText("—")
         self.verdict_detail.clear()
         self._paint_verdict(IDLE_COLOUR)
+        self.show_notice("")

@@ -38,6 +38,11 @@ class ThresholdPanel(QWidget):
         self.pixel_spin = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=1.0, singleStep=0.01)
         self.counts = QLabel()
         self.counts.setTextFormat(Qt.TextFormat.RichText)
+        self.source = QLabel()  # whose threshold is in force: the model's own or a person's
+        self.source.setTextFormat(Qt.TextFormat.RichText)
+        self.source.setWordWrap(True)
+        self.btn_own = QPushButton("Use the model's own")
+        self.btn_own.setToolTip("Go back to the threshold the model came with (from its held-out good images)")
 
         self.hist = pg.PlotWidget(background="#19232d")
         self.hist.setMinimumHeight(170)
@@ -87,6 +92,7 @@ class ThresholdPanel(QWidget):
         self.btn_fpr.clicked.connect(lambda: self.apply_auto("fpr"))
         self.btn_zero.clicked.connect(lambda: self.apply_auto("zero"))
         self.btn_sigma.clicked.connect(lambda: self.apply_auto("sigma"))
+        self.btn_own.clicked.connect(self.use_own)
         state.thresholds_changed.connect(self.render_threshold)
         state.results_updated.connect(self._results_updated)
         self._refresh_later = Throttle(250, self.refresh, self)  # histogram and ROC while results stream
@@ -105,6 +111,10 @@ class ThresholdPanel(QWidget):
         row.addWidget(self.spin)
         form.addRow("Image threshold", row)
         form.addRow("Pixel threshold", self.pixel_spin)
+        source = QHBoxLayout()
+        source.addWidget(self.source, 1)
+        source.addWidget(self.btn_own)
+        form.addRow(source)
         auto = QGridLayout()
         auto.addWidget(self.btn_f1, 0, 0)
         auto.addWidget(self.btn_zero, 0, 1)
@@ -139,8 +149,32 @@ class ThresholdPanel(QWidget):
             self.spin.setValue(t)
             self.line.setValue(t)
             self.pixel_spin.setValue(self.state.pixel_threshold)
+        self._render_source()
         self._render_counts()
         self._render_metrics_at_threshold()
+
+    def _render_source(self) -> None:
+        own = self.state.threshold_is_own()
+        model = self.state.model
+        if model is None:
+            text = "No model loaded."
+        elif own is None:
+            text = "In force: <b>set by a person</b> (the model has no threshold of its own)."
+        elif own:
+            text = (f"In force: <b>the model's own</b> ({model.own_threshold:.4f}, from its held-out good "
+                    "images).")
+        else:
+            text = (f"In force: <b style='color:#d29922'>set by a person</b> ({self.state.threshold:.4f}); "
+                    f"the model's own is {model.own_threshold:.4f}.")
+        if model is not None and model.threshold_note:
+            text += f"<br><span style='color:#d29922'>Warning: {model.threshold_note}.</span>"
+        self.source.setText(text)
+        self.btn_own.setEnabled(own is False)
+
+    def use_own(self) -> None:
+        model = self.state.model
+        if model is not None and model.own_threshold is not None:
+            self.state.set_threshold(model.own_threshold)
 
     def _results_updated(self, *_args: int) -> None:
         self._render_counts()  # cheap: every batch
