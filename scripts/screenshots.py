@@ -36,7 +36,16 @@ def station_shot(w, settle, process_events_until) -> None:  # noqa: ANN001
     images = [p for pair in zip(goods, defects) for p in pair] + defects[len(goods):]
     st = w.station
     st.view.alarm_streak.setValue(3)
-    assert st.watch(folder)
+    from dad_gui.widgets.watch_dialog import WatchDialog, WatchSetup
+
+    setup = WatchSetup(folder, scratch / "camera-station.csv", rotate_daily=True, ng_dir=scratch / "camera-NG",
+                       copy_ng=True)
+    dialog = WatchDialog(setup, lambda f: f.with_name(f"{f.name}-station.csv"), st._model_text(), w)
+    dialog.show()
+    settle(0.5)
+    dialog.grab().save(str(OUT / "watch_dialog.png"))
+    dialog.close()
+    assert st.start(setup)
     process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 60)
 
     def writer() -> None:
