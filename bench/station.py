@@ -103,19 +103,27 @@ class StationProcess:
             raise SystemExit(f"the station ended with {code}, not 130:\n" + "\n".join(self.messages[-30:]))
 
 
+def write_plates(folder: Path, plates: list[bytes], rate: float, n: int, written: list[tuple[str, float]],
+                 prefix: str = "") -> None:
+    """Write ``n`` images into ``folder`` at ``rate`` a second (the first 0.2 s from now), the plates in turn, each
+    straight under its final name ``PREFIX000000.png`` like a camera does (open, write, close); (path, the moment
+    after its last byte) of each is appended to ``written`` as it is written."""
+    start = time.perf_counter() + 0.2
+    for i in range(n):
+        time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        path = folder / f"{prefix}{i:06d}.png"
+        with open(path, "wb") as fh:
+            fh.write(plates[i % len(plates)])
+        written.append((str(path), time.time()))  # the moment after the last byte
+
+
 def trial(model: Path, threshold: list[str], plates: list[bytes], rate: float, seconds: float) -> dict:
     """Arrivals at ``rate`` images/s for ``seconds``; each image's latency (arrival order) and whether it kept up."""
     station = StationProcess(model, threshold)
     n = max(4, round(rate * seconds))
     written: list[tuple[str, float]] = []
     try:
-        start = time.perf_counter() + 0.2
-        for i in range(n):
-            time.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            path = station.folder / f"{i:06d}.png"
-            with open(path, "wb") as fh:
-                fh.write(plates[i % len(plates)])
-            written.append((str(path), time.time()))  # the moment after the last byte
+        write_plates(station.folder, plates, rate, n, written)
         deadline = time.monotonic() + max(30.0, seconds)
         while len(logged := station.logged()) < n and time.monotonic() < deadline:
             time.sleep(0.1)
