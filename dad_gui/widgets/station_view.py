@@ -9,11 +9,13 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QVBoxLayout,
@@ -71,7 +73,14 @@ class StationView(QWidget):
         self.chart.setMinimumHeight(150)
         self.chart.setLabel("left", "score")
         self.chart.setLabel("bottom", "image")
-        self.chart.showGrid(y=True, alpha=0.2)
+        for y in (0.2, 0.4, 0.6, 0.8):  # a faint grid (pyqtgraph's own grid takes ~25 ms a paint on a CPU)
+            self.chart.addItem(pg.InfiniteLine(pos=y, angle=0, movable=False, pen=pg.mkPen((255, 255, 255, 40))))
+        # fixed ranges: auto-range would be worked out in each paint and paint the chart a second time
+        self.chart.disableAutoRange()
+        self.chart.setMouseEnabled(x=False, y=False)
+        self.chart.setYRange(0.0, 1.0, padding=0.02)  # scores are probabilities
+        self._x_first = 1  # the first image the x range shows
+        self.chart.setXRange(1, CHART_POINTS, padding=0.01)
         self.curve = self.chart.plot(pen=pg.mkPen("#8b949e", width=1), symbol="o", symbolSize=6, antialias=False)
         self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#ffd33d", width=2),
                                               label="threshold", labelOpts={"position": 0.05, "color": "#ffd33d"})
@@ -84,8 +93,8 @@ class StationView(QWidget):
                                 "compare view")
         self.compare = CompareView()
 
-        side = QWidget()
-        sl = QVBoxLayout(side)
+        panel = QWidget()
+        sl = QVBoxLayout(panel)
         sl.setContentsMargins(4, 4, 4, 4)
         sl.addWidget(self.verdict)
         sl.addWidget(self.verdict_detail)
@@ -104,6 +113,13 @@ class StationView(QWidget):
         sl.addWidget(self.restart_btn)
         sl.addWidget(QLabel("Last results"))
         sl.addWidget(self.results, 1)
+        # a label whose text changes asks its parents to lay out again; in a scroll area that request ends there
+        # instead of reaching the window, which then repaints the whole tab (tens of ms for each verdict)
+        side = QScrollArea()
+        side.setWidget(panel)
+        side.setWidgetResizable(True)
+        side.setFrameShape(QFrame.Shape.NoFrame)
+        side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         side.setMinimumWidth(260)
 
         centre = QSplitter(Qt.Orientation.Vertical)
@@ -127,8 +143,10 @@ class StationView(QWidget):
     # ---- verdict ---------------------------------------------------------------------------------
     def _paint_verdict(self, colour: str) -> None:
         text = "#000000" if colour == FLASH_COLOUR else "#ffffff"
-        self.verdict.setStyleSheet(f"background: {colour}; color: {text}; font-size: 56px; font-weight: bold; "
-                                   "border-radius: 8px;")
+        style = (f"background: {colour}; color: {text}; font-size: 56px; font-weight: bold; "
+                 "border-radius: 8px;")
+        if style != self.verdict.styleSheet():  # a new style sheet re-polishes the label: only when it changes
+            self.verdict.setStyleSheet(style)
 
     def show_verdict(self, verdict: str, detail: str) -> None:
         self._colour = VERDICT_COLOURS.get(verdict, IDLE_COLOUR)
@@ -165,10 +183,20 @@ class StationView(QWidget):
         self.counters["NG"].setText(str(ng))
         self.counters["yield"].setText(f"{100.0 * ok / inspected:.1f} %" if inspected else "–")
         self.counters["streak"].setText(str(streak))
-        self.counters["streak"].setStyleSheet("font-size: 20px; font-weight: bold;"
-                                              + (f" color: {VERDICT_COLOURS['NG']};" if streak else ""))
+        style = "font-size: 20px; font-weight: bold;" + (f" color: {VERDICT_COLOURS['NG']};" if streak else "")
+        if style != self.counters["streak"].styleSheet():
+            self.counters["streak"].setStyleSheet(style)
 
     def set_scores(self, first_index: int, scores: list[float], verdicts: list[str]) -> None:
+        """The rolling chart: ``scores`` of images ``first_index``, ``first_index + 1``, …"""
+        last = first_index + len(scores) - 1
+        if not scores:
+            last = 1
+        if not self._x_first <= last < self._x_first + CHART_POINTS:
+            # the x range moves a quarter of the chart at a time, not with every image (each move redraws the axis)
+            step = CHART_POINTS // 4
+            self._x_first = -(-(last - CHART_POINTS) // step) * step + 1 if last > CHART_POINTS else 1
+            self.chart.setXRange(self._x_first, self._x_first + CHART_POINTS - 1, padding=0.01)
         if not scores:
             self.curve.setData([], [])
             return
