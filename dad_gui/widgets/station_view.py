@@ -79,9 +79,13 @@ class StationView(QWidget):
         self.chart.disableAutoRange()
         self.chart.setMouseEnabled(x=False, y=False)
         self.chart.setYRange(0.0, 1.0, padding=0.02)  # scores are probabilities
-        self._x_first = 1  # the first image the x range shows
-        self.chart.setXRange(1, CHART_POINTS, padding=0.01)
-        self.curve = self.chart.plot(pen=pg.mkPen("#8b949e", width=1), symbol="o", symbolSize=6, antialias=False)
+        self._x_range = (1, CHART_POINTS // 4)  # the images the x range shows
+        self.chart.setXRange(*self._x_range, padding=0.01)
+        self.curve = self.chart.plot(pen=pg.mkPen("#8b949e", width=1), antialias=False)
+        # one scatter per verdict, each of one colour: no per-point brushes to build and compare at each redraw
+        self.points = {v: self.chart.plot(pen=None, symbol="o", symbolSize=6, symbolPen=None,
+                                          symbolBrush=pg.mkBrush(c), antialias=False)
+                       for v, c in VERDICT_COLOURS.items() if v != "ERROR"}  # an ERROR has no score
         self.threshold_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#ffd33d", width=2),
                                               label="threshold", labelOpts={"position": 0.05, "color": "#ffd33d"})
         self.threshold_line.setVisible(False)
@@ -189,20 +193,29 @@ class StationView(QWidget):
 
     def set_scores(self, first_index: int, scores: list[float], verdicts: list[str]) -> None:
         """The rolling chart: ``scores`` of images ``first_index``, ``first_index + 1``, …"""
-        last = first_index + len(scores) - 1
-        if not scores:
-            last = 1
-        if not self._x_first <= last < self._x_first + CHART_POINTS:
-            # the x range moves a quarter of the chart at a time, not with every image (each move redraws the axis)
-            step = CHART_POINTS // 4
-            self._x_first = -(-(last - CHART_POINTS) // step) * step + 1 if last > CHART_POINTS else 1
-            self.chart.setXRange(self._x_first, self._x_first + CHART_POINTS - 1, padding=0.01)
+        last = max(first_index + len(scores) - 1, 1)
+        # the x range grows, then moves, a quarter of the chart at a time, not with every image (each change redraws
+        # the axis)
+        step = CHART_POINTS // 4
+        if not self._x_range[0] <= last <= self._x_range[1]:
+            if last > CHART_POINTS:
+                first = -(-(last - CHART_POINTS) // step) * step + 1
+                self._x_range = (first, first + CHART_POINTS - 1)
+            else:
+                self._x_range = (1, -(-last // step) * step)
+            self.chart.setXRange(*self._x_range, padding=0.01)
         if not scores:
             self.curve.setData([], [])
+            for item in self.points.values():
+                item.setData([], [])
             return
         x = np.arange(first_index, first_index + len(scores))
-        brushes = [pg.mkBrush(VERDICT_COLOURS.get(v, IDLE_COLOUR)) for v in verdicts]
-        self.curve.setData(x, np.asarray(scores, np.float64), symbolBrush=brushes, symbolPen=None)
+        y = np.asarray(scores, np.float64)
+        self.curve.setData(x, y)
+        kinds = np.asarray(verdicts, dtype=str)
+        for verdict, item in self.points.items():
+            mine = kinds == verdict
+            item.setData(x[mine], y[mine])
 
     def set_threshold(self, threshold: float | None) -> None:
         self.threshold_line.setVisible(threshold is not None)
