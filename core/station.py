@@ -352,7 +352,10 @@ class Station:
         self.threshold = float(threshold)
         self.log = AuditLog(log, self.options.rotate)
         self.ng_dir = os.path.abspath(self.options.ng_dir) if self.options.ng_dir is not None else None
-        if self.ng_dir == self.folder:
+        # the NG folder as the file system resolves it: reached through a link, or named in another letter case
+        # where names ignore case, it is still the same folder (judging its own NG copies would never end)
+        self._ng_real = _real(self.ng_dir) if self.ng_dir is not None else None
+        if self._ng_real is not None and self._ng_real == _real(self.folder):
             raise StationError(f"{self.ng_dir}: the folder for NG images cannot be the watched folder itself")
         self.judged = 0  # images judged (and logged) since open()
         self._now = now
@@ -461,13 +464,19 @@ class Station:
         return [self._status("finished", f"{src}: {'moved' if moved else 'copied'} to {dst} "
                                          "(the last run stopped before it could)")]
 
-    def use_inspector(self, inspector: Inspector) -> StationStatus:
-        """Judge with ``inspector`` from now on: the same model on another device (a training job took the GPU, or
-        gave it back). The model and threshold stay the session's; another model needs a new station."""
-        if inspector.checkpoint is not self.inspector.checkpoint:
-            raise StationError("a station keeps its model for its session: start a new one for another model")
-        self.inspector = inspector
-        return self._status("device", f"judging on {inspector.device} from now on")
+    def move_to(self, device: str) -> StationStatus | None:
+        """Judge on ``device`` from now on, with a copy of the session's model (a training job took the GPU, or
+        gave it back); None when the model is there already. A copy that cannot be made leaves the model where it
+        is, with a warning."""
+        try:
+            moved = self.inspector.on_device(device)
+        except (RuntimeError, ValueError) as exc:
+            return self._status("warning", f"could not move the model to {device} ({_one_line(str(exc))}); judging "
+                                           f"on {self.inspector.device}")
+        if moved is self.inspector:
+            return None
+        self.inspector = moved
+        return self._status("device", f"judging on {moved.device} from now on")
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, cancel: Callable[[], bool] | None = None) -> Iterator[Event]:
@@ -566,7 +575,7 @@ class Station:
                 if entry.name.startswith((".", "~")):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    if self.options.recursive and entry.path != self.ng_dir:
+                    if self.options.recursive and _real(entry.path) != self._ng_real:
                         folders.append(entry.path)
                 elif (os.path.splitext(entry.name)[1].lower() in IMAGE_EXTS and entry.is_file()
                       and (entry.path not in self._done or entry.path in self._moved_away)):
@@ -713,6 +722,11 @@ def _signature(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
+
+
+def _real(path: str) -> str:
+    """A folder's path with links resolved, in the case the file system compares names in."""
+    return os.path.normcase(os.path.realpath(path))
 
 
 def _parse_time(text: str) -> datetime | None:

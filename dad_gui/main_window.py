@@ -137,6 +137,7 @@ class MainWindow(QMainWindow):
         """The events that cross modes."""
         self.models.model_ready.connect(self.inspection.model_ready)
         self.training.device_changed.connect(self.models.set_job_device)
+        self.training.device_changed.connect(self.station.set_job_device)
         self.training.show_requested.connect(self.tabs.setCurrentWidget)
         self.training.registry_edited.connect(self.registry_changed)
         self.models.registry_edited.connect(self.registry_changed)

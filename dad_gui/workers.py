@@ -306,7 +306,7 @@ class StationWorker(QThread):
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._lock = threading.Lock()
-        self._next: Inspector | None = None  # a moved copy of the model, taken at the next poll
+        self._device: str | None = None  # where the model should be, taken at the next poll
 
     def pause(self) -> None:
         self._paused.set()
@@ -320,12 +320,19 @@ class StationWorker(QThread):
     def stop(self) -> None:
         self._stop.set()
 
-    def use_inspector(self, inspector: Inspector) -> None:
-        """Judge with ``inspector`` from the next poll on: a copy of the same model on another device (one of
-        another model is ignored: a station keeps its model for its session)."""
-        if inspector.checkpoint is self.inspector.checkpoint:
-            with self._lock:
-                self._next = inspector
+    def move_to(self, device: str) -> None:
+        """Judge on ``device`` from the next poll on (also while paused), with a copy of the station's model."""
+        with self._lock:
+            self._device = device
+
+    def _move(self, station: Any) -> None:
+        with self._lock:
+            device, self._device = self._device, None
+        if device is not None:
+            status = station.move_to(device)
+            if status is not None:
+                self.inspector = station.inspector
+                self.event.emit(status)
 
     def run(self) -> None:
         from dataclasses import replace
@@ -344,20 +351,17 @@ class StationWorker(QThread):
             return
         try:
             while not self._stop.is_set():
-                # run() polls until told to stop or pause (or a moved model waits); the station stays open (and
+                # run() polls until told to stop or pause (or to move the model); the station stays open (and
                 # the log locked) while paused
                 for ev in station.run(cancel=lambda: self._stop.is_set() or self._paused.is_set()
-                                      or self._next is not None):
+                                      or self._device is not None):
                     self.event.emit(ev)
                     if isinstance(ev, StationStatus) and ev.kind == "stop":  # a stop option applied
                         self._stop.set()
-                with self._lock:
-                    moved, self._next = self._next, None
-                if moved is not None and moved is not station.inspector:
-                    self.event.emit(station.use_inspector(moved))
-                    self.inspector = moved
+                self._move(station)
                 while self._paused.is_set() and not self._stop.is_set():
                     time.sleep(0.05)
+                    self._move(station)  # a paused station does not hold on to the GPU either
         except Exception as exc:  # noqa: BLE001
             self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
         finally:

@@ -396,7 +396,8 @@ def test_audit_log_append_is_cut_back_when_the_write_fails(tmp_path, monkeypatch
     log.close()
 
 
-def test_the_same_model_on_another_device_takes_over_without_a_log_line(inspector, tmp_path, tiny_ckpt_file):
+def test_moving_the_model_to_another_device_logs_nothing_and_a_failed_move_keeps_it(inspector, tmp_path,
+                                                                                    monkeypatch):
     import copy
 
     folder, log = tmp_path / "in", tmp_path / "station.csv"
@@ -404,15 +405,37 @@ def test_the_same_model_on_another_device_takes_over_without_a_log_line(inspecto
     station = Station(inspector, folder, log, "model A", StationOptions(**FAST))
     station.open()
     try:
-        moved = Inspector(copy.deepcopy(inspector.model), inspector.device, inspector.checkpoint)
-        status = station.use_inspector(moved)
-        assert status.kind == "device" and station.inspector is moved
-        other = Inspector.from_checkpoint(tiny_ckpt_file, device="cpu")  # the same file, another model object
-        with pytest.raises(StationError, match="keeps its model"):
-            station.use_inspector(other)
-        assert station.inspector is moved
+        assert station.move_to("cpu") is None  # there already: nothing to do
+        copies: list[Inspector] = []
+
+        def on_device(self, device):  # noqa: ANN001 - as on a GPU machine: a copy on the other device
+            if device == "cuda:7":
+                raise RuntimeError("CUDA error: invalid device ordinal")
+            copies.append(Inspector(copy.deepcopy(self.model), self.device, self.checkpoint))
+            return copies[-1]
+
+        monkeypatch.setattr(Inspector, "on_device", on_device)
+        status = station.move_to("cuda:0")
+        assert status is not None and status.kind == "device" and station.inspector is copies[0]
+        failed = station.move_to("cuda:7")
+        assert failed is not None and failed.kind == "warning" and "invalid device ordinal" in failed.message
+        assert station.inspector is copies[0]  # the model stays where it was
         (folder / "x.png").write_bytes(encoded(2))
         wait_for(lambda: any(isinstance(e, Judgement) for e in station.poll()), what="x.png judged")
     finally:
         station.close()
-    assert [r["verdict"] for r in log_rows(log)] in (["OK"], ["NG"])  # no line for the move
+    assert [r["verdict"] for r in log_rows(log)] in (["OK"], ["NG"])  # no line for the moves
+
+
+def test_a_recursive_watch_skips_its_ng_folder_also_when_named_through_a_link(inspector, tmp_path):
+    folder, log = tmp_path / "cam", tmp_path / "station.csv"
+    folder.mkdir()
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    (folder / "a.png").write_bytes(encoded(5))
+    options = StationOptions(threshold=0.0, recursive=True, ng_dir=tmp_path / "link" / "NG", copy_ng=True,
+                             exit_when_idle_s=1.0, **FAST)  # every image NG, copied into cam/NG
+    run_until(Station(inspector, folder, log, "tiny", options), 20)
+    assert judged(log_rows(log)) == Counter([str(folder / "a.png")])  # its copy in cam/NG is not judged again
+    assert [p.name for p in (folder / "NG").rglob("*.png")] == ["a.png"]
+    with pytest.raises(StationError, match="cannot be the watched folder"):
+        Station(inspector, folder, log, "m", StationOptions(ng_dir=tmp_path / "link"))

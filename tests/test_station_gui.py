@@ -168,6 +168,12 @@ def test_watch_dialog_options_reach_the_station(window, tmp_path, qtbot, monkeyp
     window.state.set_threshold(0.0)  # every image NG: each one is copied aside
 
     def fill(dialog: WatchDialog) -> int:
+        typed = ""
+        for ch in "/x/cam":  # typed key by key: each prefix is a folder being typed, "/" a root
+            typed += ch
+            dialog.folder.setText(typed)
+            dialog.folder.textEdited.emit(typed)
+        assert dialog.ng_dir.text() == str(Path("/x/cam-NG"))  # follows the folder while it is typed
         dialog.set_folder(str(folder))
         assert dialog.log.text() == str(tmp_path / "cam-station.csv")  # proposed beside the folder
         dialog.log.setText(str(tmp_path / "audit" / "line.csv"))
@@ -177,7 +183,9 @@ def test_watch_dialog_options_reach_the_station(window, tmp_path, qtbot, monkeyp
         dialog.recursive.setChecked(True)
         dialog.rotate.setChecked(True)
         dialog.ng_box.setChecked(True)
+        assert dialog.ng_dir.text() == str(tmp_path / "cam-NG")
         dialog.ng_dir.setText(str(folder))  # the watched folder itself: refused with a reason
+        dialog.ng_dir.textEdited.emit(str(folder))
         dialog.buttons.accepted.emit()
         assert "cannot go into the watched folder" in dialog.problem.text() and not dialog.result()
         dialog.ng_dir.setText(str(ng_dir))
@@ -251,11 +259,12 @@ def test_station_keeps_its_model_and_threshold_until_restarted(window, tmp_path,
     assert st.view.notice.isHidden()  # no station, nothing waits
 
 
-def test_station_follows_its_model_to_another_device(window, tmp_path):
-    """When the model in use is copied to another device (a training job took the GPU), the station judges with
-    the copy; a copy of another model is not taken."""
+def test_station_moves_its_model_off_the_gpu_while_a_job_trains_even_paused(window, tmp_path, monkeypatch):
+    """A training job that takes the GPU sends the station's own model to the CPU (a copy made by the station's
+    thread, also while paused), and back when the job ends; a CPU-only machine has nowhere to move it."""
     import copy
 
+    import dad_gui.controllers.station as station_module
     from core.inference import Inspector
 
     st = window.station
@@ -263,16 +272,66 @@ def test_station_follows_its_model_to_another_device(window, tmp_path):
     folder.mkdir()
     assert st.watch(folder)
     assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
-    old = window.models.inspector
-    moved = Inspector(copy.deepcopy(old.model), old.device, old.checkpoint)
-    other = Inspector(copy.deepcopy(old.model), old.device, copy.copy(old.checkpoint))
-    window.models.inspector_moved.emit(other)
-    window.models.inspector_moved.emit(moved)
+    window.training.device_changed.emit("cpu")  # a CPU job: inference stays where it is
+    process_events_until(lambda: False, 0.3)
+    assert not any(s.kind == "device" for s in st.statuses)
+
+    # as on a GPU machine: inference goes to the CPU while a job holds the GPU, and comes back after it
+    monkeypatch.setattr(station_module, "inference_device",
+                        lambda _pref, busy: "cpu" if busy else "cuda:0")
+    made: list[str] = []
+
+    def on_device(self, device):  # noqa: ANN001 - a copy, as Inspector.on_device makes one
+        made.append(str(device))
+        return Inspector(copy.deepcopy(self.model), self.device, self.checkpoint)
+
+    monkeypatch.setattr(Inspector, "on_device", on_device)
+    first = st.worker.inspector
+    st.view.pause_btn.click()
+    window.training.device_changed.emit("cuda:0")
     assert process_events_until(lambda: any(s.kind == "device" for s in st.statuses), 30)
-    assert st.worker is not None and st.worker.inspector is moved
+    assert made == ["cpu"] and st.worker.paused() and st.worker.inspector is not first
+    window.training.device_changed.emit(None)
+    assert process_events_until(lambda: sum(s.kind == "device" for s in st.statuses) == 2, 30)
+    assert made == ["cpu", "cuda:0"]
+    st.view.pause_btn.click()
     _write(folder, "x.png", make_good(np.random.default_rng(4)))
     assert process_events_until(lambda: st.tally.inspected == 1, 30)
-    assert sum(s.kind == "device" for s in st.statuses) == 1
+
+
+def test_another_model_waits_for_a_restart_and_a_failed_load_starts_nothing(window, tmp_path, tiny_ckpt_file):
+    import shutil
+
+    st = window.station
+    folder = tmp_path / "line"
+    folder.mkdir()
+    assert st.watch(folder)
+    _write(folder, "a.png", make_good(np.random.default_rng(8)))
+    assert process_events_until(lambda: st.tally.inspected == 1, 30)
+    other = tmp_path / "model v2.safetensors"
+    shutil.copyfile(tiny_ckpt_file, other)
+    window.open_model_file(other)
+    assert process_events_until(lambda: window.state.model is not None and window.state.model.path == str(other), 30)
+    assert "model model v2.safetensors (the station's: tiny model.safetensors)" in st.view.notice.text()
+    assert st.model_path == str(tiny_ckpt_file)  # still the shift's model
+    st.view.restart_btn.click()
+    assert process_events_until(lambda: any(s.kind == "model" for s in st.statuses), 30)
+    assert st.model_path == str(other) and st.view.notice.isHidden()
+    st.stop()
+    rows = _logged(st.log_path)
+    assert rows[-1][3] == "MODEL" and "was tiny model.safetensors" in rows[-1][4] and "now model v2" in rows[-1][4]
+
+    # Restart while a model loads that then fails: the station waits for it, then does not start
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    window.open_model_file(bad)
+    assert st.watch(folder) and "Waiting for the model" in st.view.state_text.text()
+    assert process_events_until(lambda: not window.models.loading(), 30)
+    assert "did not load" in st.view.state_text.text() and st.worker is None
+    window.open_model_file(tiny_ckpt_file)
+    assert process_events_until(lambda: not window.models.loading(), 30)
+    process_events_until(lambda: False, 0.3)
+    assert st.worker is None  # the later load does not start a station nobody asked for any more
 
 
 def test_training_asks_before_it_slows_a_running_station(window, tmp_path, monkeypatch):
@@ -293,6 +352,43 @@ def test_training_asks_before_it_slows_a_running_station(window, tmp_path, monke
     monkeypatch.setattr(window.training.jobs, "start", lambda spec: started.append(spec))
     window.training.start_job()
     assert asked and str(folder) in asked[0] and not started
+    monkeypatch.setattr(QMessageBox, "question", lambda *_a, **_k: QMessageBox.StandardButton.Yes)
+    monkeypatch.setattr(window.training.panel, "build_spec", lambda *_a, **_k: "spec")
+    monkeypatch.setattr(window.training.panel, "job_started", lambda _spec: None)
+    window.training.start_job()
+    assert started == ["spec"]  # yes: the job starts beside the station
     st.stop()
     asked.clear()
     assert window.training.may_start() and not asked
+
+
+def test_a_station_slow_to_stop_is_not_replaced_until_it_has(window, tmp_path, isolated, monkeypatch):
+    """A stop that outlasts its wait (an image that takes long to judge): a new station on the log is refused,
+    with a message, until the old one has finished its image and closed the log."""
+    import dad_gui.controllers.station as station_module
+
+    st = window.station
+    folder = tmp_path / "line"
+    folder.mkdir()
+    assert st.watch(folder)
+    assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
+    judging, real_predict = threading.Event(), st.worker.inspector.predict
+
+    def slow(images):  # noqa: ANN001 - a judgement that takes 1.5 s (a hung share, a slow CPU)
+        judging.set()
+        threading.Event().wait(1.5)
+        return real_predict(images)
+
+    monkeypatch.setattr(st.worker.inspector, "predict", slow)
+    monkeypatch.setattr(station_module, "STOP_WAIT_MS", 100)
+    _write(folder, "slow.png", make_good(np.random.default_rng(9)))
+    assert process_events_until(judging.is_set, 30)
+    old = st.worker
+    assert not st.start(st.setup)  # the restart: refused while the old station finishes
+    assert st.worker is old and "still finishing its last image" in isolated[-1][1]
+    assert "finishing its last image" in st.view.state_text.text()
+    assert process_events_until(lambda: st.worker is None, 30)  # it finished: its image is logged
+    assert [Path(r[1]).name for r in _logged(st.log_path)] == ["slow.png"]
+    monkeypatch.setattr(st.models.inspector, "predict", real_predict)
+    assert st.start(st.setup)
+    assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)

@@ -30,7 +30,7 @@ def torch_type(device: str) -> str:
 class ModelsController(QObject):
     model_ready = Signal()  # a newly loaded model is in use (:attr:`inspector`)
     registry_edited = Signal()  # a version was renamed or deleted in the Models tab
-    inspector_moved = Signal(object)  # the model in use, copied to another device (the copy: an Inspector)
+    load_failed = Signal()  # a model did not load (the previous one stays in use)
 
     def __init__(self, ctx: Context):
         super().__init__(ctx.window)
@@ -138,6 +138,7 @@ class ModelsController(QObject):
             self.state.set_threshold(thresholds[0])
             self.state.set_pixel_threshold(thresholds[1])
         self.ctx.status.idle("Model not loaded; the previous model stays in use.")
+        self.load_failed.emit()
         self._refresh_combo()
         show_error("Cannot load model", f"{message.split(chr(10))[0]}\n\nThe previous model stays in use.",
                    f"{path}\n\n{message}")
@@ -171,7 +172,6 @@ class ModelsController(QObject):
         self.inspector = inspector
         if self.state.model is not None:
             self.state.model.device = device_name(inspector.device)
-        self.inspector_moved.emit(inspector)
         self._place()  # a job may have started or ended while the copy was made
 
     def _render_device(self) -> None:

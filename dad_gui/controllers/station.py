@@ -15,12 +15,13 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QListWidgetItem, QMessageBox, QWidget
 
+from core.devices import inference_device
 from core.station import Judgement, StationOptions, StationStatus
 
 from ..app import log, show_error
 from ..paths import data_dir
 from ..qt_util import Throttle
-from ..widgets.station_view import StationView
+from ..widgets.station_view import CHART_POINTS, StationView
 from ..widgets.watch_dialog import WatchDialog, WatchSetup, check_setup
 from ..workers import StationWorker
 from . import Context
@@ -80,12 +81,13 @@ class StationController(QObject):
         self.tally = Tally()
         self.statuses: list[StationStatus] = []
         self.last: deque[Judgement] = deque(maxlen=LAST_RESULTS)
-        self._scores: deque[tuple[float, str]] = deque(maxlen=200)
+        self._scores: deque[tuple[int, float, str]] = deque(maxlen=CHART_POINTS)  # image number, score, verdict
         self._index = 0  # judged images this session (x of the chart)
         self._incoming: list[Judgement] = []
         self._pending_watch: WatchSetup | None = None  # a watch waiting for its model to load
         self.setup: WatchSetup | None = None
         self.model_path: str | None = None  # the station's model (fixed for its session)
+        self._job_device: str | None = None  # the device a training job holds
         self._redraw = Throttle(REDRAW_MS, self._draw, self)
         v = self.view
         v.pause_btn.toggled.connect(self.set_paused)
@@ -93,7 +95,7 @@ class StationController(QObject):
         v.restart_btn.clicked.connect(self.restart)
         ctx.state.thresholds_changed.connect(self._check_drift)
         ctx.state.model_changed.connect(self._check_drift)
-        models.inspector_moved.connect(self._follow)
+        models.load_failed.connect(self._load_failed)
         v.results.itemActivated.connect(self._open_item)
         try:
             v.alarm_streak.setValue(int(ctx.settings.value(ALARM_STREAK_KEY, 3)))
@@ -111,10 +113,11 @@ class StationController(QObject):
             start = str(self.ctx.settings.value("last_watch_folder", ""))
             if start:
                 dialog.set_folder(start)
-        if dialog.exec() == WatchDialog.DialogCode.Accepted:
-            chosen = dialog.setup()
-            if chosen is not None:
-                self.start(chosen)
+        accepted = dialog.exec() == WatchDialog.DialogCode.Accepted
+        chosen = dialog.setup()
+        dialog.deleteLater()
+        if accepted and chosen is not None:
+            self.start(chosen)
 
     def _model_text(self) -> str:
         m = self.ctx.state.model
@@ -168,7 +171,6 @@ class StationController(QObject):
             self.view.state_text.setText(f"Waiting for the model to load, then watching {setup.folder}.")
             self.show_requested.emit(self.view)
             return True
-        self.stop()
         inspector, model = self.models.inspector, self.state_model_path()
         if model is None:
             show_error("Cannot watch folder", "The model in use has no file to name it by in the log.")
@@ -178,6 +180,12 @@ class StationController(QObject):
         except OSError as exc:
             show_error("Cannot watch folder", f"{setup.log.parent}: cannot create the log's folder "
                                               f"({exc.strerror or exc}).")
+            return False
+        self.stop()  # the station before, if any (a restart)
+        if self.worker is not None:  # it did not stop in time: it still holds its log
+            show_error("Cannot watch folder", f"The station on {self.folder} is still finishing its last image "
+                                              f"(it did not stop within {STOP_WAIT_MS // 1000} s); start again "
+                                              "once it has stopped.")
             return False
         self.setup, self.folder, self.log_path = setup, setup.folder, setup.log
         self.model_path = model
@@ -206,6 +214,8 @@ class StationController(QObject):
         worker.failed.connect(self._on_failed)
         worker.finished.connect(self._on_finished)
         self.worker = worker
+        if self._job_device is not None:  # a job holds a device: judge where inference may run meanwhile
+            worker.move_to(str(inference_device("auto", self._job_device)))
         worker.start()
         self._buttons()
         self._check_drift()
@@ -233,7 +243,7 @@ class StationController(QObject):
         changes = []
         if model.path != self.model_path:
             changes.append(f"model {model.name} (the station's: {Path(self.model_path or '').name})")
-        if abs(self.ctx.state.threshold - self.threshold) > 5e-5:
+        if self.ctx.state.threshold != self.threshold:  # the station's is a copy: any change is one
             changes.append(f"threshold {self.ctx.state.threshold:.4f} (the station's: {self.threshold:.4f})")
         return " and ".join(changes)
 
@@ -248,11 +258,17 @@ class StationController(QObject):
         if self.setup is not None:
             self.start(self.setup)
 
-    def _follow(self, inspector: object) -> None:
-        """The model in use moved to another device (a training job took the GPU, or gave it back): the station
-        judges with the moved copy from its next image on, when it is the station's model."""
+    def set_job_device(self, device: str | None) -> None:
+        """A training job holds ``device`` (None: no job): the station judges on the CPU while the job holds the
+        GPU, with a copy of its own model, and moves back when the job ends (paused or not)."""
+        self._job_device = device
         if self.worker is not None:
-            self.worker.use_inspector(inspector)
+            self.worker.move_to(str(inference_device("auto", device)))
+
+    def _load_failed(self) -> None:
+        if self._pending_watch is not None:  # the station that waited for that model does not start
+            self._pending_watch = None
+            self.view.state_text.setText("The model did not load: the station was not started.")
 
     def running(self) -> bool:
         return self.worker is not None and self.worker.isRunning()
@@ -276,8 +292,9 @@ class StationController(QObject):
             return
         worker.stop()
         worker.resume()
-        if not worker.wait(STOP_WAIT_MS):
+        if not worker.wait(STOP_WAIT_MS):  # it ends after its image; _on_finished() runs then
             log.warning("the station did not stop within %d s", STOP_WAIT_MS // 1000)
+            self.view.state_text.setText(f"Stopping: the station on {self.folder} is finishing its last image.")
         self._on_finished()
 
     def close(self) -> None:
@@ -347,7 +364,7 @@ class StationController(QObject):
             ng_seen |= j.verdict == "NG"
             streak_alarm |= j.verdict == "NG" and self.tally.streak >= alarm_at
             if j.score is not None:
-                self._scores.append((j.score, j.verdict))
+                self._scores.append((self._index, j.score, j.verdict))
             self.last.appendleft(j)
             item = QListWidgetItem(self._line(j))
             item.setData(Qt.ItemDataRole.UserRole, j)
@@ -357,8 +374,8 @@ class StationController(QObject):
             self.view.results.takeItem(self.view.results.count() - 1)
         t = self.tally
         self.view.set_counters(t.inspected, t.ng, t.ok, t.streak)
-        first = self._index - len(self._scores) + 1
-        self.view.set_scores(first, [s for s, _ in self._scores], [v for _, v in self._scores])
+        self.view.set_scores([i for i, _, _ in self._scores], [s for _, s, _ in self._scores],
+                             [v for _, _, v in self._scores])
         self.show_judgement(new[-1])
         if streak_alarm:
             self.view.flash(6)

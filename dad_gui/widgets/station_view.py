@@ -4,6 +4,8 @@ Render-only: the station controller feeds it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
@@ -191,25 +193,22 @@ class StationView(QWidget):
         if style != self.counters["streak"].styleSheet():
             self.counters["streak"].setStyleSheet(style)
 
-    def set_scores(self, first_index: int, scores: list[float], verdicts: list[str]) -> None:
-        """The rolling chart: ``scores`` of images ``first_index``, ``first_index + 1``, …"""
-        last = max(first_index + len(scores) - 1, 1)
-        # the x range grows, then moves, a quarter of the chart at a time, not with every image (each change redraws
-        # the axis)
+    def set_scores(self, images: Sequence[int], scores: Sequence[float], verdicts: Sequence[str]) -> None:
+        """The rolling chart: the scores of images number ``images`` (rising; an ERROR has a number, no score)."""
         step = CHART_POINTS // 4
-        if not self._x_range[0] <= last <= self._x_range[1]:
-            if last > CHART_POINTS:
-                first = -(-(last - CHART_POINTS) // step) * step + 1
-                self._x_range = (first, first + CHART_POINTS - 1)
-            else:
-                self._x_range = (1, -(-last // step) * step)
-            self.chart.setXRange(*self._x_range, padding=0.01)
-        if not scores:
-            self.curve.setData([], [])
-            for item in self.points.values():
-                item.setData([], [])
-            return
-        x = np.arange(first_index, first_index + len(scores))
+        last = max(images[-1], 1) if len(images) else 1
+        # the x range grows, then moves, a quarter of the chart at a time, not with every image (each change redraws
+        # the axis); once moving it spans CHART_POINTS + a quarter, so that every score kept stays in view
+        if last <= CHART_POINTS:
+            x_range = (1, -(-last // step) * step)
+        else:
+            width = CHART_POINTS + step
+            first = max((images[0] - 1) // step * step + 1, -(-(last - width) // step) * step + 1)
+            x_range = (first, first + width - 1)
+        if x_range != self._x_range:
+            self._x_range = x_range
+            self.chart.setXRange(*x_range, padding=0.01)
+        x = np.asarray(images, np.float64)
         y = np.asarray(scores, np.float64)
         self.curve.setData(x, y)
         kinds = np.asarray(verdicts, dtype=str)
@@ -225,7 +224,7 @@ class StationView(QWidget):
     def reset(self) -> None:
         self.results.clear()
         self.compare.clear()
-        self.set_scores(0, [], [])
+        self.set_scores([], [], [])
         self.set_counters(0, 0, 0, 0)
         self._colour = IDLE_COLOUR
         self.verdict.setText("—")

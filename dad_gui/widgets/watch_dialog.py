@@ -112,6 +112,7 @@ class WatchDialog(QDialog):
         self.resize(640, self.sizeHint().height())
 
         self._log_by_hand = False
+        self._ng_by_hand = False
         if setup is not None:
             self.folder.setText(str(setup.folder))
             self.log.setText(str(setup.log))
@@ -121,19 +122,28 @@ class WatchDialog(QDialog):
             self.ng_box.setChecked(setup.ng_dir is not None)
             if setup.ng_dir is not None:
                 self.ng_dir.setText(str(setup.ng_dir))
+                self._ng_by_hand = setup.ng_dir != setup.folder.with_name(f"{setup.folder.name}-NG")
             self.copy.setChecked(setup.copy_ng)
         self.folder.textEdited.connect(self._folder_edited)
         self.log.textEdited.connect(self._log_edited)
+        self.ng_dir.textEdited.connect(self._ng_edited)
 
     # ---- fields -------------------------------------------------------------------------------------
     def _folder_edited(self, text: str) -> None:
-        if not self._log_by_hand and text.strip():
-            self.log.setText(str(self._default_log(Path(os.path.abspath(text.strip())))))
-        if not self.ng_dir.text().strip() and text.strip():
-            self.ng_dir.setText(str(Path(os.path.abspath(text.strip())).with_name(f"{Path(text.strip()).name}-NG")))
+        """Propose the log and the NG folder beside the folder, until they are set by hand."""
+        folder = Path(os.path.abspath(text.strip())) if text.strip() else None
+        if folder is None or not folder.name:  # nothing yet, or a root ("/", "C:\\") while it is being typed
+            return
+        if not self._log_by_hand:
+            self.log.setText(str(self._default_log(folder)))
+        if not self._ng_by_hand:
+            self.ng_dir.setText(str(folder.with_name(f"{folder.name}-NG")))
 
     def _log_edited(self, text: str) -> None:
         self._log_by_hand = bool(text.strip())
+
+    def _ng_edited(self, text: str) -> None:
+        self._ng_by_hand = bool(text.strip())
 
     def set_folder(self, path: str) -> None:
         self.folder.setText(path)
@@ -155,6 +165,7 @@ class WatchDialog(QDialog):
         path = QFileDialog.getExistingDirectory(self, "The folder for NG and ERROR images", self.ng_dir.text())
         if path:
             self.ng_dir.setText(path)
+            self._ng_by_hand = True
 
     # ---- result -------------------------------------------------------------------------------------
     def setup(self) -> WatchSetup | None:
