@@ -184,7 +184,7 @@ class AppState(QObject):
         own = self.model.own_threshold if self.model is not None else None
         if own is None:
             return None
-        return abs(own - self.threshold) <= 5e-5  # the spin box's resolution: 4 decimals
+        return own == self.threshold  # loaded, saved and restored thresholds are exact copies
 
     def set_pixel_threshold(self, value: float) -> None:
         if not np.isfinite(value):
