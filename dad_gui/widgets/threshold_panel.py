@@ -111,10 +111,6 @@ class ThresholdPanel(QWidget):
         row.addWidget(self.spin)
         form.addRow("Image threshold", row)
         form.addRow("Pixel threshold", self.pixel_spin)
-        source = QHBoxLayout()
-        source.addWidget(self.source, 1)
-        source.addWidget(self.btn_own)
-        form.addRow(source)
         auto = QGridLayout()
         auto.addWidget(self.btn_f1, 0, 0)
         auto.addWidget(self.btn_zero, 0, 1)
@@ -133,8 +129,12 @@ class ThresholdPanel(QWidget):
         mlay.addWidget(self.confusion)
         mlay.addWidget(self.roc, 1)
         self.metrics_box = metrics_box
+        source = QHBoxLayout()  # beside the form, not in it: a form row does not give a wrapped label its height
+        source.addWidget(self.source, 1)
+        source.addWidget(self.btn_own, 0, Qt.AlignmentFlag.AlignTop)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
+        lay.addLayout(source)
         lay.addWidget(self.counts)
         lay.addWidget(self.hist, 1)
         lay.addWidget(auto_box)
