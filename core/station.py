@@ -219,6 +219,13 @@ class AuditLog:
             return self.path.with_name(f"{self.path.stem}-{when:%Y-%m-%d}{self.path.suffix}")
         return self.path
 
+    @property
+    def shown_path(self) -> Path:
+        """The log's name as a person reads it: ``LOG-YYYY-MM-DD.csv`` when it rotates daily."""
+        if self.rotate == "daily":
+            return self.path.with_name(f"{self.path.stem}-YYYY-MM-DD{self.path.suffix}")
+        return self.path
+
     def files(self) -> list[Path]:
         """The log files there are: the plain one and the dated ones (whether or not this run rotates)."""
         pattern = re.compile(rf"{re.escape(self.path.stem)}-\d{{4}}-\d{{2}}-\d{{2}}{re.escape(self.path.suffix)}")
@@ -427,11 +434,9 @@ class Station:
         where = f"; NG images {'copied' if self.options.copy_ng else 'moved'} to {self.ng_dir}" if self.ng_dir else ""
         size = self.inspector.config.image_size  # a first inference: the first image is not slower than the rest
         self.inspector.predict([np.zeros((size, size, 3), np.float32)])
-        logs = (self.log.path.with_name(f"{self.log.path.stem}-YYYY-MM-DD{self.log.path.suffix}")
-                if self.options.rotate == "daily" else self.log.path)
         events.append(self._status(
             "start", f"watching {self.folder}{' and its sub-folders' if self.options.recursive else ''}: "
-                     f"{len(self._done)} images already in the log {logs}; model {self.model}, "
+                     f"{len(self._done)} images already in the log {self.log.shown_path}; model {self.model}, "
                      f"threshold {threshold}{where}"))
         return events
 
@@ -575,7 +580,7 @@ class Station:
                 if entry.name.startswith((".", "~")):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    if self.options.recursive and _real(entry.path) != self._ng_real:
+                    if self.options.recursive and (self._ng_real is None or _real(entry.path) != self._ng_real):
                         folders.append(entry.path)
                 elif (os.path.splitext(entry.name)[1].lower() in IMAGE_EXTS and entry.is_file()
                       and (entry.path not in self._done or entry.path in self._moved_away)):

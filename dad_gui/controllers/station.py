@@ -16,7 +16,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QListWidgetItem, QMessageBox, QWidget
 
 from core.devices import inference_device
-from core.station import Judgement, StationOptions, StationStatus
+from core.station import AuditLog, Judgement, StationOptions, StationStatus
 
 from ..app import log, show_error
 from ..paths import data_dir
@@ -127,8 +127,7 @@ class StationController(QObject):
                 "both for its whole session, and the log records a change of either.")
 
     def _whose(self) -> str:
-        own = self.ctx.state.threshold_is_own()
-        return {True: "the model's own", False: "set on the Thresholds tab"}.get(own, "set on the Thresholds tab")
+        return "the model's own" if self.ctx.state.threshold_is_own() else "set on the Thresholds tab"
 
     def _last_setup(self) -> WatchSetup | None:
         raw = self.ctx.settings.value(SETUP_KEY, "")
@@ -197,8 +196,9 @@ class StationController(QObject):
         self.statuses.clear()
         self.view.reset()
         self.view.set_threshold(self.threshold)
-        logs = (setup.log.with_name(f"{setup.log.stem}-YYYY-MM-DD{setup.log.suffix}") if setup.rotate_daily
-                else setup.log)
+        options = StationOptions(recursive=setup.recursive, ng_dir=setup.ng_dir, copy_ng=setup.copy_ng,
+                                 rotate="daily" if setup.rotate_daily else None)
+        logs = AuditLog(setup.log, options.rotate).shown_path
         ng = (f"\nNG and ERROR images {'copied' if setup.copy_ng else 'moved'} to {setup.ng_dir}"
               if setup.ng_dir else "")
         self.view.session_text.setText(
@@ -207,8 +207,6 @@ class StationController(QObject):
         self.view.compare.set_pixel_threshold(self.ctx.state.pixel_threshold)
         self.view.state_text.setText(f"Starting the station on {setup.folder}…")
         self._remember(setup)
-        options = StationOptions(recursive=setup.recursive, ng_dir=setup.ng_dir, copy_ng=setup.copy_ng,
-                                 rotate="daily" if setup.rotate_daily else None)
         worker = StationWorker(inspector, setup.folder, setup.log, model, self.threshold, options)
         worker.event.connect(self._on_event)
         worker.failed.connect(self._on_failed)
