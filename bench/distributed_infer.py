@@ -3,7 +3,7 @@
 Both use one thread per process on the same two cores: the script pins itself (and so its children) to two
 cores, the single process runs with OMP_NUM_THREADS=1, and under torchrun each rank takes cores // ranks = 1.
 Models: the shipped demo model (resources/demo/model.safetensors, preset `pretrained`) and a `fast` model
-(seeded random weights: its speed does not depend on them). Images: --images procedural demo plates (core.demo,
+(seeded random weights: its speed does not depend on them). Images: --images procedural demo plates (core.common.demo,
 256 px), written once to bench/runs/distributed_infer/.
 
 Each command is timed end to end (start, model loading, inspection, CSV), then once more with nothing left to
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
-from core.distributed import available_cores  # noqa: E402
+from core.model.distributed import available_cores
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "distributed_infer.json"
@@ -40,8 +40,8 @@ DEMO_MODEL = ROOT / "resources" / "demo" / "model.safetensors"
 
 
 def make_images(n: int) -> Path:
-    from core.data import write_png
-    from core.demo import DEFECTS, add_defect, plate
+    from core.common.demo import DEFECTS, add_defect, plate
+    from core.common.images import write_png
 
     folder = RUNS / f"images_{n}"
     if len(list(folder.glob("*.png"))) == n:
@@ -58,9 +58,9 @@ def make_images(n: int) -> Path:
 def fast_model() -> Path:
     import torch
 
-    from core.checkpoint import Checkpoint, save_checkpoint
-    from core.model import DiffusionAD
-    from core.presets import get_preset
+    from core.common.presets import get_preset
+    from core.model.checkpoint import Checkpoint, save_checkpoint
+    from core.model.network import DiffusionAD
 
     path = RUNS / "fast.safetensors"
     if not path.exists():

@@ -3,7 +3,7 @@
 Images per second of `Trainer.run` at global batch 8 (batch x timed steps / their seconds), in four variants:
 
     (a) 1 process, 2 threads, no batch worker (the batches are made between steps, on the training thread)
-    (b) 1 process, 1 thread for torch, 1 batch worker (core.pipeline: the batches are made ahead, in a process)
+    (b) 1 process, 1 thread for torch, 1 batch worker (core.train.pipeline: the batches are made ahead, in a process)
     (c) 2 torchrun processes, 1 thread each, no batch worker (each rank makes and trains half of every batch)
     (d) the loop of (a) fed from batches made beforehand and already on the device (a handful, in turn): the
         reference, the same steps with nothing to make
@@ -11,7 +11,7 @@ Images per second of `Trainer.run` at global batch 8 (batch x timed steps / thei
 On the CPU the script pins itself (and so its children) to two cores. Each variant is one subprocess (under
 torchrun for (c): this script with --worker); the timed steps are the --steps after 2 warm-up steps, timed from
 the trainer's progress records: start-up, image loading, the feature memory of `pretrained` (its `setup`
-records) and the warm-up are left out. Images: --images procedural demo plates (core.demo, 256 px, those of
+records) and the warm-up are left out. Images: --images procedural demo plates (core.common.demo, 256 px, those of
 bench/distributed_infer.py). Records: bench/results/distributed_train.json (cpu) or distributed_train_cuda.json.
 
     python bench/distributed_train.py [--presets fast pretrained] [--images 48] [--steps N]
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
 from bench.distributed_infer import make_images  # noqa: E402
-from core.distributed import available_cores  # noqa: E402
+from core.model.distributed import available_cores
 
 if TYPE_CHECKING:
-    from core.training import Trainer
+    from core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -47,7 +47,7 @@ RUNS = ROOT / "bench" / "runs" / "distributed_train"
 BATCH = 8  # the global batch of every variant
 WARMUP = 2  # steps left out of the timing
 IN_MEMORY = 4  # batches made beforehand for (d), used in turn
-GPU_WORKERS = 4  # core.pipeline.default_workers' most, beside an accelerator
+GPU_WORKERS = 4  # core.train.pipeline.default_workers' most, beside an accelerator
 DEFAULT_STEPS = {"fast": 20, "pretrained": 12, "paper": 12}
 DEFAULT_PRESETS = {"cpu": ["fast", "pretrained"], "cuda": ["paper", "fast"]}
 VARIANTS = {  # key: (label, processes, torch threads on the CPU, batch workers on the CPU, fed from memory)
@@ -79,11 +79,12 @@ def worker(args: argparse.Namespace) -> None:
 
     import torch
 
-    from core.config import replace
-    from core.data import list_images
-    from core.distributed import process_group, rank_device, world_from_env
-    from core.presets import get_preset
-    from core.training import TrainData, Trainer
+    from core.common.config import replace
+    from core.common.datasets import list_images
+    from core.common.presets import get_preset
+    from core.model.distributed import process_group, rank_device, world_from_env
+    from core.train.data import TrainData
+    from core.train.trainer import Trainer
 
     world = world_from_env()
     device = rank_device(world, args.device)

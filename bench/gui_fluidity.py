@@ -131,9 +131,9 @@ def random_model(path: Path, preset: str = "tiny") -> Path:
     """A ``preset`` model with seeded random weights and threshold 0.5 (its speed does not depend on the weights)."""
     import torch
 
-    from core.checkpoint import Checkpoint, save_checkpoint
-    from core.model import DiffusionAD
-    from core.presets import get_preset
+    from core.common.presets import get_preset
+    from core.model.checkpoint import Checkpoint, save_checkpoint
+    from core.model.network import DiffusionAD
 
     cfg = get_preset(preset)[0]
     torch.manual_seed(0)

@@ -37,11 +37,12 @@ def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
     import numpy as np
     import torch
 
-    from core.data import mvtec_test_samples, resize
-    from core.evaluation import score_report
-    from core.inference import Inspector
-    from core.model import image_score, top_k_for
-    from core.training import defect_aurocs, synthetic_defects
+    from core.common.datasets import mvtec_test_samples
+    from core.common.images import resize
+    from core.inference.evaluation import score_report
+    from core.inference.inspector import Inspector
+    from core.model.network import image_score, top_k_for
+    from core.train.validation import defect_aurocs, synthetic_defects
 
     split, textures = inputs
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
@@ -126,7 +127,7 @@ def main() -> None:
     if not ckpt.exists():
         sys.exit(f"{ckpt}: no such run; train it first: python bench/learning_rate.py --data ... --textures ... "
                  f"--steps {args.steps} --lr {args.lr:g}")
-    from core.runtime import tune_cpu
+    from core.common.cpu import tune_cpu
 
     tune_cpu()
     result = {"run": f"{args.steps} steps at learning rate {args.lr:g}",

@@ -32,10 +32,10 @@ VAL_FRACTION = 0.1
 
 def training_inputs(data: str, textures: str) -> tuple:
     """The held-out split and the textures, read once for all learning rates of a call."""
-    from core.data import list_images, train_folder
-    from core.presets import get_preset
-    from core.synthesis import load_textures
-    from core.training import TrainData
+    from core.common.datasets import list_images, train_folder
+    from core.common.presets import get_preset
+    from core.train.data import TrainData
+    from core.train.synthesis import load_textures
 
     model_cfg, train_cfg = get_preset("fast")
     size = model_cfg.image_size
@@ -49,7 +49,7 @@ def run_dir(steps: int, lr: float, intensity: float) -> Path:
 
 def defect_sets() -> tuple:
     """The two fixed held-out defect recipes runs are judged on: (name, SynthesisConfig) pairs."""
-    from core.config import SynthesisConfig
+    from core.common.config import SynthesisConfig
 
     return ("official", SynthesisConfig()), ("brightness", SynthesisConfig(intensity_prob=1.0))
 
@@ -65,8 +65,8 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
     (`SynthesisConfig.intensity_prob` = 1), so runs trained with different synthesis are judged alike."""
     import numpy as np
 
-    from core.inference import Inspector
-    from core.training import synthetic_defect_auroc
+    from core.inference.inspector import Inspector
+    from core.train.validation import synthetic_defect_auroc
 
     split, textures = inputs
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
@@ -85,11 +85,11 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
 
 
 def run_one(data: str, inputs: tuple, steps: int, lr: float, intensity: float = 0.0) -> dict:
-    from core.evaluation import evaluate
-    from core.inference import Inspector
-    from core.presets import get_preset
-    from core.runtime import tune_cpu
-    from core.training import Trainer, fit
+    from core.common.cpu import tune_cpu
+    from core.common.presets import get_preset
+    from core.inference.evaluation import evaluate
+    from core.inference.inspector import Inspector
+    from core.train.trainer import Trainer, fit
 
     tune_cpu()
     model_cfg, train_cfg = get_preset("fast")
@@ -114,7 +114,7 @@ def key(r: dict) -> tuple[int, float, float]:
 
 
 def table(results: list[dict]) -> str:
-    from core.presets import get_preset
+    from core.common.presets import get_preset
 
     preset_lr = get_preset("fast")[1].lr_denoiser
     lines = [

@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import git_rev, machine, write_section  # noqa: E402
 
-from core.data import mvtec_test_samples, resize  # noqa: E402
-from core.devices import fixed_noise, to_tensor  # noqa: E402
-from core.inference import Inspector  # noqa: E402
-from core.metrics import image_auroc  # noqa: E402
-from core.model import image_score, top_k_for  # noqa: E402
-from core.runtime import tune_cpu  # noqa: E402
+from core.common.cpu import tune_cpu
+from core.common.datasets import mvtec_test_samples
+from core.common.images import resize
+from core.common.metrics import image_auroc
+from core.inference.inspector import Inspector
+from core.model.devices import fixed_noise, to_tensor
+from core.model.network import image_score, top_k_for
 
 
 def balanced_subset(root: str, n: int) -> list:

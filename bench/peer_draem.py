@@ -2,7 +2,7 @@
 
 Both train from scratch on DATA/train/good with texture images as anomaly sources, at the same size
 (256 x 256, DRAEM's default; `--size 128` for our `fast` preset's size, results in runs/peer_draem_128) and
-batch 8, and both are scored on DATA/test by the project's metric code (``core.evaluation.score_report``):
+batch 8, and both are scored on DATA/test by the project's metric code (``core.inference.evaluation.score_report``):
 the only difference is the model. anomalib lives in its own virtual environment
 (``bench/runs/peer-venv``, never in the project's dependencies); ``bench/peer_draem_worker.py`` runs there
 and hands back raw scores and maps.
@@ -120,7 +120,7 @@ def setup(_args: argparse.Namespace) -> None:
 
 
 def test_paths(data: str) -> list[str]:
-    from core.data import mvtec_test_samples
+    from core.common.datasets import mvtec_test_samples
 
     return [str(s.path) for s in mvtec_test_samples(Path(data))]
 
@@ -230,8 +230,8 @@ def equal_steps() -> int:
 # ---- ours ---------------------------------------------------------------------------------------
 def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = None,  # noqa: ANN201
                 seed: int | None = None):
-    from core.config import replace
-    from core.presets import get_preset
+    from core.common.config import replace
+    from core.common.presets import get_preset
 
     model_cfg, train_cfg = get_preset(preset)
     if model_cfg.image_size != SIZE and model_cfg.denoiser_size:  # the denoiser keeps its own resolution
@@ -255,11 +255,12 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
                intensity: float | None = None, seed: int | None = None) -> None:
     """Train one of our presets; `resumable` checkpoints every step (saves not counted as training time) so
     that a run longer than one sitting goes on with `resume`, adding up its training time."""
-    from core.data import list_images, train_folder
-    from core.model import count_parameters
-    from core.runtime import tune_cpu
-    from core.synthesis import load_textures
-    from core.training import TrainData, Trainer
+    from core.common.cpu import tune_cpu
+    from core.common.datasets import list_images, train_folder
+    from core.model.network import count_parameters
+    from core.train.data import TrainData
+    from core.train.synthesis import load_textures
+    from core.train.trainer import Trainer
 
     tune_cpu()
     forget_reports(name)
@@ -270,7 +271,7 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     before = {"steps": 0, "train_seconds": 0.0, "peak_rss_mib": 0.0}
     resume_from = None
     if resume and (out / "last.safetensors").exists():
-        from core.checkpoint import read_header
+        from core.model.checkpoint import read_header
 
         header = read_header(out / "last.safetensors")
         # written with the weights in one file, so a kill between the two writes cannot shift them
@@ -339,8 +340,8 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
 LATENCY_CHILD = """
 import json, resource, statistics, sys, time
 import numpy as np, torch
-from core.inference import Inspector
-from core.runtime import tune_cpu
+from core.inference.inspector import Inspector
+from core.common.cpu import tune_cpu
 tune_cpu()
 insp = Inspector.from_checkpoint(sys.argv[1], device="cpu")
 batch = int(sys.argv[2])
@@ -404,8 +405,8 @@ def paper(args: argparse.Namespace) -> None:
 def paper_latency(args: argparse.Namespace) -> None:
     """CPU latency of the `paper` preset for its record (one trained on a GPU has none): measured on weights of
     the same architecture fresh from initialisation, since the time of a forward pass does not depend on them."""
-    from core.checkpoint import Checkpoint, save_checkpoint
-    from core.model import DiffusionAD
+    from core.model.checkpoint import Checkpoint, save_checkpoint
+    from core.model.network import DiffusionAD
 
     record = load_json("paper")
     if not record:
@@ -420,8 +421,8 @@ def paper_latency(args: argparse.Namespace) -> None:
 
 # ---- report -------------------------------------------------------------------------------------
 def our_report(ckpt: Path, data: str) -> dict:
-    from core.evaluation import evaluate
-    from core.inference import Inspector
+    from core.inference.evaluation import evaluate
+    from core.inference.inspector import Inspector
 
     return evaluate(Inspector.from_checkpoint(ckpt, device="cpu"), data)
 
@@ -433,8 +434,9 @@ def reference_reports(data: str) -> dict[str, dict]:
     """What the metrics give without a model: a random map, and plain intensity cues (darkness, brightness)."""
     import cv2
 
-    from core.data import mvtec_test_samples, read_image
-    from core.evaluation import EVAL_SIZE, score_report
+    from core.common.datasets import mvtec_test_samples
+    from core.common.images import read_image
+    from core.inference.evaluation import EVAL_SIZE, score_report
 
     samples = mvtec_test_samples(Path(data))
     rng = np.random.default_rng(0)
@@ -451,7 +453,7 @@ def reference_reports(data: str) -> dict[str, dict]:
 
 def draem_maps(maps_file: Path, data: str) -> tuple[list, np.ndarray, list[np.ndarray]]:
     """The test samples with DRAEM's scores and maps for them, as the worker saved them."""
-    from core.data import mvtec_test_samples
+    from core.common.datasets import mvtec_test_samples
 
     samples = mvtec_test_samples(Path(data))
     got = np.load(maps_file)
@@ -461,7 +463,7 @@ def draem_maps(maps_file: Path, data: str) -> tuple[list, np.ndarray, list[np.nd
 
 
 def draem_report(maps_file: Path, data: str) -> dict:
-    from core.evaluation import score_report
+    from core.inference.evaluation import score_report
 
     return score_report(*draem_maps(maps_file, data))
 
@@ -634,7 +636,7 @@ def half_of(path: str | Path) -> str:
 
 
 def split_reports(samples: list, scores: np.ndarray, maps: list[np.ndarray]) -> dict[str, dict]:
-    from core.evaluation import score_report
+    from core.inference.evaluation import score_report
 
     halves = [half_of(s.path) for s in samples]
     out = {}
@@ -645,8 +647,8 @@ def split_reports(samples: list, scores: np.ndarray, maps: list[np.ndarray]) -> 
 
 
 def our_split(ckpt: Path, data: str) -> dict[str, dict]:
-    from core.evaluation import predict_test
-    from core.inference import Inspector
+    from core.inference.evaluation import predict_test
+    from core.inference.inspector import Inspector
 
     pred = predict_test(Inspector.from_checkpoint(ckpt, device="cpu"), data)
     return split_reports(pred.samples, pred.scores, pred.maps)
@@ -727,8 +729,9 @@ def restoration(ckpt: Path, data: str) -> dict[str, dict[str, float]]:
     grey-level spread of those images: what the segmenter must learn to ignore."""
     import cv2
 
-    from core.data import mvtec_test_samples, read_mask, resize
-    from core.inference import Inspector
+    from core.common.datasets import mvtec_test_samples
+    from core.common.images import read_mask, resize
+    from core.inference.inspector import Inspector
 
     inspector = Inspector.from_checkpoint(ckpt, device="cpu")
     size = inspector.config.image_size
@@ -779,7 +782,7 @@ def restoration_table(size: int, name: str, rest: dict[str, dict[str, float]]) -
 
 def adam(ckpt: Path) -> str:
     """The learning rates a checkpoint was trained with, as the row's name gives them."""
-    from core.checkpoint import read_header
+    from core.model.checkpoint import read_header
 
     cfg = read_header(ckpt).get("train_config") or {}
     rates = sorted({float(cfg[k]) for k in ("lr_denoiser", "lr_segmenter") if k in cfg}, reverse=True)
@@ -853,7 +856,7 @@ def report(args: argparse.Namespace) -> None:
         f"DRAEM defaults (Adam 1e-4, Perlin + DTD anomalies). Both models at the same size (256 px, DRAEM's "
         f"default, and 128 px, our `fast` preset's), batch {BATCH}, trained from scratch "
         f"on `train/good` ({Path(args.data).name}) with the same texture folder, scored on the same `test/` split "
-        "(good and defective) by `core.evaluation.score_report`; pixel metrics at 256 × 256 (128-px maps "
+        "(good and defective) by `core.inference.evaluation.score_report`; pixel metrics at 256 × 256 (128-px maps "
         "upsampled). Latency: median of 10 (batch 1) or 5 (batch 8) runs after 2 warm-ups on random input at the "
         "model's size, in a fresh process: DRAEM's network forward (its PreProcessor resize and PostProcessor "
         "excluded); our whole `Inspector.predict` (resize, both noise scales, segmenter, image score); "

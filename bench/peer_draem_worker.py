@@ -2,7 +2,7 @@
 
 It imports anomalib, never the project: training writes plain ``state_dict`` files and a JSON log,
 prediction writes the raw scores and anomaly maps of a list of images to an ``.npz``; every metric
-is computed afterwards by the project's own code (``core.metrics``), so both models are scored alike.
+is computed afterwards by the project's own code (``core.common.metrics``), so both models are scored alike.
 
     python peer_draem_worker.py train --data D --textures T --out DIR --minutes 30 --steps 300
     python peer_draem_worker.py predict --weights W --list paths.json --out maps.npz

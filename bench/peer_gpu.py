@@ -42,9 +42,9 @@ FAST_SNAPSHOTS = (300, 558, 1000, 2000, 4000, 8000)
 
 
 def pack(args: argparse.Namespace) -> None:
-    from core.data import list_images, train_folder
-    from core.synthesis import load_textures
-    from core.training import TrainData
+    from core.common.datasets import list_images, train_folder
+    from core.train.data import TrainData
+    from core.train.synthesis import load_textures
 
     pd.configure(args.size)
     if PACK.exists():
@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> None:
     """Train `paper`, then `fast`, each until its last snapshot or its share of the time; score every snapshot."""
     import torch
 
-    from core.evaluation import predict_test, score_report
-    from core.inference import Inspector
-    from core.training import TrainData
+    from core.inference.evaluation import predict_test, score_report
+    from core.inference.inspector import Inspector
+    from core.train.data import TrainData
 
     t_start = time.monotonic()
     src = Path(args.pack)
@@ -122,10 +122,10 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
     whatever the clock says), keeping the weights of each snapshot step in `work`."""
     import torch
 
-    from core.config import replace
-    from core.devices import device_name
-    from core.model import count_parameters
-    from core.training import Trainer
+    from core.common.config import replace
+    from core.model.devices import device_name
+    from core.model.network import count_parameters
+    from core.train.trainer import Trainer
 
     model_cfg, train_cfg = pd.our_configs(preset)
     train_cfg = replace(train_cfg, amp=False)  # fp32, as on the CPU

@@ -1,8 +1,8 @@
 """Benchmark: PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022) on
 our pretrained encoder, scored by the project's metric code on real defects.
 
-An implementation of the paper's recipe on the backbone and image size our models use (``core.encoder``
-EfficientNet-Lite0, blocks 4 and 10, 256 x 256 inputs), with ``core.memory`` for the coreset and the
+An implementation of the paper's recipe on the backbone and image size our models use (``core.model.encoder``
+EfficientNet-Lite0, blocks 4 and 10, 256 x 256 inputs), with ``core.model.memory`` for the coreset and the
 nearest-neighbour distances:
 
 - locally aware patch features: each block's map is aggregated over the 3 x 3 neighbourhood of every
@@ -19,7 +19,7 @@ nearest-neighbour distances:
   s = (1 - softmax(||m_test* - m||, m in N_b(m*))[m*]) * s*, with N_b the b = 9 nearest bank entries of
   the bank entry m* nearest to the most anomalous patch (m* included).
 
-Trains on TRAIN/train/good and scores each --data folder's test/ split with ``core.evaluation.score_report``.
+Trains on TRAIN/train/good and scores each --data folder's test/ split with ``core.inference.evaluation.score_report``.
 Training features are cached in bench/runs/peer_patchcore/ (ignored); the run record goes to
 bench/results/peer_patchcore.json (tracked) and the tables to docs/benchmarks.md.
 
@@ -52,11 +52,11 @@ sys.path.insert(0, str(HERE))
 
 from _report import git_rev, machine, publish, save_json  # noqa: E402
 
-from core.data import list_images, load_images, mvtec_test_samples, train_folder  # noqa: E402
-from core.encoder import EfficientNetLite0Features  # noqa: E402
-from core.evaluation import score_report  # noqa: E402
-from core.memory import greedy_coreset, nearest_neighbors  # noqa: E402
-from core.runtime import tune_cpu  # noqa: E402
+from core.common.cpu import tune_cpu
+from core.common.datasets import list_images, load_images, mvtec_test_samples, train_folder
+from core.inference.evaluation import score_report
+from core.model.encoder import EfficientNetLite0Features
+from core.model.memory import greedy_coreset, nearest_neighbors
 
 CACHE = ROOT / "bench" / "runs" / "peer_patchcore"
 RECORD = ROOT / "bench" / "results" / "peer_patchcore.json"
@@ -229,16 +229,16 @@ def render(rec: dict[str, Any]) -> str:
         f"Command: `{rec['command']}`",
         "",
         "PatchCore (Roth et al., CVPR 2022) implemented after the paper on our backbone and image size: "
-        f"`core.encoder` EfficientNet-Lite0 blocks {cfg['blocks'][0]} + {cfg['blocks'][1]} (stride 8 + 16), "
+        f"`core.model.encoder` EfficientNet-Lite0 blocks {cfg['blocks'][0]} + {cfg['blocks'][1]} (stride 8 + 16), "
         f"{cfg['size']} x {cfg['size']} px, locally aware patch features ({cfg['patch']} x {cfg['patch']} "
         f"neighbourhood pooled to {cfg['layer_dim']} per block, blocks concatenated on the stride-8 grid and "
-        f"pooled to {cfg['target_dim']}), memory bank by `core.memory.greedy_coreset` "
+        f"pooled to {cfg['target_dim']}), memory bank by `core.model.memory.greedy_coreset` "
         f"({cfg['projection_dim']}-dim random projection) or a random subsample, anomaly map = nearest-bank "
         f"distance per patch, bilinear to the image, Gaussian sigma {cfg['sigma']:g}; image score = the paper's "
         f"reweighted maximum (b = {cfg['num_neighbors']}). Trained on {tr['images']} "
         f"`{tr['folder']}/train/good` images ({tr['patches']} patches, features in {tr['feature_seconds']:.0f} s); "
         "scored by "
-        "`core.evaluation.score_report`, as our models are.",
+        "`core.inference.evaluation.score_report`, as our models are.",
         "",
     ]
     for split, title in rec["split_titles"].items():

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import git_rev, machine, write_section  # noqa: E402
 
-from core.config import DenoiserConfig, ModelConfig, SegmenterConfig  # noqa: E402
-from core.inference import Inspector  # noqa: E402
-from core.model import DiffusionAD, count_parameters  # noqa: E402
-from core.runtime import tune_cpu  # noqa: E402
+from core.common.config import DenoiserConfig, ModelConfig, SegmenterConfig
+from core.common.cpu import tune_cpu
+from core.inference.inspector import Inspector
+from core.model.network import DiffusionAD, count_parameters
 
 
 def candidates() -> dict[str, ModelConfig]:

@@ -21,10 +21,10 @@ from _report import git_rev, machine, write_section  # noqa: E402
 
 CHILD = """
 import json, resource, sys, torch
-from core.runtime import tune_cpu
-from core.benchmarking import time_inference
-from core.model import DiffusionAD, count_parameters
-from core.presets import get_preset
+from core.common.cpu import tune_cpu
+from core.inference.latency import time_inference
+from core.model.network import DiffusionAD, count_parameters
+from core.common.presets import get_preset
 tune_cpu()
 name, batch, device, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 model = DiffusionAD(get_preset(name)[0])

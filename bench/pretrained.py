@@ -58,16 +58,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
-from core.config import replace  # noqa: E402
-from core.data import list_images, mvtec_test_samples  # noqa: E402
-from core.devices import fixed_noise, to_tensor  # noqa: E402
-from core.evaluation import EVAL_SIZE, score_report  # noqa: E402
-from core.features import fuse  # noqa: E402
-from core.inference import Inspector  # noqa: E402
-from core.model import DiffusionAD, image_score, top_k_for  # noqa: E402
-from core.presets import get_preset  # noqa: E402
-from core.runtime import tune_cpu  # noqa: E402
-from core.training import TrainData, Trainer, distance_calibration  # noqa: E402
+from core.common.config import replace
+from core.common.cpu import tune_cpu
+from core.common.datasets import list_images, mvtec_test_samples
+from core.common.presets import get_preset
+from core.inference.evaluation import EVAL_SIZE, score_report
+from core.inference.inspector import Inspector
+from core.model.devices import fixed_noise, to_tensor
+from core.model.features import fuse
+from core.model.network import DiffusionAD, image_score, top_k_for
+from core.train.data import TrainData
+from core.train.feature_memory import distance_calibration
+from core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "pretrained"
@@ -201,7 +203,7 @@ FUSION_NAMES = {"none": "S (segmenter)", "mean": "MEAN", "or": "OR", "dist": "di
 
 def distance_high(insp: Inspector) -> tuple[float, float]:
     """The fusion rule's calibration for a model trained before it existed, as training now computes it
-    (``core.training.distance_calibration`` on the model's own training split, rebuilt from its seed)."""
+    (``core.train.calibration.distance_calibration`` on the model's own training split, rebuilt from its seed)."""
     tc = insp.checkpoint.train_config
     data = TrainData.from_paths(list_images(DATA / "magnetic_tile" / "train" / "good"), insp.config.image_size,
                                 tc.val_fraction, tc.seed, input_max=insp.config.input_max)
@@ -282,14 +284,14 @@ def cmd_size(args: argparse.Namespace) -> None:
 
 
 def cmd_speed(args: argparse.Namespace) -> None:
-    from core.model import DiffusionAD
+    from core.model.network import DiffusionAD
 
     rows = {}
     for name in ("pretrained", "fast"):
         model_cfg, _ = get_preset(name)
         model = DiffusionAD(model_cfg).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         images = [np.random.default_rng(i).random((256, 256, 3), dtype=np.float32) for i in range(8)]
-        from core.inference import predict_batch
+        from core.inference.predict import predict_batch
 
         row = {}
         for b in (1, 8):

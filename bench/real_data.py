@@ -1,7 +1,7 @@
 """Benchmark 3: train a preset on real defect data for a CPU time budget, then evaluate.
 
 Trains on ``DATA/train/good`` (MVTec layout) with optional texture anomaly sources and reports
-I-AUROC, P-AUROC, AUPRO@0.3 and P-AP on ``DATA/test`` (metric code: core.metrics).
+I-AUROC, P-AUROC, AUPRO@0.3 and P-AP on ``DATA/test`` (metric code: core.common.metrics).
 
     python bench/real_data.py --data ../shared/data/magnetic_tile \
         --textures ../shared/data/textures_dtd10 --preset fast --steps 1250
@@ -19,14 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import git_rev, machine, write_section  # noqa: E402
 
-from core.config import replace  # noqa: E402
-from core.data import list_images, train_folder  # noqa: E402
-from core.evaluation import evaluate, format_table  # noqa: E402
-from core.inference import Inspector  # noqa: E402
-from core.presets import get_preset  # noqa: E402
-from core.runtime import tune_cpu  # noqa: E402
-from core.synthesis import load_textures  # noqa: E402
-from core.training import TrainData, Trainer  # noqa: E402
+from core.common.config import replace
+from core.common.cpu import tune_cpu
+from core.common.datasets import list_images, train_folder
+from core.common.presets import get_preset
+from core.inference.evaluation import evaluate, format_table
+from core.inference.inspector import Inspector
+from core.train.data import TrainData
+from core.train.synthesis import load_textures
+from core.train.trainer import Trainer
 
 
 def main() -> None:

@@ -41,12 +41,13 @@ def key(r: dict) -> tuple[int, int, float]:
 def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float, resume: bool = False) -> dict:
     import numpy as np
 
-    from core.checkpoint import load_checkpoint
-    from core.evaluation import evaluate
-    from core.inference import Inspector
-    from core.presets import get_preset
-    from core.runtime import tune_cpu
-    from core.training import Trainer, TrainingError
+    from core.common.cpu import tune_cpu
+    from core.common.presets import get_preset
+    from core.inference.evaluation import evaluate
+    from core.inference.inspector import Inspector
+    from core.model.checkpoint import load_checkpoint
+    from core.train.data import TrainingError
+    from core.train.trainer import Trainer
 
     tune_cpu()
     model_cfg, train_cfg = get_preset("fast")

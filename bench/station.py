@@ -3,7 +3,8 @@ up with.
 
 The script pins itself (and so its children) to two cores and starts `python -m core.cli watch MODEL FOLDER --log
 LOG` with its default settings (poll, settle, batch size). Once the station says it is watching, a writer in this
-process drops demo plates (core.demo, 256 px PNG, every fourth with a defect, those of bench/distributed_infer.py)
+process drops demo plates (core.common.demo, 256 px PNG, every fourth with a defect, those of
+bench/distributed_infer.py)
 into the folder at a steady rate, each written straight under its final name like a camera does (open, write,
 close); the moment after close is the file's last byte. A file's latency is the time column of its log line minus
 that moment (one clock; the log's times have millisecond resolution). Models: a `fast` model with seeded random
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
 from bench.distributed_infer import DEMO_MODEL, fast_model, make_images  # noqa: E402
-from core.distributed import available_cores  # noqa: E402
+from core.model.distributed import available_cores
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "station.json"

@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import git_rev, machine, publish  # noqa: E402
 
-from core.config import SynthesisConfig  # noqa: E402
-from core.data import list_images, read_image, train_folder  # noqa: E402
-from core.synthesis import AnomalySynthesizer, load_textures, luminance  # noqa: E402
+from core.common.config import SynthesisConfig
+from core.common.datasets import list_images, train_folder
+from core.common.images import luminance, read_image
+from core.train.synthesis import AnomalySynthesizer, load_textures
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_REV = "bdfae40041e8e0e44989af159554ad553deb3e60"  # the synthesis with colour sources on grey data

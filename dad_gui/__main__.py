@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(screenshot=args.screenshot)
 
-    from core.runtime import tune_cpu
+    from core.common.cpu import tune_cpu
     from dad_gui.app import create_app, freeze_startup_objects
     from dad_gui.main_window import MainWindow
     from dad_gui.paths import resource_path

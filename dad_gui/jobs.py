@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.presets import DEFAULT_PRESET
+from core.common.presets import DEFAULT_PRESET
 
 
 @dataclass
@@ -46,12 +46,13 @@ def run_job(spec: JobSpec, queue: Any, cancel: Any) -> None:
 def _run(spec: JobSpec, queue: Any, cancel: Any) -> None:
     import torch
 
-    from core.config import replace
-    from core.data import list_images, train_folder
-    from core.presets import get_preset
-    from core.runtime import lower_thread_priority, tune_cpu
-    from core.synthesis import load_textures
-    from core.training import TrainData, Trainer, working_size
+    from core.common.config import replace
+    from core.common.cpu import lower_thread_priority, tune_cpu
+    from core.common.datasets import list_images, train_folder
+    from core.common.presets import get_preset
+    from core.train.data import TrainData, working_size
+    from core.train.synthesis import load_textures
+    from core.train.trainer import Trainer
 
     lower_thread_priority()  # before torch starts its threads (they inherit it): the window stays fluid
     tune_cpu()

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.checkpoint import atomic_write_text, read_header
+from core.common.fileio import atomic_write_text
+from core.model.checkpoint import read_header
 
 
 @dataclass

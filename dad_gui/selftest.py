@@ -35,8 +35,8 @@ def _print(line: str) -> None:
 def check_core() -> bool:
     import numpy as np
 
-    from core.data import mvtec_test_samples
-    from core.inference import Inspector
+    from core.common.datasets import mvtec_test_samples
+    from core.inference.inspector import Inspector
     from dad_gui.paths import resource_path
 
     model = resource_path("demo", "model.safetensors")
@@ -50,7 +50,7 @@ def check_core() -> bool:
     preset = insp.checkpoint.info.get("preset", "?") if insp.checkpoint else "?"
     encoder = "no encoder"
     if insp.model.encoder is not None:  # the pretrained preset: its ImageNet weights came from the bundle
-        from core.encoder import weights_path
+        from core.model.encoder import weights_path
 
         encoder = f"encoder weights verified ({weights_path().name})"
     _print(f"self-test core {'passed' if ok else 'FAILED'}: {len(scores)} images, good mean "
@@ -115,7 +115,7 @@ def check_gui_and_job(scratch: Path, screenshot: str | None = None, job: bool = 
 
 
 def _check_job(window, errors: list[tuple[str, str, str]]) -> bool:  # noqa: ANN001
-    from core.presets import DEFAULT_PRESET
+    from core.common.presets import DEFAULT_PRESET
     from dad_gui.paths import resource_path
     from dad_gui.qt_util import process_events_until
 

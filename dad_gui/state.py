@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from core.data import Sample
+from core.common.datasets import Sample
 
 CACHE_SIZE = 400  # images whose reconstruction and map stay in memory (about 80 kB each)
 

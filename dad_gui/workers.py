@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal
 
-from core.data import ImageReadError, Sample, folder_samples, read_image, read_mask
-from core.inference import Inspector
-from core.runtime import lower_thread_priority
+from core.common.cpu import lower_thread_priority
+from core.common.datasets import Sample, folder_samples
+from core.common.images import ImageReadError, read_image, read_mask
+from core.inference.inspector import Inspector
 
 from .jobs import JobSpec, run_job
 from .state import FolderListing, ImageDetail, ResultRow
@@ -291,11 +292,11 @@ class JobController(QObject):
 
 
 class StationWorker(QThread):
-    """Runs a :class:`core.station.Station` off the GUI thread: its events come to the GUI as :attr:`event`
+    """Runs a :class:`core.station.station.Station` off the GUI thread: its events come to the GUI as :attr:`event`
     (queued). :meth:`pause` stops judging between two polls (files arriving meanwhile are judged on resume),
     :meth:`stop` ends the run and closes the log; :attr:`failed` says why the station could not start or go on."""
 
-    event = Signal(object)  # core.station.Judgement or StationStatus
+    event = Signal(object)  # core.station.station.Judgement or StationStatus
     failed = Signal(str)
 
     def __init__(self, inspector: Inspector, folder: Path, log: Path, model_path: str, threshold: float,
@@ -337,7 +338,8 @@ class StationWorker(QThread):
     def run(self) -> None:
         from dataclasses import replace
 
-        from core.station import Station, StationError, StationOptions, StationStatus, model_label
+        from core.station.files import model_label
+        from core.station.station import Station, StationError, StationOptions, StationStatus
 
         lower_thread_priority()
         try:

@@ -1,4 +1,4 @@
-"""Rebuild the built-in demo: procedural images (core.demo) and a model of the default preset trained on them.
+"""Rebuild the built-in demo: procedural images (core.common.demo) and a model of the default preset trained on them.
 
     python scripts/make_demo.py [--steps 300] [--preset pretrained]
     python scripts/make_demo.py --init resources/demo/model.safetensors --steps 500   # continue training
@@ -20,13 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.checkpoint import export_for_inference, load_checkpoint, save_checkpoint  # noqa: E402
-from core.config import replace  # noqa: E402
-from core.data import list_images  # noqa: E402
-from core.demo import make_demo_dataset  # noqa: E402
-from core.presets import DEFAULT_PRESET, get_preset  # noqa: E402
-from core.runtime import tune_cpu  # noqa: E402
-from core.training import TrainData, Trainer, adopt_fusion, fit  # noqa: E402
+from core.common.config import replace
+from core.common.cpu import tune_cpu
+from core.common.datasets import list_images
+from core.common.demo import make_demo_dataset
+from core.common.presets import DEFAULT_PRESET, get_preset
+from core.model.checkpoint import export_for_inference, load_checkpoint, save_checkpoint
+from core.train.data import TrainData
+from core.train.feature_memory import adopt_fusion
+from core.train.trainer import Trainer, fit
 
 
 def main() -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from core.config import replace
-from core.data import list_images
-from core.distributed import World, process_group
-from core.presets import get_preset
-from core.training import TrainData, Trainer
+from core.common.config import replace
+from core.common.datasets import list_images
+from core.common.presets import get_preset
+from core.model.distributed import World, process_group
+from core.train.data import TrainData
+from core.train.trainer import Trainer
 
 
 def tiny(batch_size: int = 4):

@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from core.config import replace  # noqa: E402
-from core.presets import get_preset  # noqa: E402
+from core.common.config import replace
+from core.common.presets import get_preset
 
 
 def make_good(rng: np.random.Generator, h: int = 48, w: int = 56) -> np.ndarray:
@@ -87,8 +87,8 @@ def tiny_ckpt_file(tmp_path: Path, tiny_configs) -> Path:
     """A saved tiny model with seeded random weights."""
     import torch
 
-    from core.checkpoint import Checkpoint, save_checkpoint
-    from core.model import DiffusionAD
+    from core.model.checkpoint import Checkpoint, save_checkpoint
+    from core.model.network import DiffusionAD
 
     torch.manual_seed(0)
     path = tmp_path / "tiny model.safetensors"

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.cli import main
-from core.config import ModelConfig, replace
-from core.data import list_images
-from core.devices import to_tensor
-from core.inference import Inspector
-from core.synthesis import to_grey
-from core.training import TrainData, Trainer, TrainingError
+from core.cli.main import main
+from core.common.config import ModelConfig, replace
+from core.common.datasets import list_images
+from core.common.images import to_grey
+from core.inference.inspector import Inspector
+from core.model.checkpoint import load_checkpoint
+from core.model.devices import to_tensor
+from core.train.data import TrainData, TrainingError
+from core.train.trainer import Trainer
 
 
 def grey_surface(rng: np.random.Generator, h: int = 40, w: int = 48) -> np.ndarray:
@@ -136,7 +137,7 @@ def test_an_older_colour_checkpoint_still_loads(tiny_ckpt_file, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from core.checkpoint import META_KEY
+    from core.model.checkpoint import META_KEY
 
     with safe_open(str(tiny_ckpt_file), "pt") as f:
         header = json.loads(f.metadata()[META_KEY])

@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import (
+from core.common.config import replace
+from core.common.fileio import atomic_write_bytes
+from core.common.presets import get_preset
+from core.inference.inspector import Inspector
+from core.model.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
     CheckpointError,
-    atomic_write_bytes,
     load_checkpoint,
     save_checkpoint,
     to_bytes,
 )
-from core.config import replace
-from core.inference import Inspector
-from core.model import DiffusionAD
-from core.presets import get_preset
+from core.model.network import DiffusionAD
 
 
 def tiny_ckpt(seed=0, **kw):
@@ -93,7 +93,7 @@ def test_truncated_checkpoint_is_refused(tmp_path):
 
 
 def test_newer_format_is_refused(tmp_path, monkeypatch):
-    import core.checkpoint as C
+    import core.model.checkpoint as C
 
     monkeypatch.setattr(C, "FORMAT_VERSION", FORMAT_VERSION + 1)
     path = tmp_path / "new.safetensors"

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.checkpoint import load_checkpoint
-from core.cli import main
+from core.cli.main import main
+from core.model.checkpoint import load_checkpoint
 
 
 def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
@@ -60,9 +60,9 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 
 
 def test_infer_exit_code_when_nothing_readable(tmp_path):
-    from core.checkpoint import Checkpoint, save_checkpoint
-    from core.model import DiffusionAD
-    from core.presets import get_preset
+    from core.common.presets import get_preset
+    from core.model.checkpoint import Checkpoint, save_checkpoint
+    from core.model.network import DiffusionAD
 
     cfg = get_preset("tiny")[0]
     save_checkpoint(Checkpoint(cfg, DiffusionAD(cfg).state_dict()), tmp_path / "m.safetensors")
@@ -88,11 +88,11 @@ def test_help(cmd):
 
 def test_training_is_fp32_unless_bf16_is_asked_for(mvtec_folder, tmp_path, monkeypatch):
     """The official recipe trains in fp32; bf16 autocast (CUDA) is an opt-in: ``dad train --bf16``."""
-    import core.training as T
-    from core.checkpoint import Checkpoint, CheckpointError, save_checkpoint
-    from core.config import TrainConfig
-    from core.model import DiffusionAD
-    from core.presets import PRESETS
+    import core.train.trainer as T
+    from core.common.config import TrainConfig
+    from core.common.presets import PRESETS
+    from core.model.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+    from core.model.network import DiffusionAD
 
     assert TrainConfig().amp is False and not any(train.amp for _, train in PRESETS.values())
     seen = []

@@ -7,9 +7,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from core.checkpoint import META_KEY, CheckpointError, load_checkpoint
-from core.cli import main
-from core.config import (
+from core.cli.main import main
+from core.common.config import (
     DenoiserConfig,
     DiffusionConfig,
     ModelConfig,
@@ -19,7 +18,8 @@ from core.config import (
     replace,
     to_dict,
 )
-from core.presets import PRESETS
+from core.common.presets import PRESETS
+from core.model.checkpoint import META_KEY, CheckpointError, load_checkpoint
 
 
 def test_presets_and_defaults_are_valid():

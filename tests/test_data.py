@@ -2,15 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.data import (
-    ImageReadError,
-    folder_samples,
-    list_images,
-    mvtec_test_samples,
-    read_image,
-    read_mask,
-    split_train_val,
-)
+from core.common.datasets import folder_samples, list_images, mvtec_test_samples, split_train_val
+from core.common.images import ImageReadError, read_image, read_mask
 
 
 def write(path, img):

@@ -1,7 +1,8 @@
 import numpy as np
 
-from core.data import mvtec_test_samples, read_image, read_mask
-from core.demo import DEFECTS, make_demo_dataset
+from core.common.datasets import mvtec_test_samples
+from core.common.demo import DEFECTS, make_demo_dataset
+from core.common.images import read_image, read_mask
 
 
 def test_demo_dataset_layout_and_masks(tmp_path):

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from core.config import DiffusionConfig
-from core.diffusion import GaussianDiffusion, linear_beta_schedule
+from core.common.config import DiffusionConfig
+from core.model.diffusion import GaussianDiffusion, linear_beta_schedule
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
-from core.distributed import SINGLE, DistributedError, World, cpu_threads, shard, world_from_env
-from core.results_csv import COLUMNS, partial_files, read_rows
+from core.cli.main import main
+from core.common.results_csv import COLUMNS, partial_files, read_rows
+from core.model.distributed import SINGLE, DistributedError, World, cpu_threads, shard, world_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -111,7 +111,7 @@ def test_resume_inspects_only_what_is_missing(tiny_ckpt_file, folder, tmp_path, 
 
 def test_interrupted_run_leaves_its_rows_for_resume(tiny_ckpt_file, folder, tmp_path, capsys, monkeypatch):
     """Ctrl+C after 3 images: the CSV is only begun, the 3 rows are in its partial file; --resume does the rest."""
-    from core.inference import Inspector
+    from core.inference.inspector import Inspector
 
     want = single_run(tiny_ckpt_file, folder, tmp_path / "single.csv")
     inspect_files = Inspector.inspect_files
@@ -163,7 +163,7 @@ def test_torchrun_rank_failure_is_reported(tiny_ckpt_file, tmp_path):
 RANK_SCRIPT = """
 import datetime, os, sys, time
 import torch
-from core.distributed import DistributedError, RankFailed, process_group, run_on_every_rank, world_from_env
+from core.model.distributed import DistributedError, RankFailed, process_group, run_on_every_rank, world_from_env
 
 world, timeout, ports = world_from_env(), float(sys.argv[1]), sys.argv[2:]
 

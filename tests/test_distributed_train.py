@@ -16,10 +16,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from core.checkpoint import load_checkpoint
-from core.data import list_images
-from core.inference import Inspector
-from core.training import TrainData, Trainer
+from core.common.datasets import list_images
+from core.inference.inspector import Inspector
+from core.model.checkpoint import load_checkpoint
+from core.train.data import TrainData
+from core.train.trainer import Trainer
 from tests._ranks import one_step_gradients, rank_main, tiny
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import encoder as enc_mod
-from core.encoder import EfficientNetLite0Features, EncoderError, load_pretrained_state
+from core.model import encoder as enc_mod
+from core.model.encoder import EfficientNetLite0Features, EncoderError, load_pretrained_state
 
 
 def test_weights_are_verified_and_load_without_code():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from core.config import replace
-from core.inference import Inspector
-from core.model import DiffusionAD
-from core.presets import get_preset
+from core.common.config import replace
+from core.common.presets import get_preset
+from core.inference.inspector import Inspector
+from core.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from core.model.network import DiffusionAD
 
 pytest.importorskip("pytestqt")
 
@@ -120,7 +120,7 @@ def test_dragging_histogram_line_moves_slider(window, qtbot, tiny_ckpt, mvtec_fo
 
 
 def test_auto_thresholds_on_crafted_scores(window, isolated):
-    from core.data import Sample
+    from core.common.datasets import Sample
 
     st = window.state
     good = [0.1, 0.2, 0.3, 0.4]
@@ -363,7 +363,7 @@ def test_table_sorts_and_filters_from_cached_scores(qtbot, isolated, tmp_path):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QTableView
 
-    from core.data import Sample
+    from core.common.datasets import Sample
     from dad_gui.results_model import ResultsFilter, ResultsTableModel
     from dad_gui.state import AppState
 
@@ -473,7 +473,7 @@ def test_streamed_rows_repaint_only_their_cells(qtbot, isolated, tmp_path):
     from PySide6.QtCore import QEvent, QModelRoleData, QModelRoleDataSpan, QObject, Qt
     from PySide6.QtWidgets import QTableView
 
-    from core.data import Sample
+    from core.common.datasets import Sample
     from dad_gui.results_model import ResultsFilter, ResultsTableModel
     from dad_gui.state import AppState
 
@@ -519,7 +519,7 @@ def test_inference_thread_runs_niced(qapp):
     import sys
     import threading
 
-    from core.runtime import lower_thread_priority
+    from core.common.cpu import lower_thread_priority
 
     if not sys.platform.startswith("linux"):
         pytest.skip("per-thread nice values are a Linux feature")
@@ -575,7 +575,7 @@ def test_file_column_elides_in_the_middle_names_the_path_and_keeps_its_width(win
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QHeaderView
 
-    from core.data import Sample
+    from core.common.datasets import Sample
     from dad_gui.main_window import MainWindow
 
     ins, st = window.inspection, window.state

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.inference import Inspector
-from core.model import DiffusionAD
-from core.presets import get_preset
+from core.common.presets import get_preset
+from core.inference.inspector import Inspector
+from core.model.network import DiffusionAD
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_inspect_files_can_be_cancelled(inspector, tmp_path):
 def test_overlay_leaves_normal_areas_untouched_on_a_fixed_scale():
     import numpy as np
 
-    from core.overlay import heat_overlay, overlay_alpha
+    from core.common.overlay import heat_overlay, overlay_alpha
 
     a = overlay_alpha(np.linspace(0, 1, 101))
     assert a[:26].max() == 0.0 and a[75:].min() == 1.0 and np.all(np.diff(a) >= 0)
@@ -95,7 +95,7 @@ def test_overlay_leaves_normal_areas_untouched_on_a_fixed_scale():
 
 
 def test_threshold_contours_outline_regions_and_holes():
-    from core.overlay import threshold_contours
+    from core.common.overlay import threshold_contours
 
     m = np.zeros((40, 50), np.float32)
     m[10:30, 5:25] = 0.9  # a square with a hole

@@ -5,12 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.checkpoint import Checkpoint, load_checkpoint, read_header, save_checkpoint
-from core.config import replace
-from core.data import input_range, read_image
-from core.inference import Inspector
-from core.model import DiffusionAD
-from core.training import TrainData, Trainer
+from core.common.config import replace
+from core.common.images import input_range, read_image
+from core.inference.inspector import Inspector
+from core.model.checkpoint import Checkpoint, load_checkpoint, read_header, save_checkpoint
+from core.model.network import DiffusionAD
+from core.train.data import TrainData
+from core.train.trainer import Trainer
 
 
 def write(path, img):

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from core.losses import DiffusionADLoss, FocalLoss, noise_loss
+from core.train.losses import DiffusionADLoss, FocalLoss, noise_loss
 
 
 def test_noise_loss_only_counts_normal_samples():

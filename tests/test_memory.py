@@ -1,11 +1,11 @@
-"""core.memory: greedy k-center coreset and chunked nearest-neighbour distances, against brute force."""
+"""core.model.memory: greedy k-center coreset and chunked nearest-neighbour distances, against brute force."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core.memory import (
+from core.model.memory import (
     CHUNK_BYTES,
     Cancelled,
     auto_chunk,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from core import metrics as M
+from core.common import metrics as M
 
 
 def test_auroc_and_ap_match_sklearn():
@@ -81,7 +81,7 @@ def test_threshold_pickers_on_crafted_scores():
 def test_fast_roc_summary_matches_scikit_learn():
     from sklearn.metrics import roc_curve
 
-    from core.metrics import f1_max, image_auroc, roc_summary
+    from core.common.metrics import f1_max, image_auroc, roc_summary
 
     rng = np.random.default_rng(3)
     for n, ties in ((50, False), (400, True), (7, True)):
@@ -102,8 +102,8 @@ def test_score_report_gives_each_defect_type_its_own_pixel_auroc(tmp_path):
     pixels, the per-type figure sets each type against the good images alone."""
     import cv2
 
-    from core.data import Sample
-    from core.evaluation import EVAL_SIZE, score_report
+    from core.common.datasets import Sample
+    from core.inference.evaluation import EVAL_SIZE, score_report
 
     big = np.zeros((EVAL_SIZE, EVAL_SIZE), np.uint8)
     big[:128, :128] = 255
@@ -126,7 +126,7 @@ def test_score_report_gives_each_defect_type_its_own_pixel_auroc(tmp_path):
 
 
 def test_one_odd_good_image_does_not_set_the_robust_threshold():
-    from core.metrics import threshold_mean_k_sigma, threshold_robust, threshold_zero_false_ng
+    from core.common.metrics import threshold_mean_k_sigma, threshold_robust, threshold_zero_false_ng
 
     rng = np.random.default_rng(0)
     good = rng.normal(0.30, 0.02, 60)
@@ -141,7 +141,7 @@ def test_one_odd_good_image_does_not_set_the_robust_threshold():
 
 
 def test_threshold_warning_names_what_is_missing():
-    from core.metrics import threshold_gap, threshold_warning
+    from core.common.metrics import threshold_gap, threshold_warning
 
     gap = threshold_gap(np.array([0.1, 0.2, 0.3]), np.array([0.25, 0.5, 0.6, 0.7]), 0.28)
     assert gap == {"val_good_above_threshold": pytest.approx(1 / 3), "val_synthetic_below_threshold": 0.25}

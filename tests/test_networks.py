@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from core.denoiser import DenoiserUNet, timestep_embedding
-from core.model import DiffusionAD, build_on_meta, count_parameters, image_score, top_k_for
-from core.presets import PRESETS, get_preset
+from core.common.presets import PRESETS, get_preset
+from core.model.denoiser import DenoiserUNet, timestep_embedding
+from core.model.network import DiffusionAD, build_on_meta, count_parameters, image_score, top_k_for
 
 
 def test_paper_preset_parameter_counts():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import SynthesisConfig, replace
-from core.pipeline import Draws, TrainingBatches, batch_loader
-from core.training import Trainer
+from core.common.config import SynthesisConfig, replace
+from core.train.pipeline import Draws, TrainingBatches, batch_loader
+from core.train.trainer import Trainer
 
 
 def _images(n=6, size=32):
@@ -59,8 +59,8 @@ def test_draws_respect_the_timestep_split():
 
 
 def test_training_with_workers_gives_the_same_losses(good_folder, tiny_configs, tmp_path):
-    from core.data import list_images
-    from core.training import TrainData
+    from core.common.datasets import list_images
+    from core.train.data import TrainData
 
     model_cfg, train_cfg = tiny_configs
     train_cfg = replace(train_cfg, steps=3, checkpoint_every=0, validate_every=0)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.config import replace
-from core.data import list_images
-from core.inference import Inspector
-from core.model import DiffusionAD
-from core.presets import DEFAULT_PRESET, get_preset
-from core.training import TrainData, Trainer
+from core.common.config import replace
+from core.common.datasets import list_images
+from core.common.presets import DEFAULT_PRESET, get_preset
+from core.inference.inspector import Inspector
+from core.model.checkpoint import load_checkpoint
+from core.model.network import DiffusionAD
+from core.train.data import TrainData
+from core.train.trainer import Trainer
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_resume_keeps_the_memory_and_fine_tuning_adds_the_new_images(data, confi
 
 
 def test_fine_tuning_loads_images_at_the_base_models_size(data, configs, tmp_path, good_folder):
-    from core.training import TrainingError, working_size
+    from core.train.data import TrainingError, working_size
 
     first = Trainer(*configs, data, tmp_path / "a", device="cpu", info={"preset": "tiny-pretrained"})
     list(first.run())
@@ -114,7 +115,7 @@ def test_fine_tuning_loads_images_at_the_base_models_size(data, configs, tmp_pat
 
 
 def test_models_without_features_keep_the_older_header(tmp_path):
-    from core.checkpoint import Checkpoint, read_header, save_checkpoint
+    from core.model.checkpoint import Checkpoint, read_header, save_checkpoint
 
     model_cfg, _ = get_preset("tiny")
     save_checkpoint(Checkpoint(model_cfg, DiffusionAD(model_cfg).state_dict()), tmp_path / "m.safetensors")
@@ -124,7 +125,7 @@ def test_models_without_features_keep_the_older_header(tmp_path):
 
 
 def test_feature_config_refuses_what_cannot_run():
-    from core.config import FeatureConfig, ModelConfig
+    from core.common.config import FeatureConfig, ModelConfig
 
     with pytest.raises(ValueError, match="FeatureConfig.blocks"):
         FeatureConfig(blocks=(4, 4))
@@ -140,7 +141,7 @@ def test_cancel_while_building_the_memory_stops_cleanly(data, configs, tmp_path)
 
 
 def test_distance_probability_is_zero_for_normal_patches_and_half_at_the_calibration():
-    from core.features import distance_probability
+    from core.model.features import distance_probability
 
     d = torch.tensor([0.2, 1.0, 1.2, 1.5, 3.0, 6.0])
     p = distance_probability(d, 1.5)
@@ -149,7 +150,7 @@ def test_distance_probability_is_zero_for_normal_patches_and_half_at_the_calibra
 
 
 def test_fusions_join_the_two_probabilities():
-    from core.features import fuse
+    from core.model.features import fuse
 
     seg, dist = torch.tensor([0.0, 0.2, 0.9]), torch.tensor([0.0, 0.6, 0.1])
     assert torch.equal(fuse(seg, dist, "none"), seg)
@@ -162,7 +163,7 @@ def test_fusions_join_the_two_probabilities():
 def test_smoothed_distance_map_is_the_bench_maps_gaussian():
     import cv2
 
-    from core.features import smooth_distance
+    from core.model.features import smooth_distance
 
     d = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     ours = smooth_distance(d, (64, 64), 2.0)[:, 0].numpy()
@@ -171,7 +172,7 @@ def test_smoothed_distance_map_is_the_bench_maps_gaussian():
 
 
 def test_a_fused_model_calibrates_the_distance_and_its_map_joins_both(data, configs, tmp_path):
-    from core.config import FeatureConfig
+    from core.common.config import FeatureConfig
 
     model_cfg = replace(configs[0], features=replace(configs[0].features, fusion="or"))
     trainer = Trainer(model_cfg, configs[1], data, tmp_path, device="cpu")
@@ -205,7 +206,8 @@ def test_models_saved_before_fusion_load_with_the_segmenters_map(data, configs, 
 
 
 def test_a_model_saved_before_fusion_adopts_the_fused_map(data, configs, tmp_path):
-    from core.training import TrainingError, adopt_fusion
+    from core.train.data import TrainingError
+    from core.train.feature_memory import adopt_fusion
 
     model_cfg = replace(configs[0], features=replace(configs[0].features, fusion="none"))
     list(Trainer(model_cfg, configs[1], data, tmp_path, device="cpu").run())
@@ -214,12 +216,12 @@ def test_a_model_saved_before_fusion_adopts_the_fused_map(data, configs, tmp_pat
     assert fused.model_config.features.fusion == "mean" and fused.step == old.step
     assert float(fused.state_dict["distance_high"]) > 1.0
     assert torch.equal(fused.state_dict["memory"], old.state_dict["memory"])  # weights and memory unchanged
-    from core.checkpoint import save_checkpoint
+    from core.model.checkpoint import save_checkpoint
 
     save_checkpoint(fused, tmp_path / "fused.safetensors")
     insp = Inspector.from_checkpoint(tmp_path / "fused.safetensors", device="cpu")
     scores = [r.score for r in insp.predict([im.astype(np.float32) / 255 for im in data.val])]
-    from core.metrics import threshold_robust
+    from core.common.metrics import threshold_robust
 
     assert fused.threshold == pytest.approx(threshold_robust(scores), rel=1e-5)  # from the new map's held-out scores
     assert fused.threshold != old.threshold

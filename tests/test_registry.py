@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from core.checkpoint import Checkpoint, CheckpointError, save_checkpoint
-from core.model import DiffusionAD
-from core.presets import get_preset
+from core.common.presets import get_preset
+from core.model.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from core.model.network import DiffusionAD
 from dad_gui.registry import Registry
 
 

@@ -19,10 +19,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core import data as D
-from core.checkpoint import CheckpointError, atomic_write_text, load_checkpoint, read_header
-from core.config import ModelConfig, TrainConfig, from_dict
-from core.data import ImageReadError, decode_image, folder_samples, list_images, read_image, read_mask
+from core.common import images as D
+from core.common.config import ModelConfig, TrainConfig, from_dict
+from core.common.datasets import folder_samples, list_images
+from core.common.fileio import atomic_write_text
+from core.common.images import ImageReadError, decode_image, read_image, read_mask
+from core.model.checkpoint import CheckpointError, load_checkpoint, read_header
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,8 +122,8 @@ def test_every_bad_file_is_one_error_row_and_the_rest_is_inspected(tmp_path, tin
     """Inspection of a folder mixing good and bad files: one row each, in order, with reasons."""
     import torch
 
-    from core.inference import Inspector
-    from core.model import DiffusionAD
+    from core.inference.inspector import Inspector
+    from core.model.network import DiffusionAD
 
     folder = tmp_path / "mixed ü folder"
     folder.mkdir()
@@ -170,7 +172,7 @@ def test_wrong_size_and_broken_masks(tmp_path):
 
 
 def test_cli_reports_each_bad_file_and_exits_zero_when_some_worked(tmp_path, tiny_ckpt_file, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -235,14 +237,15 @@ def test_read_only_folder_write_says_why(tmp_path, monkeypatch):
 # ---- 4. training killed with SIGKILL -------------------------------------------------------------------
 TRAIN_CHILD = r"""
 import sys
-from core.config import replace
-from core.presets import get_preset
-from core.training import TrainData, Trainer, fit
+from core.common.config import replace
+from core.common.presets import get_preset
+from core.train.data import TrainData
+from core.train.trainer import Trainer, fit
 folder, out, steps, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 import torch; torch.set_num_threads(1)
 m, t = get_preset("tiny")
 t = replace(t, steps=steps, checkpoint_every=1, validate_every=10_000, batch_size=2)
-from core.data import list_images
+from core.common.datasets import list_images
 data = TrainData.from_paths(list_images(folder), m.image_size, t.val_fraction, t.seed)
 fit(Trainer(m, t, data, out, resume_from=resume or None))
 """

@@ -20,10 +20,11 @@ import cv2
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.data import decode_image
-from core.inference import Inspector
-from core.station import COLUMNS, AuditLog, Judgement, Station, StationError, StationOptions, StationStatus
+from core.cli.main import main
+from core.common.images import decode_image
+from core.inference.inspector import Inspector
+from core.station.log import COLUMNS, AuditLog
+from core.station.station import Judgement, Station, StationError, StationOptions, StationStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"poll_s": 0.02, "settle_s": 0.1, "error_after_s": 1.0}

@@ -265,7 +265,7 @@ def test_station_moves_its_model_off_the_gpu_while_a_job_trains_even_paused(wind
     import copy
 
     import dad_gui.controllers.station as station_module
-    from core.inference import Inspector
+    from core.inference.inspector import Inspector
 
     st = window.station
     folder = tmp_path / "line"

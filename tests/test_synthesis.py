@@ -2,9 +2,10 @@ import cv2
 import numpy as np
 import pytest
 
-import core.synthesis as synthesis
-from core.config import SynthesisConfig, TrainConfig
-from core.synthesis import (
+import core.train.synthesis as synthesis
+from core.common.config import SynthesisConfig, TrainConfig
+from core.common.images import is_grey, luminance
+from core.train.synthesis import (
     AUGMENTERS,
     LARGE_AREA,
     LARGE_SHIFT,
@@ -12,8 +13,6 @@ from core.synthesis import (
     augment_source,
     auto_foreground,
     autocontrast,
-    is_grey,
-    luminance,
     perlin_noise,
     procedural_texture,
     self_shuffle,
@@ -316,9 +315,9 @@ def test_affine_pads_with_black():
 
 
 def test_cli_large_brightness_sets_the_share(tmp_path, monkeypatch):
-    import core.training
-    from core.checkpoint import CheckpointError
-    from core.cli import main
+    import core.train.trainer as trainer_module
+    from core.cli.main import main
+    from core.model.checkpoint import CheckpointError
 
     seen = {}
 
@@ -327,7 +326,7 @@ def test_cli_large_brightness_sets_the_share(tmp_path, monkeypatch):
             seen["cfg"] = train_cfg
             raise CheckpointError("stop before training")
 
-    monkeypatch.setattr(core.training, "Trainer", StopTrainer)
+    monkeypatch.setattr(trainer_module, "Trainer", StopTrainer)
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), (255 * image(32, 32, seed=i)).astype(np.uint8))
     assert main(["train", str(tmp_path), "--preset", "tiny", "--large-brightness", "0.3",

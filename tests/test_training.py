@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.config import replace
-from core.data import list_images
-from core.devices import pick_device
-from core.training import TrainData, Trainer, TrainingError, fit
+from core.common.config import replace
+from core.common.datasets import list_images
+from core.model.checkpoint import load_checkpoint
+from core.model.devices import pick_device
+from core.train.data import TrainData, TrainingError
+from core.train.trainer import Trainer, fit
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ def test_non_finite_gradient_stops_and_keeps_last_good_checkpoint(data, tiny_con
 
 
 def test_non_finite_synthetic_image_is_named_as_such(data, tiny_configs, tmp_path, monkeypatch):
-    from core.synthesis import AnomalySynthesizer
+    from core.train.synthesis import AnomalySynthesizer
 
     model_cfg, train_cfg = tiny_configs
     trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
@@ -217,7 +218,7 @@ def test_micro_batch_training_runs_whole_steps(data, tiny_configs, tmp_path):
 
 def test_chunks_of_one_image_are_refused_where_batchnorm_would_see_one_value(data, tiny_configs, tmp_path,
                                                                             good_folder):
-    from core.training import chunk_bounds
+    from core.train.data import chunk_bounds
 
     assert chunk_bounds(8, 3) == [0, 2, 5, 8] and chunk_bounds(8, 0) == [0, 8] and chunk_bounds(3, 2) == [0, 1, 3]
     model_cfg, train_cfg = tiny_configs  # 32 px: the segmenter's deepest level is 1 x 1
@@ -231,7 +232,7 @@ def test_chunks_of_one_image_are_refused_where_batchnorm_would_see_one_value(dat
 
 
 def test_checkpoints_without_micro_batches_do_not_record_it(data, tiny_configs, tmp_path):
-    from core.checkpoint import read_header
+    from core.model.checkpoint import read_header
 
     model_cfg, train_cfg = tiny_configs
     fit(Trainer(model_cfg, replace(train_cfg, steps=1), data, tmp_path, device="cpu"))
@@ -252,7 +253,7 @@ def test_pick_device_on_cpu_machine():
 def test_inference_device_gives_the_gpu_to_training(monkeypatch):
     import torch
 
-    from core import devices
+    from core.model import devices
 
     monkeypatch.setattr(devices, "pick_device", lambda pref="auto": torch.device("cuda" if pref == "auto" else pref))
     assert devices.inference_device("auto", None).type == "cuda"
@@ -264,7 +265,7 @@ def test_inference_device_gives_the_gpu_to_training(monkeypatch):
 def test_validation_predicts_like_the_inspector(data, tiny_configs, tmp_path):
     """Validation and previews go through the Inspector's inference path: the live model scores a set of
     images exactly as an Inspector around it does."""
-    from core.inference import Inspector
+    from core.inference.inspector import Inspector
 
     model_cfg, train_cfg = tiny_configs
     trainer = Trainer(model_cfg, train_cfg, data, tmp_path, device="cpu")
@@ -282,8 +283,8 @@ def test_validation_predicts_like_the_inspector(data, tiny_configs, tmp_path):
 def test_one_seeded_stream_makes_batches_reproducible(data, tiny_configs, tmp_path):
     """Sample j of step s comes from generators seeded with (train seed, s, j): they draw the image and its
     synthetic defect. Same seed, same batches; another seed, others."""
-    from core.devices import to_tensor
-    from core.synthesis import AnomalySynthesizer
+    from core.model.devices import to_tensor
+    from core.train.synthesis import AnomalySynthesizer
 
     model_cfg, train_cfg = tiny_configs
 

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.checkpoint import atomic_write_text
+from core.common.fileio import atomic_write_text
 
 from ..app import log, show_error
 from ..results_model import FILTERS, ResultsFilter, ResultsTableModel
@@ -351,7 +351,7 @@ class InspectionController(QObject):
         folder = QFileDialog.getExistingDirectory(self.ctx.window, "Folder for overlay PNGs")
         inspector = self.models.inspector
         if folder and inspector is not None:
-            from core.overlay import overlay_png
+            from core.common.overlay import overlay_png
 
             paths = [s.path for i, s in enumerate(self.state.samples) if not np.isnan(self.state.scores[i])]
             self.ctx.status.busy(f"Writing {len(paths)} overlays…", len(paths))

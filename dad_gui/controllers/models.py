@@ -8,9 +8,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel
 
-from core.devices import device_name, inference_device
-from core.inference import Inspector
-from core.metrics import threshold_warning
+from core.common.metrics import threshold_warning
+from core.inference.inspector import Inspector
+from core.model.devices import device_name, inference_device
 
 from ..app import log, show_error
 from ..qt_util import Throttle

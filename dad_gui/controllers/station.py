@@ -15,8 +15,9 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QListWidgetItem, QMessageBox, QWidget
 
-from core.devices import inference_device
-from core.station import AuditLog, Judgement, StationOptions, StationStatus
+from core.model.devices import inference_device
+from core.station.log import AuditLog
+from core.station.station import Judgement, StationOptions, StationStatus
 
 from ..app import log, show_error
 from ..paths import data_dir

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.overlay import overlay_alpha, threshold_contours
+from core.common.overlay import overlay_alpha, threshold_contours
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 

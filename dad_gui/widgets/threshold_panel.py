@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core import metrics as M
+from core.common import metrics as M
 
 from ..qt_util import Throttle
 from ..state import AppState

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.presets import DEFAULT_PRESET, PRESETS
+from core.common.presets import DEFAULT_PRESET, PRESETS
 
 from ..jobs import JobSpec
 from ..registry import Registry
@@ -37,7 +37,7 @@ def smoothing_factor(total_steps: int) -> float:
     return 1 - 2 / (span + 1)
 
 
-def _fmt_eta(seconds: float) -> str:
+def format_eta(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -281,7 +281,7 @@ class TrainingPanel(QWidget):
         self.loss_curve.setData(x, np.array(losses))
         self.loss_smooth.setData(x, np.array(self._smoothed))
         self.status.setText(f"Step {msg['step']} / {msg['total']} · loss {msg['losses']['loss']:.4f} · "
-                            f"{msg['images_per_s']:.1f} images/s · ETA {_fmt_eta(msg['eta_s'])}")
+                            f"{msg['images_per_s']:.1f} images/s · ETA {format_eta(msg['eta_s'])}")
 
     def on_preview(self, msg: dict) -> None:
         self.preview_items[0].setImage((np.clip(msg["input"], 0, 1) * 255).astype(np.uint8), levels=(0, 255))

@@ -1,0 +1,35 @@
+"""``dad``: train, inspect and evaluate DiffusionAD models from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from core.cli import eval as evaluate
+from core.cli import infer, presets, train, watch
+from core.common.cpu import tune_cpu
+
+if TYPE_CHECKING:
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dad", description="DiffusionAD anomaly detection: train, inspect, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for command in (train, infer, evaluate, watch, presets):
+        command.add_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    tune_cpu()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

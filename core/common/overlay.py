@@ -1,0 +1,64 @@
+"""Heatmap overlays for reports and exports (OpenCV only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.common.images import read_image, write_png
+from core.common.results import InspectionResult
+
+ALPHA_RAMP = (0.25, 0.75)  # anomaly values where the overlay starts to show and where it is fully opaque
+
+
+def overlay_alpha(values: np.ndarray) -> np.ndarray:
+    """Overlay opacity for anomaly values on the fixed 0..1 scale (the same for every image).
+
+    A smooth step over :data:`ALPHA_RAMP`: the low background response of normal surfaces leaves the
+    input untouched, anomalous areas are painted, and nothing is rescaled per image.
+    """
+    lo, hi = ALPHA_RAMP
+    t = np.clip((np.asarray(values, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def heat_overlay(image: np.ndarray, anomaly_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Blend a fixed-scale (0..1, no per-image min-max) jet heatmap over an RGB image; uint8 RGB out."""
+    heat = cv2.applyColorMap((np.clip(anomaly_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    base = (np.clip(image, 0, 1) * 255).astype(np.float32)
+    weight = alpha * overlay_alpha(anomaly_map)[..., None]  # good areas stay the plain image
+    return (base * (1 - weight) + heat.astype(np.float32) * weight).astype(np.uint8)
+
+
+def side_by_side(image: np.ndarray, result: InspectionResult) -> np.ndarray:
+    """input | reconstruction | overlay, each at the input's size, uint8 RGB."""
+    recon = (result.reconstruction_full() * 255).astype(np.uint8)
+    inp = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return np.concatenate([inp, recon, heat_overlay(image, result.anomaly_map_full())], axis=1)
+
+
+def overlay_png(path: str | Path, result: InspectionResult, out: str | Path, input_max: float | None = None) -> None:
+    """Write the side-by-side panel of ``path`` as a PNG (atomically); the input is shown on the model's input
+    range ``input_max`` (``ModelConfig.input_max``), as the model saw it."""
+    panel = side_by_side(read_image(path, input_max), result)
+    write_png(out, panel[..., ::-1])
+
+
+def threshold_contours(values: np.ndarray, level: float) -> list[np.ndarray]:
+    """Outlines of the regions where ``values >= level``: one closed (N, 2) array of (x, y) per region.
+
+    Coordinates are in pixels with (0, 0) at the top-left corner of the first pixel, so a point lies on
+    a pixel's centre (x + 0.5); holes are outlined too. OpenCV traces a 1-megapixel map in about a
+    millisecond (a pure-Python marching squares takes tens).
+    """
+    mask = (np.nan_to_num(np.asarray(values, np.float32), nan=-np.inf) >= level).astype(np.uint8)
+    if mask.ndim != 2 or not mask.any():
+        return []
+    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for c in contours:
+        pts = c.reshape(-1, 2).astype(np.float32) + 0.5
+        out.append(np.concatenate([pts, pts[:1]]))  # closed
+    return out

@@ -1,0 +1,111 @@
+"""Inspection with a trained model: any image size, grey or colour, deterministic scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.common.images import ImageReadError, read_image
+from core.common.results import FileResult, InspectionResult
+from core.inference.predict import predict_batch
+from core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
+from core.model.devices import pick_device
+from core.model.encoder import EncoderError
+from core.model.network import DiffusionAD
+
+
+class Inspector:
+    """Batched, deterministic inference with a trained model."""
+
+    def __init__(self, model: DiffusionAD, device: torch.device, checkpoint: Checkpoint | None = None):
+        self.model = model.eval()
+        self.device = device
+        self.checkpoint = checkpoint
+        self.config = model.config
+        self.threshold = checkpoint.threshold if checkpoint else None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Inspector:
+        ckpt = load_checkpoint(path)
+        dev = pick_device(device)
+        try:
+            model = DiffusionAD(ckpt.model_config)
+        except EncoderError as exc:  # a pretrained-preset model without its encoder's weights
+            raise CheckpointError(f"{path}: cannot be used: {exc}") from None
+        load_weights(model, ckpt, path)
+        model = model.to(dev)
+        if dev.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        ckpt.state_dict = {}  # weights live in the model now
+        return cls(model, dev, ckpt)
+
+    def on_device(self, device: str | torch.device) -> Inspector:
+        """A copy of this inspector on another device (this one keeps working meanwhile)."""
+        dev = pick_device(str(device))
+        if dev == self.device:
+            return self
+        model = DiffusionAD(self.config)  # built on the CPU; weights copied straight to the target device,
+        model.load_state_dict({k: v.detach().to(dev) for k, v in self.model.state_dict().items()})  # no 2nd GPU copy
+        model = model.to(dev)
+        if dev.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return Inspector(model, dev, self.checkpoint)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
+        """Inspect float32 RGB [H, W, 3] images in [0, 1] of any size, as one batch."""
+        if not images:
+            return []
+        recon, maps, scores = predict_batch(self.model, images, self.device)
+        return [
+            InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
+        ]
+
+    def read_image(self, path: str | Path) -> np.ndarray:
+        """An image file as this model sees it: float32 RGB in [0, 1], scaled by the model's input range."""
+        return read_image(path, self.config.input_max)
+
+    def predict_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[InspectionResult]:
+        """:meth:`predict` over any number of images, ``batch_size`` at a time (bounded memory)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        return [r for i in range(0, len(images), batch_size) for r in self.predict(images[i:i + batch_size])]
+
+    def inspect_files(
+        self, paths: Sequence[str | Path], batch_size: int = 8, cancel: Callable[[], bool] | None = None,
+    ) -> Iterator[FileResult]:
+        """Yield one :class:`FileResult` per path, in order; unreadable files become errors."""
+        pending: list[tuple[Path, np.ndarray | None, str | None]] = []
+
+        def flush() -> list[FileResult]:
+            images = [im for _, im, _ in pending if im is not None]
+            try:
+                results = iter(self.predict(images))
+                failure = None
+            except RuntimeError as exc:  # e.g. out of memory on one batch: report, go on
+                failure = f"inference failed: {exc}"
+            out = []
+            for path, im, err in pending:
+                if im is None or failure:
+                    out.append(FileResult(path, None, err or failure))
+                else:
+                    out.append(FileResult(path, next(results)))
+            pending.clear()
+            return out
+
+        n_images = 0
+        for path in paths:
+            if cancel is not None and cancel():
+                return
+            try:
+                pending.append((Path(path), self.read_image(path), None))
+                n_images += 1
+            except ImageReadError as err:
+                pending.append((Path(path), None, err.reason))
+            if n_images >= batch_size or len(pending) >= 4 * batch_size:
+                yield from flush()
+                n_images = 0
+        if pending:
+            yield from flush()

@@ -1,0 +1,214 @@
+"""DiffusionAD: the denoiser, the segmenter and the diffusion process in one module."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.common.config import ModelConfig
+from core.model.denoiser import DenoiserUNet
+from core.model.diffusion import GaussianDiffusion
+from core.model.encoder import EfficientNetLite0Features, block_channels
+from core.model.features import FeatureSegmenter, distance_probability, fuse, patch_embedding, smooth_distance
+from core.model.memory import nearest_distances
+from core.model.segmenter import SegmentationUNet
+
+
+class Prediction(NamedTuple):
+    """Batch output at model resolution: reconstruction [N, C, H, W] in [0, 1], map [N, 1, H, W]."""
+
+    reconstruction: Tensor
+    anomaly_map: Tensor
+    score: Tensor  # [N]
+
+
+def top_k_for(cfg: ModelConfig, h: int, w: int) -> int:
+    """k of the top-k mean score, scaled from k at 256 x 256 to the map size (at least 1)."""
+    return max(1, round(cfg.score_top_k * h * w / 256**2))
+
+
+def image_score(anomaly_map: Tensor, k: int) -> Tensor:
+    """Mean of the k highest pixels of each map: [N, 1, H, W] -> [N]."""
+    return anomaly_map.flatten(1).topk(k, dim=1).values.mean(1)
+
+
+class DiffusionAD(nn.Module):
+    """The denoiser, the segmenter and the diffusion process; with ``config.features`` also the frozen
+    pretrained encoder and the memory of normal patch features (the ``pretrained`` preset).
+
+    The encoder's weights come from their package (``core.model.encoder``), not from checkpoints: it is held
+    outside the module tree, so ``state_dict`` holds only what training makes (the memory included).
+    """
+
+    memory: Tensor  # [memory_size, D] normal patch features (buffers of the pretrained preset)
+    memory_tags: Tensor  # [memory_size] index of the training image each entry came from (-1: unknown)
+    feature_mean: Tensor  # [D]
+    feature_std: Tensor  # [D]
+    distance_scale: Tensor  # [] the median distance of a held-out normal patch to the memory
+    distance_high: Tensor  # [] 99th percentile of held-out normal distances, over the scale (fused maps only)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.denoiser = DenoiserUNet(config.denoiser, config.denoiser_resolution, config.channels)
+        self.diffusion = GaussianDiffusion(config.diffusion)
+        fc = config.features
+        self.encoder: EfficientNetLite0Features | None = None
+        if fc.enabled:
+            encoder = EfficientNetLite0Features(fc.blocks)
+            if not next(encoder.parameters()).is_meta:
+                encoder.load_pretrained()
+            object.__setattr__(self, "encoder", encoder)  # not a submodule: kept out of state_dict
+            dim = self.feature_dim
+            self.segmenter: nn.Module = FeatureSegmenter(config.channels, dim, fc.head_width, fc.recon_features)
+            # memory of normal patch features and the statistics the head standardises with (set by training)
+            self.register_buffer("memory", torch.zeros(fc.memory_size, dim))
+            self.register_buffer("memory_tags", torch.full((fc.memory_size,), -1, dtype=torch.int32))
+            self.register_buffer("feature_mean", torch.zeros(dim))
+            self.register_buffer("feature_std", torch.ones(dim))
+            self.register_buffer("distance_scale", torch.ones(()))
+            if fc.fusion != "none":
+                self.register_buffer("distance_high", torch.full((), 2.0))
+        else:
+            self.segmenter = SegmentationUNet(config.segmenter.base_width, config.channels)
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(block_channels(b) for b in self.config.features.blocks)
+
+    def _apply(self, fn, recurse=True):  # noqa: ANN001
+        super()._apply(fn, recurse)
+        if self.encoder is not None:  # .to(device), channels_last, ... reach the encoder too
+            self.encoder._apply(fn, recurse)
+        return self
+
+    def noise_shape(self, x: Tensor) -> tuple[int, int, int, int]:
+        """The shape of the diffusion noise for images ``x`` (the denoiser's resolution)."""
+        r = self.config.denoiser_resolution
+        return (x.shape[0], x.shape[1], r, r)
+
+    def denoiser_view(self, x: Tensor) -> Tensor:
+        """Images as the denoiser sees them: at its resolution."""
+        r = self.config.denoiser_resolution
+        return x if x.shape[-1] == r and x.shape[-2] == r else F.interpolate(x, size=(r, r), mode="area")
+
+    def forward(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Prediction:
+        """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range, ``noise_shape``)."""
+        x0_hat = self.reconstruct(x, noise_s, noise_b)
+        amap = self.anomaly_map(x, x0_hat)
+        recon = self.reconstruction(x0_hat, x)
+        k = top_k_for(self.config, amap.shape[-2], amap.shape[-1])
+        return Prediction(recon.float(), amap, image_score(amap, k))
+
+    def reconstruct(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Tensor:
+        """The norm-guided one-step x0 estimate (model range, the denoiser's resolution) of images x in [0, 1]."""
+        x0 = self.diffusion.to_model_range(self.denoiser_view(x))
+        return self.diffusion.reconstruct(self.denoiser, x0, noise_s, noise_b)
+
+    def reconstruction(self, x0_hat: Tensor, like: Tensor) -> Tensor:
+        """The x0 estimate as a displayable [0, 1] image at the size of ``like``."""
+        return self.full_size(self.diffusion.from_model_range(x0_hat), like)
+
+    def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
+        """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range): the
+        segmenter's, or with ``features.fusion`` its join with the calibrated memory distance."""
+        logits, dist = self._head(x, x0_hat)
+        p_seg = torch.sigmoid(logits.float())
+        fusion = self.config.features.fusion
+        if dist is None or fusion == "none":
+            return p_seg
+        return fuse(p_seg, self.distance_probability_map(dist, x.shape[-2:]), fusion)
+
+    def distance_probability_map(self, dist: Tensor, size: tuple[int, int] | torch.Size,
+                                 high: float | Tensor | None = None) -> Tensor:
+        """Patch distances [N, 1, h, w] -> the distance's probability map [N, 1, H, W] (``core.model.features``),
+        with the model's calibration ``distance_high`` or, for a model saved without one, ``high``."""
+        smooth = smooth_distance(dist.float(), tuple(size), 4.0 * size[-1] / 256)
+        if high is None:
+            high = self.distance_high.float()
+        return distance_probability(smooth, high)
+
+    def full_size(self, img: Tensor, like: Tensor) -> Tensor:
+        if img.shape[-2:] == like.shape[-2:]:
+            return img
+        return F.interpolate(img, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+    def anomaly_logits(self, x: Tensor, x0_hat: Tensor, tags: Tensor | None = None) -> Tensor:
+        """The segmenter's logits [N, 1, H, W] for images x [N, C, H, W] in [0, 1] and the denoiser's x0 estimate.
+
+        ``tags`` (training only): each image's index among the training images, so that its distance to the
+        memory ignores the memory's entries from that same image (leave-one-image-out).
+        """
+        return self._head(x, x0_hat, tags)[0]
+
+    def _head(self, x: Tensor, x0_hat: Tensor, tags: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The segmenter's logits and, with the pretrained encoder, the patch distances [N, 1, h, w] it saw."""
+        recon = self.segmenter_input(x0_hat).to(x.dtype)
+        if self.encoder is None:
+            return self.segmenter(x, recon), None
+        recon = self.full_size(recon, x).clamp(0.0, 1.0)
+        # the encoder is frozen; the head learns, the denoiser learns through the fine branch. Features and distances
+        # in float32 also under bf16 autocast, as at inference
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            recon = recon.float()
+            feats = self.embed(x.float())
+            dist = self.memory_distance(feats, tags)
+            recon_feats = self.standardise(self.embed(recon)) if self.config.features.recon_features else None
+            feats = self.standardise(feats)
+        return self.segmenter(x, recon, feats, recon_feats, dist), dist
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Locally aware patch features [N, D, H/8, W/8] of images in [0, 1]."""
+        assert self.encoder is not None
+        return patch_embedding(self.encoder(x)).contiguous()
+
+    def standardise(self, feats: Tensor) -> Tensor:
+        return (feats - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
+
+    def memory_distance(self, feats: Tensor, tags: Tensor | None = None) -> Tensor:
+        """Distance of each patch feature to its nearest normal one, over the typical normal distance:
+        [N, D, h, w] -> [N, 1, h, w]."""
+        n, d, h, w = feats.shape
+        queries = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        exclude = None
+        if tags is not None:
+            exclude = (self.memory_tags, tags.to(self.memory_tags).repeat_interleave(h * w))
+        dist = nearest_distances(queries, self.memory, exclude=exclude)[:, 0]
+        dist = torch.nan_to_num(dist, posinf=0.0)  # a query with no memory entry left (tiny memories only)
+        return (dist / self.distance_scale).view(n, 1, h, w).to(feats.dtype)
+
+    def segmenter_input(self, x0_hat: Tensor) -> Tensor:
+        """The reconstruction as the segmenter sees it: [0, 1] scale, clamped only to [-1, 1].
+
+        The official code feeds the [-1, 1]-clamped estimate unchanged; we keep that.
+        """
+        if self.config.diffusion.data_range == "symmetric":
+            return (x0_hat + 1.0) / 2.0
+        return x0_hat
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_on_meta(config: ModelConfig) -> DiffusionAD:
+    """The model without allocating weights (for parameter counts of large presets)."""
+    with torch.device("meta"):
+        return DiffusionAD(config)
+
+
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights: far above any preset (paper: 160 M)
+
+
+def check_model_size(config: ModelConfig) -> int:
+    """The parameter count of ``config``, counted without allocating; ``ValueError`` above MAX_PARAMETERS."""
+    n = count_parameters(build_on_meta(config))
+    if n > MAX_PARAMETERS:
+        raise ValueError(
+            f"ModelConfig: {n:,} parameters (denoiser.base_channels {config.denoiser.base_channels}, "
+            f"channel_mults {list(config.denoiser.channel_mults)}, segmenter.base_width "
+            f"{config.segmenter.base_width}), more than the {MAX_PARAMETERS:,} this program builds")
+    return n

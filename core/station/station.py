@@ -1,0 +1,486 @@
+"""The station: a folder that a camera or PLC writes images into, judged image by image into an audit log.
+
+:class:`Station` watches the folder by polling it (``os.scandir``), judges each new image as soon as it is
+complete, and appends one line per image to a CSV log (``time, file, score, verdict, reason, model, threshold,
+moved_to, copied_to``), flushed and synced to disk line by line. It is driven either by :meth:`Station.run`, a
+generator of events (one :class:`Judgement` per judged image, :class:`StationStatus` for everything else), or
+by calling :meth:`Station.open` once and then :meth:`Station.poll` in the caller's own loop. It never prints.
+
+When a file is complete: a file is read only after two polls have seen the same size and modification time,
+and that (size, mtime) has stayed put for ``settle_s`` (by this machine's clock, or by the file's own mtime).
+Hidden names (``.name.png``) and other extensions (``name.png.tmp``, ``.part``, ``.crdownload``) are not
+images: a file written under such a name and renamed into place is seen once it is in place. A PNG, JPEG, BMP
+or WebP file whose format's end is missing, or a file that does not decode, is taken as still being written:
+it is tried again when it changes, and logged as ERROR (with the reason) only when it stays unchanged and
+unreadable for ``error_after_s``.
+
+The log is the audit record. It is only ever appended to: each line goes to disk with one ``write`` and an
+``fsync``, so a crash leaves at most the last line incomplete; the next start cuts such a tail off (the one
+change ever made to a log) and reads the ``file`` column of every log, with ``rotate="daily"`` of every
+``LOG-YYYY-MM-DD.csv`` beside it too, so each image is logged exactly once across restarts: images already
+logged are not judged again, images that arrived meanwhile are. Names are the identity of images: a new image
+under a name already logged is not judged again (a warning says so when this run moved the earlier one to the
+NG folder). A model or threshold other than the last logged one gets a line of its own (verdict ``MODEL``).
+One station at a time may write a log (a lock file ``.LOG.csv.lock`` beside it).
+
+NG and ERROR images can be moved (or copied) into a folder of their own: the log line, naming the
+destination, is written first, then the file is moved (``os.replace``, or across file systems copied, synced,
+renamed into place and only then removed); a move cut short by a crash is finished at the next start.
+A folder that cannot be listed (a network share that dropped) is waited for.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from core.common.images import IMAGE_EXTS, ImageReadError
+from core.common.results import InspectionResult
+from core.inference.inspector import Inspector
+from core.station.files import file_signature, place, real_path, unfinished
+from core.station.log import MODEL_ROW, VERDICTS, AuditLog, LogLock, StationError, local_now, one_line, parse_time
+from core.station.watcher import DIR_TICK_S, RELIST_S, Listing, Watch
+
+
+@dataclass(frozen=True)
+class StationOptions:
+    """How a station runs. Times are in seconds."""
+
+    threshold: float | None = None  # NG when score >= threshold; None: the model's own
+    recursive: bool = False  # also watch sub-folders (not hidden ones, not ng_dir)
+    ng_dir: str | Path | None = None  # NG and ERROR images go here (moved, or copied with copy_ng)
+    copy_ng: bool = False
+    rotate: str | None = None  # None: one log; "daily": LOG-YYYY-MM-DD.csv by the local date of each line
+    poll_s: float = 0.05  # pause between two looks at the folder
+    settle_s: float = 0.1  # how long a file's size and mtime must stay put before it is read
+    error_after_s: float = 5.0  # an unreadable file unchanged this long is logged as ERROR
+    batch_size: int = 8  # images judged together when several are ready at once
+    max_images: int | None = None  # run(): stop after judging this many (tests, scripts)
+    exit_when_idle_s: float | None = None  # run(): stop when nothing was waiting this long (tests, scripts)
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be a finite number, not {self.threshold}")
+        if self.rotate not in (None, "daily"):
+            raise ValueError(f"rotate: {self.rotate!r} is not allowed; expected None or 'daily'")
+        if self.copy_ng and self.ng_dir is None:
+            raise ValueError("copy_ng needs ng_dir (the folder to copy NG images into)")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        for name in ("poll_s", "settle_s", "error_after_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One judged image, as logged. ``result`` and ``image`` (float RGB as the model saw it) are None for ERROR."""
+
+    time: datetime
+    path: Path
+    score: float | None
+    verdict: str  # OK, NG or ERROR
+    reason: str
+    model: str
+    threshold: float
+    moved_to: Path | None
+    copied_to: Path | None
+    result: InspectionResult | None
+    image: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class StationStatus:
+    """Anything else worth telling. ``kind``: start, model (a change logged), repaired (a log's cut tail removed),
+    finished (a move cut short, done now), waiting (folder unreachable), back, warning, log (the log cannot be
+    written: waiting), device (the same model now judges on another device), stop."""
+
+    kind: str
+    message: str
+    time: datetime
+
+
+Event = Judgement | StationStatus
+
+
+class Station:
+    """Watch ``folder``, judge each complete new image with ``inspector``, log it to ``log``."""
+
+    def __init__(self, inspector: Inspector, folder: str | Path, log: str | Path, model: str,
+                 options: StationOptions | None = None, now: Callable[[], datetime] = local_now):
+        self.inspector = inspector
+        self.folder = os.path.abspath(folder)
+        self.model = one_line(model)
+        self.options = options or StationOptions()
+        threshold = self.options.threshold if self.options.threshold is not None else inspector.threshold
+        if threshold is None:
+            raise StationError("the model has no threshold of its own; give one")
+        self.threshold = float(threshold)
+        self.log = AuditLog(log, self.options.rotate)
+        self.ng_dir = os.path.abspath(self.options.ng_dir) if self.options.ng_dir is not None else None
+        # the NG folder as the file system resolves it: reached through a link, or named in another letter case
+        # where names ignore case, it is still the same folder (judging its own NG copies would never end)
+        self._ng_real = real_path(self.ng_dir) if self.ng_dir is not None else None
+        if self._ng_real is not None and self._ng_real == real_path(self.folder):
+            raise StationError(f"{self.ng_dir}: the folder for NG images cannot be the watched folder itself")
+        self.judged = 0  # images judged (and logged) since open()
+        self._now = now
+        self._lock: LogLock | None = None
+        self._done: set[str] = set()
+        self._moved_away: set[str] = set()  # judged names this run moved to the NG folder
+        self._pending: dict[str, Watch] = {}
+        self._listings: dict[str, Listing] = {}
+        self._missing = False
+        self._log_retry_at = 0.0
+        self._more = False  # the last poll left ready files for the next one
+
+    # ---- start and stop -------------------------------------------------------------------------
+    @property
+    def opened(self) -> bool:
+        return self._lock is not None
+
+    @property
+    def backlog(self) -> int:
+        """Files seen and not judged yet (still being written, unreadable for now, or queued)."""
+        return len(self._pending)
+
+    def open(self) -> list[StationStatus]:
+        """Take the log's lock, repair and read the logs, log a model change, finish a move cut short, and run a
+        first inference."""
+        if self.opened:
+            return []
+        self._lock = LogLock(self.log.path.with_name(f".{self.log.path.name}.lock"), self.log.path)
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> list[StationStatus]:
+        events: list[StationStatus] = []
+        last: tuple[datetime, list[str]] | None = None
+        tails: list[list[str]] = []
+        for path in self.log.files():
+            rows, note = self.log.read(path)
+            if note:
+                events.append(self._status("repaired", note))
+            for row in rows:
+                if row[3] in VERDICTS and row[1]:
+                    self._done.add(row[1])
+            if rows:
+                tails.append(rows[-1])
+                when = parse_time(rows[-1][0])
+                if when is not None and (last is None or when >= last[0]):
+                    last = (when, rows[-1])
+        if self.ng_dir is not None:
+            try:
+                os.makedirs(self.ng_dir, exist_ok=True)
+            except OSError as exc:
+                raise StationError(f"{self.ng_dir}: cannot create the folder for NG images "
+                                   f"({exc.strerror or exc})") from None
+        for row in tails:
+            events.extend(self._finish_move(row))
+        threshold = str(self.threshold)
+        if last is not None and (last[1][5], last[1][6]) != (self.model, threshold):
+            was = f"{last[1][5]} (threshold {last[1][6]})"
+            reason = f"model or threshold changed: was {was}, now {self.model} (threshold {threshold})"
+            try:
+                self.log.append([self._stamp(), "", "", MODEL_ROW, reason, self.model, threshold, "", ""],
+                                self._now())
+            except OSError as exc:
+                raise StationError(f"{self.log.path}: cannot write ({exc.strerror or exc})") from None
+            events.append(self._status("model", reason))
+        where = f"; NG images {'copied' if self.options.copy_ng else 'moved'} to {self.ng_dir}" if self.ng_dir else ""
+        size = self.inspector.config.image_size  # a first inference: the first image is not slower than the rest
+        self.inspector.predict([np.zeros((size, size, 3), np.float32)])
+        events.append(self._status(
+            "start", f"watching {self.folder}{' and its sub-folders' if self.options.recursive else ''}: "
+                     f"{len(self._done)} images already in the log {self.log.shown_path}; model {self.model}, "
+                     f"threshold {threshold}{where}"))
+        return events
+
+    def close(self) -> None:
+        self.log.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _finish_move(self, row: list[str]) -> list[StationStatus]:
+        """A logged NG move or copy that a crash cut short, finished now."""
+        src, moved, copied = Path(row[1]), row[7], row[8]
+        dst = Path(moved or copied)
+        when = parse_time(row[0])
+        try:
+            if not (moved or copied) or when is None or src.stat().st_mtime > when.timestamp() + 1:
+                return []  # nothing to do, or a newer file under the same name
+        except OSError:
+            return []
+        try:
+            if dst.is_file() and moved and dst.stat().st_size == src.stat().st_size:
+                src.unlink()  # copied across file systems, not yet removed
+            elif not dst.exists():
+                place(src, dst, move=bool(moved))
+            else:
+                return []
+        except OSError as exc:
+            return [self._status("warning", f"{src}: could not finish {'moving' if moved else 'copying'} it to "
+                                            f"{dst} ({exc.strerror or exc})")]
+        return [self._status("finished", f"{src}: {'moved' if moved else 'copied'} to {dst} "
+                                         "(the last run stopped before it could)")]
+
+    def move_to(self, device: str) -> StationStatus | None:
+        """Judge on ``device`` from now on, with a copy of the session's model (a training job took the GPU, or
+        gave it back); None when the model is there already. A copy that cannot be made leaves the model where it
+        is, with a warning."""
+        try:
+            moved = self.inspector.on_device(device)
+        except (RuntimeError, ValueError) as exc:
+            return self._status("warning", f"could not move the model to {device} ({one_line(str(exc))}); judging "
+                                           f"on {self.inspector.device}")
+        if moved is self.inspector:
+            return None
+        self.inspector = moved
+        return self._status("device", f"judging on {moved.device} from now on")
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self, cancel: Callable[[], bool] | None = None) -> Iterator[Event]:
+        """Open (unless open), then poll until ``cancel()`` is true (or a stop option applies); one event per
+        judged image and per status. Closes what it opened."""
+        own = not self.opened
+        opts = self.options
+        try:
+            if own:
+                yield from self.open()
+            idle_since = time.monotonic()
+            while not (cancel is not None and cancel()):
+                yield from self.poll()
+                now = time.monotonic()
+                if opts.max_images is not None and self.judged >= opts.max_images:
+                    yield self._status("stop", f"{self.judged} images judged: stopping")
+                    return
+                if self._pending:
+                    idle_since = now
+                elif opts.exit_when_idle_s is not None and now - idle_since >= opts.exit_when_idle_s:
+                    yield self._status("stop", f"nothing new for {opts.exit_when_idle_s:g} s: stopping")
+                    return
+                if not self._more:
+                    time.sleep(opts.poll_s)
+        finally:
+            if own:
+                self.close()
+
+    def poll(self) -> list[Event]:
+        """One look at the folder, and judge the files that are complete (one batch at most)."""
+        if not self.opened:
+            raise StationError("open() the station first")
+        events: list[Event] = []
+        self._more = False
+        now = time.monotonic()
+        if now < self._log_retry_at:
+            return events
+        try:
+            found = self._scan()
+        except OSError as exc:
+            if not self._missing:
+                self._missing = True
+                self._pending.clear()
+                self._listings.clear()
+                events.append(self._status("waiting", f"{self.folder}: cannot be reached "
+                                                      f"({exc.strerror or exc}); waiting for it"))
+            return events
+        if self._missing:
+            self._missing = False
+            events.append(self._status("back", f"{self.folder}: reachable again; going on"))
+        ready = self._track(found, now, events)
+        limit = self.options.batch_size
+        if self.options.max_images is not None:
+            limit = min(limit, self.options.max_images - self.judged)
+        self._more = len(ready) > limit
+        if ready and limit > 0:
+            events.extend(self._judge(ready[:limit]))
+        return events
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of the image files not judged yet, and of judged ones seen again (raises OSError when
+        the folder cannot be listed)."""
+        found: dict[str, tuple[int, int]] = {}
+        listings: dict[str, Listing] = {}
+        folders, wall, now = [self.folder], time.time(), time.monotonic()
+        while folders:
+            here = folders.pop()
+            try:
+                listing = listings[here] = self._list(here, wall, now)
+            except OSError:
+                if here == self.folder:
+                    raise
+                continue
+            folders.extend(listing.folders)
+            for path in listing.files:
+                if path in self._done and path not in self._moved_away:
+                    continue  # judged already
+                sig = file_signature(path)
+                if sig is not None:  # else gone since the listing
+                    found[path] = sig
+        self._listings = listings
+        return found
+
+    def _list(self, here: str, wall: float, now: float) -> Listing:
+        """The image files (not judged when listed) and sub-folders of ``here``: listed again only when the
+        folder's mtime changed, or it changed too shortly before the last listing for its timestamp to tell (a
+        later change could share it), or the last listing is older than ``RELIST_S``. Listing a large folder costs
+        about a microsecond a file; its mtime, a few."""
+        mtime = os.stat(here).st_mtime_ns
+        old = self._listings.get(here)
+        if old is not None and old.mtime_ns == mtime and old.conclusive and now - old.listed_at < RELIST_S:
+            return old
+        files, folders = [], []
+        with os.scandir(here) as entries:
+            for entry in entries:
+                if entry.name.startswith((".", "~")):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if self.options.recursive and (self._ng_real is None or real_path(entry.path) != self._ng_real):
+                        folders.append(entry.path)
+                elif (os.path.splitext(entry.name)[1].lower() in IMAGE_EXTS and entry.is_file()
+                      and (entry.path not in self._done or entry.path in self._moved_away)):
+                    files.append(entry.path)
+        return Listing(mtime, wall - mtime / 1e9 > DIR_TICK_S, now, files, folders)
+
+    def _track(self, found: dict[str, tuple[int, int]], now: float, events: list[Event]) -> list[str]:
+        """Update what is known of each file; the ones complete now, oldest first."""
+        for key, sig in found.items():
+            if key in self._done:  # a new file where a judged one was moved away
+                self._moved_away.discard(key)
+                events.append(self._status("warning", f"{key}: a new file under a name already judged; "
+                                                          "not judged again (give each image its own name)"))
+                continue
+            watch = self._pending.get(key)
+            if watch is None or watch.sig != sig:
+                self._pending[key] = Watch(sig, now)
+            else:
+                watch.seen += 1
+        for key in [k for k in self._pending if k not in found]:
+            del self._pending[key]
+            events.append(self._status("warning", f"{key}: gone before it was judged"))
+        wall = time.time()
+        settle = self.options.settle_s
+        ready = [k for k, w in self._pending.items() if w.seen >= 2 and (
+            now >= w.retry_at if w.retry_at is not None
+            else now - w.first >= settle or wall - w.sig[1] / 1e9 >= settle)]
+        return sorted(ready, key=lambda k: (self._pending[k].sig[1], k))
+
+    # ---- judging --------------------------------------------------------------------------------
+    def _judge(self, keys: list[str]) -> list[Event]:
+        events: list[Event] = []
+        batch: list[tuple[str, np.ndarray, str]] = []
+        errors: list[tuple[str, str]] = []
+        for key in keys:
+            watch = self._pending[key]
+            last_try = watch.retry_at is not None
+            cut = unfinished(key, watch.sig[0])
+            if cut and not last_try:
+                self._park(watch)
+                continue
+            try:
+                image = self.inspector.read_image(key)
+            except ImageReadError as err:
+                if not os.path.exists(key):
+                    del self._pending[key]
+                    events.append(self._status("warning", f"{key}: gone before it was judged"))
+                elif not last_try:
+                    self._park(watch)
+                else:
+                    errors.append((key, f"{cut}; {err.reason}" if cut else err.reason))
+                continue
+            if file_signature(key) != watch.sig:  # written to while it was read: wait until it settles again
+                self._pending[key] = Watch(file_signature(key) or watch.sig, time.monotonic())
+                continue
+            note = (f"judged although the file looks cut short ({cut}): it stayed so for "
+                    f"{self.options.error_after_s:g} s" if cut else "")
+            batch.append((key, image, note))
+        outcomes = self._predict([image for _, image, _ in batch])
+        try:
+            for (key, image, note), (result, failure) in zip(batch, outcomes):
+                if result is None:
+                    events.extend(self._record(key, "ERROR", failure or "", None, None))
+                else:
+                    verdict = "NG" if result.score >= self.threshold else "OK"
+                    events.extend(self._record(key, verdict, note, result, image))
+            for key, reason in errors:
+                events.extend(self._record(key, "ERROR", reason, None, None))
+        except OSError as exc:
+            self._log_retry_at = time.monotonic() + max(1.0, self.options.poll_s)
+            events.append(self._status("log", f"{self.log.path}: cannot be written ({exc.strerror or exc}); "
+                                              "trying again"))
+        return events
+
+    def _park(self, watch: Watch) -> None:
+        """Not readable yet: try again when it changes, or a last time after ``error_after_s``."""
+        watch.retry_at = time.monotonic() + self.options.error_after_s
+
+    def _predict(self, images: list[np.ndarray]) -> list[tuple[InspectionResult | None, str | None]]:
+        """One batch; when it fails (e.g. out of memory), each image alone, so that one failure is one ERROR."""
+        if not images:
+            return []
+        try:
+            results = self.inspector.predict(images)
+        except RuntimeError as exc:
+            if len(images) > 1:
+                return [pair for image in images for pair in self._predict([image])]
+            return [(None, f"inference failed: {exc}")]
+        return [(r, None) if np.isfinite(r.score) else (None, f"the model gave a score of {r.score}")
+                for r in results]
+
+    def _record(self, key: str, verdict: str, reason: str, result: InspectionResult | None,
+                image: np.ndarray | None) -> list[Event]:
+        """Log one image (raises OSError when the log cannot be written: then nothing changed), then move or
+        copy it when it is NG or ERROR."""
+        when = self._now()
+        dest: Path | None = None
+        if verdict != "OK" and self.ng_dir is not None:
+            dest = self._destination(key)
+        moved = dest if dest is not None and not self.options.copy_ng else None
+        copied = dest if dest is not None and self.options.copy_ng else None
+        score = "" if result is None else f"{result.score:.6f}"
+        self.log.append([when.isoformat(timespec="milliseconds"), key, score, verdict, reason, self.model,
+                         str(self.threshold), str(moved or ""), str(copied or "")], when)
+        self._done.add(key)
+        del self._pending[key]
+        self.judged += 1
+        events: list[Event] = [Judgement(when, Path(key), None if result is None else result.score, verdict,
+                                         one_line(reason), self.model, self.threshold, moved, copied, result,
+                                         image)]
+        if dest is not None:
+            try:
+                place(Path(key), dest, move=moved is not None)
+                if moved is not None:
+                    self._moved_away.add(key)
+            except OSError as exc:
+                events.append(self._status("warning", f"{key}: could not be {'moved' if moved else 'copied'} "
+                                                      f"to {dest} ({exc.strerror or exc}); the next start tries "
+                                                      "again"))
+        return events
+
+    def _destination(self, key: str) -> Path:
+        """A free name in the NG folder (the sub-folders of a recursive watch kept)."""
+        assert self.ng_dir is not None
+        rel = Path(os.path.relpath(key, self.folder))
+        dest = Path(self.ng_dir) / rel
+        n = 1
+        while dest.exists():
+            dest = Path(self.ng_dir) / rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
+            n += 1
+        return dest
+
+    def _stamp(self) -> str:
+        return self._now().isoformat(timespec="milliseconds")
+
+    def _status(self, kind: str, message: str) -> StationStatus:
+        return StationStatus(kind, message, self._now())

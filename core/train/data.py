@@ -1,0 +1,123 @@
+"""Training images, the progress records of a run and the working size and channels it trains at."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.common.config import ModelConfig
+from core.common.datasets import load_images, split_train_val
+from core.common.images import is_grey
+from core.model.checkpoint import (
+    CheckpointError,
+    read_header,
+)
+
+
+class TrainingError(Exception):
+    """Training stopped; the message says why and which checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """One record per optimizer step (and a final one with ``done=True``)."""
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    images_per_s: float
+    eta_s: float
+    checkpoint: str | None = None  # path written at this step
+    validation: dict[str, float] | None = None
+    preview: dict[str, np.ndarray] | None = None  # input / reconstruction / anomaly_map, numpy
+    done: bool = False
+    cancelled: bool = False
+    message: str = ""
+    setup: bool = False  # a record of the preparation before the first step (``message`` says what); no losses
+
+
+@dataclass
+class TrainData:
+    """Good images (uint8 [S, S, 3]) split into training and held-out validation sets.
+
+    ``input_max`` is the pixel value of the files that became 255 here: the input range a model trained on
+    these images keeps (``ModelConfig.input_max``).
+    """
+
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    errors: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    input_max: float = 255.0
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | Path], size: int, val_fraction: float, seed: int,
+                   input_max: float | None = None) -> TrainData:
+        """Images read with the range ``input_max``, or without one the range of the images themselves."""
+        if not paths:
+            raise TrainingError("no image files found in the training folder(s)")
+        report = load_images(paths, size, input_max)
+        if not report.images:
+            raise TrainingError("no readable training image: " + "; ".join(str(e) for e in report.errors[:5]))
+        tr, va = split_train_val(len(report.images), val_fraction, seed)
+        return cls([report.images[i] for i in tr], [report.images[i] for i in va],
+                   [str(e) for e in report.errors], sorted({str(Path(p).parent) for p in report.paths}),
+                   report.input_max)
+
+    def on_range(self, input_max: float) -> TrainData:
+        """The same images as a model with input range ``input_max`` sees them (fine-tuning or resuming a model
+        trained on images of another range): brighter or darker, clipped at white."""
+        if input_max == self.input_max:
+            return self
+        gain = np.float32(self.input_max / input_max)
+
+        def rescale(images: list[np.ndarray]) -> list[np.ndarray]:
+            return [np.clip(im * gain + 0.5, 0, 255).astype(np.uint8) for im in images]
+
+        return TrainData(rescale(self.train), rescale(self.val), self.errors, self.sources, input_max)
+
+    def colour_images(self) -> int:
+        """How many of the images are in colour: channels differing by more than 1/255 (the synthesis' grey test)."""
+        return sum(not is_grey(im.astype(np.float32) / 255) for im in self.train + self.val)
+
+
+def working_size(preset_size: int, base: str | Path | None) -> int:
+    """The image size to load training images at: a base model's own (fine-tuning or resuming keeps its
+    architecture, whatever preset is named), else the preset's. An unreadable base is left to the trainer,
+    which names the file and the reason."""
+    if base is None:
+        return preset_size
+    try:
+        size = read_header(base)["model_config"]["image_size"]
+    except (CheckpointError, KeyError, TypeError):
+        return preset_size
+    return size if isinstance(size, int) and size > 0 else preset_size
+
+
+def model_channels(data: TrainData, forced: int | None = None, base: ModelConfig | None = None,
+                   base_path: str | Path = "") -> int:
+    """The channels of the model to train. A base model (fine-tuning, resuming) keeps its own, and a grey one
+    refuses colour images: it would see only their luminance. A new model takes ``forced``, else 1 (a grey
+    model) when every training image is grey, else 3."""
+    if base is None:
+        return forced or (3 if data.colour_images() else 1)
+    if forced not in (None, base.channels):
+        raise TrainingError(f"{base_path}: the model has {base.channels} channel(s) and keeps them when it is "
+                            f"trained further; {forced} channel(s) need a new model")
+    colour = data.colour_images() if base.channels == 1 else 0
+    if colour:
+        raise TrainingError(
+            f"{base_path}: a grey model (trained on grey images) cannot learn from colour images: {colour} of the "
+            f"{len(data.train) + len(data.val)} training images are in colour, and it would see only their "
+            "luminance. Train a new model on them, or convert them to grey first")
+    return base.channels
+
+
+def chunk_bounds(n: int, micro: int) -> list[int]:
+    """Where a batch of ``n`` splits into micro-batches of at most ``micro`` images (0: the whole batch), with
+    sizes that differ by one at most: 8 in chunks of 3 gives 2 + 3 + 3, not 3 + 3 + 2."""
+    chunks = -(-n // micro) if 0 < micro < n else 1
+    return [n * i // chunks for i in range(chunks + 1)]
