@@ -132,7 +132,8 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
                 print(f"error: {row[0]}: {row[4]}", file=sys.stderr)
         by_file = {**done, **{row[0]: row for row in new_rows}}
         text = csv_text(ordered(files, by_file))
-        code = 0 if any(by_file[f][2] != "error" for f in files if f in by_file) else 1
+        failed_rows = sum(by_file[f][2] == "error" for f in files if f in by_file)
+        code = 1 if failed_rows or not any(f in by_file for f in files) else 0  # any error: not a clean run
         if args.csv:
             try:
                 atomic_write_text(args.csv, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,3 +36,28 @@ class FileResult:
     path: Path
     result: InspectionResult | None
     error: str | None = None
+
+
+Judged = tuple[InspectionResult | None, str | None]  # the result, or None and why
+
+
+def unusable(score: float, anomaly_map: np.ndarray | None = None) -> str | None:
+    """Why a result must not be judged, or None: a score or map that is not finite (weights gone bad, an fp16
+    overflow on a GPU) would compare as "not above the threshold" and pass the part as OK. The result policy of
+    every caller (``Inspector.judge``): such a result is an error with this reason, never a verdict."""
+    if not math.isfinite(score):
+        return f"the model gave a non-finite score ({score}): its weights or its arithmetic went wrong"
+    if anomaly_map is not None:
+        bad = int(anomaly_map.size - np.count_nonzero(np.isfinite(anomaly_map)))
+        if bad:
+            return (f"the model gave an anomaly map with {bad} non-finite pixels of {anomaly_map.size}: its weights "
+                    "or its arithmetic went wrong")
+    return None
+
+
+def verdict(score: float, threshold: float) -> str:
+    """NG when ``score >= threshold``, else OK; a non-finite score or threshold is refused (``ValueError``), since
+    every comparison with NaN is False and would make the part OK."""
+    if not (math.isfinite(score) and math.isfinite(threshold)):
+        raise ValueError(f"no verdict for a score of {score} against a threshold of {threshold}: both must be finite")
+    return "NG" if score >= threshold else "OK"

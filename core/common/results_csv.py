@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from core.common.fileio import atomic_write_text
+from core.common.results import verdict
 
 COLUMNS = ["file", "score", "verdict", "threshold", "error"]
 
@@ -30,12 +31,15 @@ class ResultsError(Exception):
 
 
 def file_row(path: str | Path, score: float | None, error: str | None, threshold: float | None) -> list[str]:
-    """The CSV row of one file: its score and verdict (NG when score >= threshold), or its error."""
+    """The CSV row of one file: its score and verdict (NG when score >= threshold), or its error. A non-finite
+    score is refused (``ValueError``): it is an error with its reason (``core.common.results.unusable``), never a
+    verdict."""
     thr = "" if threshold is None else str(threshold)
     if score is None:
         return [str(path), "", "error", thr, error or ""]
-    verdict = "" if threshold is None else ("NG" if score >= threshold else "OK")
-    return [str(path), f"{score:.6f}", verdict, thr, ""]
+    if not math.isfinite(score):
+        raise ValueError(f"{path}: a non-finite score ({score}) has no verdict; it is an error")
+    return [str(path), f"{score:.6f}", "" if threshold is None else verdict(score, threshold), thr, ""]
 
 
 def csv_text(rows: Iterable[Sequence[str]]) -> str:

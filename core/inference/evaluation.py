@@ -70,6 +70,8 @@ def predict_test(
         kept.append(sample)
         scores.append(fr.result.score)
         maps.append(cv2.resize(fr.result.anomaly_map, (EVAL_SIZE, EVAL_SIZE), interpolation=cv2.INTER_LINEAR))
+    if not kept:
+        raise ValueError(f"{root}: no test image could be inspected ({len(errors)} errors; the first: {errors[0]})")
     return SplitPrediction(kept, np.array(scores), maps, errors, time.perf_counter() - t0)
 
 

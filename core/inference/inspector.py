@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.common.images import ImageReadError, read_image
-from core.common.results import FileResult, InspectionResult
+from core.common.results import FileResult, InspectionResult, Judged, unusable
 from core.inference.predict import predict_batch
 from core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from core.model.devices import pick_device
@@ -67,6 +67,28 @@ class Inspector:
         """An image file as this model sees it: float32 RGB in [0, 1], scaled by the model's input range."""
         return read_image(path, self.config.input_max)
 
+    def judge(self, images: Sequence[np.ndarray]) -> list[Judged]:
+        """The result policy, used by every caller that gives a verdict (``dad infer``, ``dad eval``, the app, the
+        station, the self-test): one ``(result, None)`` or ``(None, reason)`` per image, in order.
+
+        The images go as one batch; a batch that fails (e.g. out of memory) is retried image by image, so that one
+        failure is one error. A result whose score or map is not finite is an error with its reason, never a result:
+        compared with a threshold it would pass the part as OK.
+        """
+        if not images:
+            return []
+        try:
+            results = self.predict(images)
+        except (RuntimeError, ValueError) as exc:
+            if len(images) > 1:
+                return [pair for image in images for pair in self.judge([image])]
+            return [(None, f"inference failed: {exc}")]
+        judged: list[Judged] = []
+        for r in results:
+            reason = unusable(r.score, r.anomaly_map)
+            judged.append((None, reason) if reason else (r, None))
+        return judged
+
     def predict_many(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[InspectionResult]:
         """:meth:`predict` over any number of images, ``batch_size`` at a time (bounded memory)."""
         if batch_size < 1:
@@ -76,22 +98,18 @@ class Inspector:
     def inspect_files(
         self, paths: Sequence[str | Path], batch_size: int = 8, cancel: Callable[[], bool] | None = None,
     ) -> Iterator[FileResult]:
-        """Yield one :class:`FileResult` per path, in order; unreadable files become errors."""
+        """Yield one :class:`FileResult` per path, in order: unreadable files, and images the model gives no usable
+        result for (:meth:`judge`), become errors with their reason."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         pending: list[tuple[Path, np.ndarray | None, str | None]] = []
 
         def flush() -> list[FileResult]:
-            images = [im for _, im, _ in pending if im is not None]
-            try:
-                results = iter(self.predict(images))
-                failure = None
-            except RuntimeError as exc:  # e.g. out of memory on one batch: report, go on
-                failure = f"inference failed: {exc}"
+            judged = iter(self.judge([im for _, im, _ in pending if im is not None]))
             out = []
             for path, im, err in pending:
-                if im is None or failure:
-                    out.append(FileResult(path, None, err or failure))
-                else:
-                    out.append(FileResult(path, next(results)))
+                result, reason = (None, err) if im is None else next(judged)
+                out.append(FileResult(path, result, reason))
             pending.clear()
             return out
 

@@ -148,6 +148,7 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid configuration in checkpoint ({exc})") from exc
     _check_header_values(header, path)
+    _check_finite(tensors, path)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optimizer = None
     if with_optimizer and header.get("optimizer"):
@@ -158,6 +159,18 @@ def load_checkpoint(path: str | Path, with_optimizer: bool = False) -> Checkpoin
         threshold=None if header.get("threshold") is None else float(header["threshold"]),
         info=dict(header.get("info") or {}),
     )
+
+
+def _check_finite(tensors: dict[str, Tensor], path: str | Path) -> None:
+    """Refuse a checkpoint with a NaN or infinite value in any tensor (a half-written or edited file, an fp16
+    overflow): such a model gives non-finite scores, which no verdict may come from. Names the first such tensor."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            shown = name[len("model."):] if name.startswith("model.") else name
+            raise CheckpointError(f"{path}: refused: tensor {shown} holds {bad} non-finite value"
+                                  f"{'s' if bad > 1 else ''} (NaN or infinity) of {tensor.numel()}; the file is "
+                                  "damaged or the model diverged")
 
 
 def _check_header_values(header: dict[str, Any], path: str | Path) -> None:

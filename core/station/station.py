@@ -43,6 +43,7 @@ import numpy as np
 
 from core.common.images import IMAGE_EXTS, ImageReadError
 from core.common.results import InspectionResult
+from core.common.results import verdict as judge_verdict
 from core.inference.inspector import Inspector
 from core.station.files import file_signature, place, real_path, unfinished
 from core.station.log import MODEL_ROW, VERDICTS, AuditLog, LogLock, StationError, local_now, one_line, parse_time
@@ -405,13 +406,13 @@ class Station:
             note = (f"judged although the file looks cut short ({cut}): it stayed so for "
                     f"{self.options.error_after_s:g} s" if cut else "")
             batch.append((key, image, note))
-        outcomes = self._predict([image for _, image, _ in batch])
+        outcomes = self.inspector.judge([image for _, image, _ in batch])
         try:
             for (key, image, note), (result, failure) in zip(batch, outcomes):
                 if result is None:
                     events.extend(self._record(key, "ERROR", failure or "", None, None))
                 else:
-                    verdict = "NG" if result.score >= self.threshold else "OK"
+                    verdict = judge_verdict(result.score, self.threshold)
                     events.extend(self._record(key, verdict, note, result, image))
             for key, reason in errors:
                 events.extend(self._record(key, "ERROR", reason, None, None))
@@ -424,19 +425,6 @@ class Station:
     def _park(self, watch: Watch) -> None:
         """Not readable yet: try again when it changes, or a last time after ``error_after_s``."""
         watch.retry_at = time.monotonic() + self.options.error_after_s
-
-    def _predict(self, images: list[np.ndarray]) -> list[tuple[InspectionResult | None, str | None]]:
-        """One batch; when it fails (e.g. out of memory), each image alone, so that one failure is one ERROR."""
-        if not images:
-            return []
-        try:
-            results = self.inspector.predict(images)
-        except RuntimeError as exc:
-            if len(images) > 1:
-                return [pair for image in images for pair in self._predict([image])]
-            return [(None, f"inference failed: {exc}")]
-        return [(r, None) if np.isfinite(r.score) else (None, f"the model gave a score of {r.score}")
-                for r in results]
 
     def _record(self, key: str, verdict: str, reason: str, result: InspectionResult | None,
                 image: np.ndarray | None) -> list[Event]:
