@@ -33,7 +33,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import peer_draem as pd  # noqa: E402
+import peer_draem_runs as pdr  # noqa: E402
+import peer_draem_setup as pd  # noqa: E402
 from _report import git_rev, save_json  # noqa: E402
 
 PACK = HERE / "runs" / "gpu_pack"
@@ -50,7 +51,7 @@ def pack(args: argparse.Namespace) -> None:
     if PACK.exists():
         shutil.rmtree(PACK)
     PACK.mkdir(parents=True)
-    _, train_cfg = pd.our_configs("fast")
+    _, train_cfg = pdr.our_configs("fast")
     data = TrainData.from_paths(list_images(train_folder(args.data)), args.size, train_cfg.val_fraction,
                                 train_cfg.seed)
     textures = load_textures(args.textures, args.size)
@@ -127,7 +128,7 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
     from core.model.network import count_parameters
     from core.train.trainer import Trainer
 
-    model_cfg, train_cfg = pd.our_configs(preset)
+    model_cfg, train_cfg = pdr.our_configs(preset)
     train_cfg = replace(train_cfg, amp=False)  # fp32, as on the CPU
     trainer = Trainer(model_cfg, train_cfg, data, work / preset, device=device, textures=textures,
                       info={"preset": preset, "benchmark": "peer_gpu"})
@@ -154,7 +155,7 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
             shutil.move(trainer.save(), snap)
             record["snapshots"][str(rec.step)] = {"train_seconds": trained, "loss": rec.losses}
             if not record["adam"]:
-                record["adam"] = pd.adam(snap)
+                record["adam"] = pdr.adam(snap)
             print(f"{preset} step {rec.step}: {trained:.1f} s", flush=True)
             flush()
             t0 = time.monotonic()  # saving is not training
