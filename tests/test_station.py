@@ -4,6 +4,7 @@ half-written files and a folder that vanishes for a while."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import stat
@@ -308,6 +309,88 @@ def test_restart_repairs_the_tail_and_finishes_a_move_the_crash_cut_short(inspec
     assert [e.path.name for e in events if isinstance(e, Judgement)] == ["c.png"]
     assert log.read_bytes().startswith(logged)
     assert judged(log_rows(log)) == Counter(str(folder / n) for n in ("a.png", "b.png", "c.png"))
+
+
+def test_every_move_left_undone_is_finished_at_the_next_start_in_every_log(inspector, tmp_path, monkeypatch):
+    """NG moves that failed ("the next start tries again") are finished at the next start, also when they are not
+    the last line of their log, in every dated log of a daily rotation."""
+    import core.station.station as station_module
+
+    folder, ng, log = tmp_path / "in", tmp_path / "ng", tmp_path / "logs" / "line.csv"
+    folder.mkdir()
+    now = time.time()
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        (folder / name).write_bytes(encoded(20 + i))
+        os.utime(folder / name, (now - 10 + i, now - 10 + i))  # judged in this order: c.png is the last line
+    real_place = station_module.place
+
+    def refused(src: Path, dst: Path, move: bool) -> None:  # the NG folder refuses a and b (a share, a full disk)
+        if src.name in ("a.png", "b.png"):
+            raise OSError(13, "Permission denied")
+        real_place(src, dst, move)
+
+    monkeypatch.setattr(station_module, "place", refused)
+    opts = StationOptions(threshold=0.0, ng_dir=ng, rotate="daily", max_images=3, **FAST)  # every image NG
+    events = run_until(Station(inspector, folder, log, "tiny", opts))
+    monkeypatch.undo()
+    warnings = [e.message for e in events if isinstance(e, StationStatus) and e.kind == "warning"]
+    assert len(warnings) == 2 and all("Permission denied" in w and "next start tries again" in w for w in warnings)
+    assert [Path(r["file"]).name for r in log_rows(log)] == ["a.png", "b.png", "c.png"]
+    assert (folder / "a.png").exists() and (folder / "b.png").exists() and (ng / "c.png").exists()
+
+    # and a log of the day before whose NG move was cut short by a crash, followed by another line
+    day = datetime.now().astimezone() - timedelta(days=1)
+    for name in ("y.png", "z.png"):
+        (folder / name).write_bytes(encoded(ord(name[0])))
+        os.utime(folder / name, (day.timestamp() - 5, day.timestamp() - 5))
+    stamp = day.isoformat(timespec="milliseconds")
+    log.with_name(f"line-{day:%Y-%m-%d}.csv").write_text(
+        f"{','.join(COLUMNS)}\n{stamp},{folder / 'y.png'},0.9,NG,,tiny,0.0,{ng / 'y.png'},\n"
+        f"{stamp},{folder / 'z.png'},0.1,OK,,tiny,0.0,,\n")
+    logs = {p: p.read_bytes() for p in log.parent.iterdir()}
+
+    restart = replace(opts, max_images=None, exit_when_idle_s=0.3)
+    events = run_until(Station(inspector, folder, log, "tiny", restart))
+    finished = [e.message for e in events if isinstance(e, StationStatus) and e.kind == "finished"]
+    assert sorted(Path(m.split(": moved to ")[0]).name for m in finished) == ["a.png", "b.png", "y.png"]
+    for name in ("a.png", "b.png", "y.png", "c.png"):
+        assert not (folder / name).exists() and (ng / name).is_file(), name
+    assert (folder / "z.png").exists() and not any(isinstance(e, Judgement) for e in events)
+    assert {p: p.read_bytes() for p in log.parent.iterdir()} == logs  # nothing judged again, nothing logged
+    events = run_until(Station(inspector, folder, log, "tiny", restart))  # and nothing is left to finish
+    assert not [e for e in events if isinstance(e, StationStatus) and e.kind in ("finished", "warning")]
+
+
+def test_a_model_that_gives_nan_for_one_image_of_a_batch_logs_that_image_as_error(inspector, tmp_path):
+    """A model whose arithmetic goes wrong on one image of a batch of 8: that image is an ERROR with the reason,
+    the 7 others get their verdicts, and no score or verdict is NaN."""
+    folder, log = tmp_path / "in", tmp_path / "station.csv"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"n{i}.png").write_bytes(encoded(30 + i))
+    bad = inspector.read_image(folder / "n5.png")
+    real_predict, batches = inspector.predict, []
+
+    def broken(images):  # noqa: ANN001 - weights gone bad, an fp16 overflow: NaN score and map for one image
+        batches.append(len(images))
+        return [replace(r, score=float("nan"), anomaly_map=np.full_like(r.anomaly_map, np.nan))
+                if np.array_equal(image, bad) else r for image, r in zip(images, real_predict(images))]
+
+    inspector.predict = broken  # type: ignore[method-assign]
+    time.sleep(0.3)  # all eight complete before the station looks: they are judged as one batch
+    events = run_until(Station(inspector, folder, log, "tiny", StationOptions(max_images=8, batch_size=8, **FAST)))
+    assert batches[1:] == [8]  # after the first inference at start: one batch of 8
+    rows = {Path(r["file"]).name: r for r in log_rows(log)}
+    assert sorted(rows) == [f"n{i}.png" for i in range(8)]
+    error = rows.pop("n5.png")
+    assert error["verdict"] == "ERROR" and error["score"] == "" and "non-finite score" in error["reason"]
+    for r in rows.values():  # each of the 7 others: its verdict, from its finite score against the threshold
+        assert math.isfinite(float(r["score"])) and not r["reason"]
+        assert r["verdict"] == ("NG" if float(r["score"]) >= 0.5 else "OK")
+    judgements = {e.path.name: e for e in events if isinstance(e, Judgement)}
+    assert judgements["n5.png"].score is None and judgements["n5.png"].result is None
+    assert all(math.isfinite(j.score) for n, j in judgements.items() if n != "n5.png")
+    assert not [line for line in log.read_text().splitlines() if ",nan," in line.lower()]
 
 
 def test_one_station_per_log_foreign_logs_refused_model_changes_logged(inspector, tmp_path):

@@ -6,10 +6,8 @@ moved_to, copied_to``), flushed and synced to disk line by line. It is driven ei
 generator of events (one :class:`Judgement` per judged image, :class:`StationStatus` for everything else), or
 by calling :meth:`Station.open` once and then :meth:`Station.poll` in the caller's own loop. It never prints.
 
-When a file is complete: a file is read only after two polls have seen the same size and modification time,
-and that (size, mtime) has stayed put for ``settle_s`` (by this machine's clock, or by the file's own mtime).
-Hidden names (``.name.png``) and other extensions (``name.png.tmp``, ``.part``, ``.crdownload``) are not
-images: a file written under such a name and renamed into place is seen once it is in place. A PNG, JPEG, BMP
+When a file is complete is the :class:`~core.station.watcher.FolderWatcher`'s rule (two polls see the same size
+and mtime, which then stay put for ``settle_s``; hidden and temporary names are not images). A PNG, JPEG, BMP
 or WebP file whose format's end is missing, or a file that does not decode, is taken as still being written:
 it is tried again when it changes, and logged as ERROR (with the reason) only when it stays unchanged and
 unreadable for ``error_after_s``.
@@ -25,8 +23,9 @@ One station at a time may write a log (a lock file ``.LOG.csv.lock`` beside it).
 
 NG and ERROR images can be moved (or copied) into a folder of their own: the log line, naming the
 destination, is written first, then the file is moved (``os.replace``, or across file systems copied, synced,
-renamed into place and only then removed); a move cut short by a crash is finished at the next start.
-A folder that cannot be listed (a network share that dropped) is waited for.
+renamed into place and only then removed); the next start finishes every logged move or copy left undone (by a
+crash, or a failure) whose source is still there and whose destination is not. A folder that cannot be listed (a
+network share that dropped) is waited for.
 """
 
 from __future__ import annotations
@@ -41,13 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.common.images import IMAGE_EXTS, ImageReadError
+from core.common.images import ImageReadError
 from core.common.results import InspectionResult
 from core.common.results import verdict as judge_verdict
 from core.inference.inspector import Inspector
 from core.station.files import file_signature, place, real_path, unfinished
 from core.station.log import MODEL_ROW, VERDICTS, AuditLog, LogLock, StationError, local_now, one_line, parse_time
-from core.station.watcher import DIR_TICK_S, RELIST_S, Listing, Watch
+from core.station.watcher import FolderWatcher, Watch
 
 
 @dataclass(frozen=True)
@@ -128,16 +127,13 @@ class Station:
         self.ng_dir = os.path.abspath(self.options.ng_dir) if self.options.ng_dir is not None else None
         # the NG folder as the file system resolves it: reached through a link, or named in another letter case
         # where names ignore case, it is still the same folder (judging its own NG copies would never end)
-        self._ng_real = real_path(self.ng_dir) if self.ng_dir is not None else None
-        if self._ng_real is not None and self._ng_real == real_path(self.folder):
+        ng_real = real_path(self.ng_dir) if self.ng_dir is not None else None
+        if ng_real is not None and ng_real == real_path(self.folder):
             raise StationError(f"{self.ng_dir}: the folder for NG images cannot be the watched folder itself")
+        self.watcher = FolderWatcher(self.folder, self.options.recursive, ng_real, self.options.settle_s)
         self.judged = 0  # images judged (and logged) since open()
         self._now = now
         self._lock: LogLock | None = None
-        self._done: set[str] = set()
-        self._moved_away: set[str] = set()  # judged names this run moved to the NG folder
-        self._pending: dict[str, Watch] = {}
-        self._listings: dict[str, Listing] = {}
         self._missing = False
         self._log_retry_at = 0.0
         self._more = False  # the last poll left ready files for the next one
@@ -150,11 +146,11 @@ class Station:
     @property
     def backlog(self) -> int:
         """Files seen and not judged yet (still being written, unreadable for now, or queued)."""
-        return len(self._pending)
+        return len(self.watcher.pending)
 
     def open(self) -> list[StationStatus]:
-        """Take the log's lock, repair and read the logs, log a model change, finish a move cut short, and run a
-        first inference."""
+        """Take the log's lock, repair and read the logs, log a model change, finish the moves and copies left
+        undone, and run a first inference."""
         if self.opened:
             return []
         self._lock = LogLock(self.log.path.with_name(f".{self.log.path.name}.lock"), self.log.path)
@@ -167,16 +163,17 @@ class Station:
     def _start(self) -> list[StationStatus]:
         events: list[StationStatus] = []
         last: tuple[datetime, list[str]] | None = None
-        tails: list[list[str]] = []
+        placed: list[list[str]] = []  # the logged moves and copies
         for path in self.log.files():
             rows, note = self.log.read(path)
             if note:
                 events.append(self._status("repaired", note))
             for row in rows:
                 if row[3] in VERDICTS and row[1]:
-                    self._done.add(row[1])
+                    self.watcher.done.add(row[1])
+                    if row[7] or row[8]:
+                        placed.append(row)
             if rows:
-                tails.append(rows[-1])
                 when = parse_time(rows[-1][0])
                 if when is not None and (last is None or when >= last[0]):
                     last = (when, rows[-1])
@@ -186,15 +183,16 @@ class Station:
             except OSError as exc:
                 raise StationError(f"{self.ng_dir}: cannot create the folder for NG images "
                                    f"({exc.strerror or exc})") from None
-        for row in tails:
+        for row in placed:
             events.extend(self._finish_move(row))
         threshold = str(self.threshold)
         if last is not None and (last[1][5], last[1][6]) != (self.model, threshold):
             was = f"{last[1][5]} (threshold {last[1][6]})"
             reason = f"model or threshold changed: was {was}, now {self.model} (threshold {threshold})"
+            when = self._now()
             try:
-                self.log.append([self._stamp(), "", "", MODEL_ROW, reason, self.model, threshold, "", ""],
-                                self._now())
+                self.log.append([when.isoformat(timespec="milliseconds"), "", "", MODEL_ROW, reason, self.model,
+                                 threshold, "", ""], when)
             except OSError as exc:
                 raise StationError(f"{self.log.path}: cannot write ({exc.strerror or exc})") from None
             events.append(self._status("model", reason))
@@ -203,7 +201,7 @@ class Station:
         self.inspector.predict([np.zeros((size, size, 3), np.float32)])
         events.append(self._status(
             "start", f"watching {self.folder}{' and its sub-folders' if self.options.recursive else ''}: "
-                     f"{len(self._done)} images already in the log {self.log.shown_path}; model {self.model}, "
+                     f"{len(self.watcher.done)} images already in the log {self.log.shown_path}; model {self.model}, "
                      f"threshold {threshold}{where}"))
         return events
 
@@ -214,15 +212,13 @@ class Station:
             self._lock = None
 
     def _finish_move(self, row: list[str]) -> list[StationStatus]:
-        """A logged NG move or copy that a crash cut short, finished now."""
+        """A logged NG move or copy that a crash cut short or that failed, finished now: when its source is still
+        there (and not newer than the line) and its destination is not (or, for a move, holds the whole copy)."""
         src, moved, copied = Path(row[1]), row[7], row[8]
         dst = Path(moved or copied)
-        when = parse_time(row[0])
-        try:
-            if not (moved or copied) or when is None or src.stat().st_mtime > when.timestamp() + 1:
-                return []  # nothing to do, or a newer file under the same name
-        except OSError:
-            return []
+        when, sig = parse_time(row[0]), file_signature(str(src))
+        if when is None or sig is None or sig[1] / 1e9 > when.timestamp() + 1:
+            return []  # done, or a newer file under the same name
         try:
             if dst.is_file() and moved and dst.stat().st_size == src.stat().st_size:
                 src.unlink()  # copied across file systems, not yet removed
@@ -234,7 +230,7 @@ class Station:
             return [self._status("warning", f"{src}: could not finish {'moving' if moved else 'copying'} it to "
                                             f"{dst} ({exc.strerror or exc})")]
         return [self._status("finished", f"{src}: {'moved' if moved else 'copied'} to {dst} "
-                                         "(the last run stopped before it could)")]
+                                         "(left undone by an earlier run)")]
 
     def move_to(self, device: str) -> StationStatus | None:
         """Judge on ``device`` from now on, with a copy of the session's model (a training job took the GPU, or
@@ -266,7 +262,7 @@ class Station:
                 if opts.max_images is not None and self.judged >= opts.max_images:
                     yield self._status("stop", f"{self.judged} images judged: stopping")
                     return
-                if self._pending:
+                if self.watcher.pending:
                     idle_since = now
                 elif opts.exit_when_idle_s is not None and now - idle_since >= opts.exit_when_idle_s:
                     yield self._status("stop", f"nothing new for {opts.exit_when_idle_s:g} s: stopping")
@@ -287,19 +283,19 @@ class Station:
         if now < self._log_retry_at:
             return events
         try:
-            found = self._scan()
+            found = self.watcher.scan()
         except OSError as exc:
             if not self._missing:
                 self._missing = True
-                self._pending.clear()
-                self._listings.clear()
+                self.watcher.forget()
                 events.append(self._status("waiting", f"{self.folder}: cannot be reached "
                                                       f"({exc.strerror or exc}); waiting for it"))
             return events
         if self._missing:
             self._missing = False
             events.append(self._status("back", f"{self.folder}: reachable again; going on"))
-        ready = self._track(found, now, events)
+        ready, warnings = self.watcher.track(found, now)
+        events.extend(self._status("warning", message) for message in warnings)
         limit = self.options.batch_size
         if self.options.max_images is not None:
             limit = min(limit, self.options.max_images - self.judged)
@@ -308,82 +304,13 @@ class Station:
             events.extend(self._judge(ready[:limit]))
         return events
 
-    def _scan(self) -> dict[str, tuple[int, int]]:
-        """(size, mtime_ns) of the image files not judged yet, and of judged ones seen again (raises OSError when
-        the folder cannot be listed)."""
-        found: dict[str, tuple[int, int]] = {}
-        listings: dict[str, Listing] = {}
-        folders, wall, now = [self.folder], time.time(), time.monotonic()
-        while folders:
-            here = folders.pop()
-            try:
-                listing = listings[here] = self._list(here, wall, now)
-            except OSError:
-                if here == self.folder:
-                    raise
-                continue
-            folders.extend(listing.folders)
-            for path in listing.files:
-                if path in self._done and path not in self._moved_away:
-                    continue  # judged already
-                sig = file_signature(path)
-                if sig is not None:  # else gone since the listing
-                    found[path] = sig
-        self._listings = listings
-        return found
-
-    def _list(self, here: str, wall: float, now: float) -> Listing:
-        """The image files (not judged when listed) and sub-folders of ``here``: listed again only when the
-        folder's mtime changed, or it changed too shortly before the last listing for its timestamp to tell (a
-        later change could share it), or the last listing is older than ``RELIST_S``. Listing a large folder costs
-        about a microsecond a file; its mtime, a few."""
-        mtime = os.stat(here).st_mtime_ns
-        old = self._listings.get(here)
-        if old is not None and old.mtime_ns == mtime and old.conclusive and now - old.listed_at < RELIST_S:
-            return old
-        files, folders = [], []
-        with os.scandir(here) as entries:
-            for entry in entries:
-                if entry.name.startswith((".", "~")):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    if self.options.recursive and (self._ng_real is None or real_path(entry.path) != self._ng_real):
-                        folders.append(entry.path)
-                elif (os.path.splitext(entry.name)[1].lower() in IMAGE_EXTS and entry.is_file()
-                      and (entry.path not in self._done or entry.path in self._moved_away)):
-                    files.append(entry.path)
-        return Listing(mtime, wall - mtime / 1e9 > DIR_TICK_S, now, files, folders)
-
-    def _track(self, found: dict[str, tuple[int, int]], now: float, events: list[Event]) -> list[str]:
-        """Update what is known of each file; the ones complete now, oldest first."""
-        for key, sig in found.items():
-            if key in self._done:  # a new file where a judged one was moved away
-                self._moved_away.discard(key)
-                events.append(self._status("warning", f"{key}: a new file under a name already judged; "
-                                                          "not judged again (give each image its own name)"))
-                continue
-            watch = self._pending.get(key)
-            if watch is None or watch.sig != sig:
-                self._pending[key] = Watch(sig, now)
-            else:
-                watch.seen += 1
-        for key in [k for k in self._pending if k not in found]:
-            del self._pending[key]
-            events.append(self._status("warning", f"{key}: gone before it was judged"))
-        wall = time.time()
-        settle = self.options.settle_s
-        ready = [k for k, w in self._pending.items() if w.seen >= 2 and (
-            now >= w.retry_at if w.retry_at is not None
-            else now - w.first >= settle or wall - w.sig[1] / 1e9 >= settle)]
-        return sorted(ready, key=lambda k: (self._pending[k].sig[1], k))
-
     # ---- judging --------------------------------------------------------------------------------
     def _judge(self, keys: list[str]) -> list[Event]:
         events: list[Event] = []
         batch: list[tuple[str, np.ndarray, str]] = []
         errors: list[tuple[str, str]] = []
         for key in keys:
-            watch = self._pending[key]
+            watch = self.watcher.pending[key]
             last_try = watch.retry_at is not None
             cut = unfinished(key, watch.sig[0])
             if cut and not last_try:
@@ -393,7 +320,7 @@ class Station:
                 image = self.inspector.read_image(key)
             except ImageReadError as err:
                 if not os.path.exists(key):
-                    del self._pending[key]
+                    del self.watcher.pending[key]
                     events.append(self._status("warning", f"{key}: gone before it was judged"))
                 elif not last_try:
                     self._park(watch)
@@ -401,7 +328,7 @@ class Station:
                     errors.append((key, f"{cut}; {err.reason}" if cut else err.reason))
                 continue
             if file_signature(key) != watch.sig:  # written to while it was read: wait until it settles again
-                self._pending[key] = Watch(file_signature(key) or watch.sig, time.monotonic())
+                self.watcher.pending[key] = Watch(file_signature(key) or watch.sig, time.monotonic())
                 continue
             note = (f"judged although the file looks cut short ({cut}): it stayed so for "
                     f"{self.options.error_after_s:g} s" if cut else "")
@@ -439,8 +366,7 @@ class Station:
         score = "" if result is None else f"{result.score:.6f}"
         self.log.append([when.isoformat(timespec="milliseconds"), key, score, verdict, reason, self.model,
                          str(self.threshold), str(moved or ""), str(copied or "")], when)
-        self._done.add(key)
-        del self._pending[key]
+        self.watcher.judged(key)
         self.judged += 1
         events: list[Event] = [Judgement(when, Path(key), None if result is None else result.score, verdict,
                                          one_line(reason), self.model, self.threshold, moved, copied, result,
@@ -449,7 +375,7 @@ class Station:
             try:
                 place(Path(key), dest, move=moved is not None)
                 if moved is not None:
-                    self._moved_away.add(key)
+                    self.watcher.moved_away.add(key)
             except OSError as exc:
                 events.append(self._status("warning", f"{key}: could not be {'moved' if moved else 'copied'} "
                                                       f"to {dest} ({exc.strerror or exc}); the next start tries "
@@ -466,9 +392,6 @@ class Station:
             dest = Path(self.ng_dir) / rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
             n += 1
         return dest
-
-    def _stamp(self) -> str:
-        return self._now().isoformat(timespec="milliseconds")
 
     def _status(self, kind: str, message: str) -> StationStatus:
         return StationStatus(kind, message, self._now())
