@@ -1,17 +1,17 @@
 """The station: a folder a camera writes into, judged image by image into an audit log (:mod:`core.station`),
 with the Station view showing the last verdict, counters, a rolling score chart and an alarm. The station
 runs in a :class:`~dad_gui.workers.StationWorker` thread; its events are gathered and drawn at most every
-:data:`REDRAW_MS`, so a burst of images does not flood the GUI thread."""
+:data:`REDRAW_MS`, so a burst of images does not flood the GUI thread. A stop never waits on the GUI thread: the
+view says "stopping" until the thread reports that it has finished (a restart starts the new station then); only
+closing the window waits for it, so that the log is closed before the app exits."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QListWidgetItem, QMessageBox, QWidget
 
@@ -20,28 +20,19 @@ from core.station.log import AuditLog
 from core.station.station import Judgement, StationOptions, StationStatus
 
 from ..app import log, show_error
-from ..paths import data_dir
 from ..qt_util import Throttle
-from ..widgets.station_view import CHART_POINTS, StationView
-from ..widgets.watch_dialog import WatchDialog, WatchSetup, check_setup
+from ..widgets.station_view import CHART_POINTS, LAST_RESULTS, StationView, compare_panels
+from ..widgets.watch_dialog import WatchDialog, WatchSetup, check_setup, default_log
 from ..workers import StationWorker
 from . import Context
 from .inspection import InspectionController
 from .models import ModelsController
 
-LAST_RESULTS = 50  # results kept in the list (with their images, to open in the compare view)
 REDRAW_MS = 100
 ALARM_STREAK_KEY = "station_alarm_streak"
 SETUP_KEY = "station_setup"  # the last station's set-up (JSON), proposed by the next Watch folder…
-STOP_WAIT_MS = 30_000  # the longest a stop waits for the batch being judged
-
-
-def default_log(folder: Path) -> Path:
-    """``FOLDER-station.csv`` next to the watched folder, or in the app's data folder when that is not writable."""
-    beside = folder.parent / f"{folder.name}-station.csv"
-    if os.access(folder.parent, os.W_OK):
-        return beside
-    return data_dir() / "station" / f"{folder.name}-station.csv"
+CLOSE_WAIT_MS = 30_000  # closing the window: the longest it waits for the station to log its batch and stop
+STATUSES_KEPT = 500  # the station's last status messages kept (a shift can tell many)
 
 
 @dataclass
@@ -80,12 +71,14 @@ class StationController(QObject):
         self.log_path: Path | None = None
         self.threshold: float | None = None
         self.tally = Tally()
-        self.statuses: list[StationStatus] = []
+        self.statuses: deque[StationStatus] = deque(maxlen=STATUSES_KEPT)
         self.last: deque[Judgement] = deque(maxlen=LAST_RESULTS)
         self._scores: deque[tuple[int, float, str]] = deque(maxlen=CHART_POINTS)  # image number, score, verdict
         self._index = 0  # judged images this session (x of the chart)
         self._incoming: list[Judgement] = []
         self._pending_watch: WatchSetup | None = None  # a watch waiting for its model to load
+        self._stopping = False  # the worker was told to stop and has not finished yet
+        self._next: WatchSetup | None = None  # a station to start once the stopping one has finished (a restart)
         self.setup: WatchSetup | None = None
         self.model_path: str | None = None  # the station's model (fixed for its session)
         self._job_device: str | None = None  # the device a training job holds
@@ -131,22 +124,10 @@ class StationController(QObject):
         return "the model's own" if self.ctx.state.threshold_is_own() else "set on the Thresholds tab"
 
     def _last_setup(self) -> WatchSetup | None:
-        raw = self.ctx.settings.value(SETUP_KEY, "")
-        try:
-            d = json.loads(str(raw)) if raw else None
-            if not isinstance(d, dict):
-                return None
-            return WatchSetup(Path(d["folder"]), Path(d["log"]), bool(d.get("recursive")),
-                              bool(d.get("rotate_daily")), Path(d["ng_dir"]) if d.get("ng_dir") else None,
-                              bool(d.get("copy_ng")))
-        except (ValueError, KeyError, TypeError):
-            return None
+        return WatchSetup.from_json(self.ctx.settings.value(SETUP_KEY, ""))
 
     def _remember(self, setup: WatchSetup) -> None:
-        self.ctx.settings.setValue(SETUP_KEY, json.dumps({
-            "folder": str(setup.folder), "log": str(setup.log), "recursive": setup.recursive,
-            "rotate_daily": setup.rotate_daily, "ng_dir": str(setup.ng_dir) if setup.ng_dir else "",
-            "copy_ng": setup.copy_ng}))
+        self.ctx.settings.setValue(SETUP_KEY, setup.to_json())
         self.ctx.settings.setValue("last_watch_folder", str(setup.folder))
 
     def watch(self, folder: str | Path, log_path: str | Path | None = None) -> bool:
@@ -171,7 +152,8 @@ class StationController(QObject):
             self.view.state_text.setText(f"Waiting for the model to load, then watching {setup.folder}.")
             self.show_requested.emit(self.view)
             return True
-        inspector, model = self.models.inspector, self.state_model_path()
+        inspector, in_use = self.models.inspector, self.ctx.state.model
+        model = in_use.path if in_use is not None else None
         if model is None:
             show_error("Cannot watch folder", "The model in use has no file to name it by in the log.")
             return False
@@ -181,12 +163,12 @@ class StationController(QObject):
             show_error("Cannot watch folder", f"{setup.log.parent}: cannot create the log's folder "
                                               f"({exc.strerror or exc}).")
             return False
-        self.stop()  # the station before, if any (a restart)
-        if self.worker is not None:  # it did not stop in time: it still holds its log
-            show_error("Cannot watch folder", f"The station on {self.folder} is still finishing its last image "
-                                              f"(it did not stop within {STOP_WAIT_MS // 1000} s); start again "
-                                              "once it has stopped.")
-            return False
+        if self.worker is not None:  # a restart: the station before stops first (it holds its log)
+            self._next = setup  # started by _on_finished()
+            self._stop_worker()
+            self.view.state_text.setText(f"Stopping the station on {self.folder} (it finishes the image it is "
+                                         f"judging and closes its log), then starting it on {setup.folder}.")
+            return True
         self.setup, self.folder, self.log_path = setup, setup.folder, setup.log
         self.model_path = model
         self.threshold = float(self.ctx.state.threshold)
@@ -220,10 +202,6 @@ class StationController(QObject):
         self._check_drift()
         self.show_requested.emit(self.view)
         return True
-
-    def state_model_path(self) -> str | None:
-        model = self.ctx.state.model
-        return model.path if model is not None else None
 
     def model_ready(self) -> None:
         """A model has loaded: start the watch that waited for it."""
@@ -283,35 +261,55 @@ class StationController(QObject):
             self.view.state_text.setText(f"Watching {self.folder}.")
         self._buttons()
 
+    def stopping(self) -> bool:
+        """The station was told to stop and its thread has not finished yet."""
+        return self._stopping
+
     def stop(self) -> None:
-        """End the station: the batch being judged is logged, then the log is closed (waits for that)."""
-        self._pending_watch = None
-        worker = self.worker
-        if worker is None:
-            return
-        worker.stop()
-        worker.resume()
-        if not worker.wait(STOP_WAIT_MS):  # it ends after its image; _on_finished() runs then
-            log.warning("the station did not stop within %d s", STOP_WAIT_MS // 1000)
-            self.view.state_text.setText(f"Stopping: the station on {self.folder} is finishing its last image.")
-        self._on_finished()
+        """End the station without waiting for it: the batch being judged is logged, then the log is closed; the
+        view says "stopping" until the thread has finished (:meth:`_on_finished`)."""
+        self._pending_watch = self._next = None
+        if self._stop_worker():
+            self.view.state_text.setText(f"Stopping: the station on {self.folder} finishes the image it is judging "
+                                         "and closes its log.")
+
+    def _stop_worker(self) -> bool:
+        """Tell the worker to stop (once); False when there is none."""
+        if self.worker is None:
+            return False
+        if not self._stopping:
+            self._stopping = True
+            self.worker.stop()
+            self.worker.resume()
+            self._buttons()
+        return True
 
     def close(self) -> None:
-        """The window closes: stop cleanly (the log stays intact)."""
-        self.stop()
+        """The window closes: stop the station and wait for it to close its log (the one wait on the GUI thread:
+        the app is exiting)."""
+        self._pending_watch = self._next = None
+        worker = self.worker
+        if self._stop_worker() and worker is not None and not worker.wait(CLOSE_WAIT_MS):
+            log.warning("the station did not stop within %d s", CLOSE_WAIT_MS // 1000)
+        self._on_finished()
         self._redraw.cancel()
 
     def _on_finished(self) -> None:
+        """The worker thread has finished (its ``finished`` signal): the station is stopped, and a restart asked
+        for meanwhile starts now."""
         worker = self.worker
         if worker is None or worker.isRunning():
             return
-        self.worker = None
+        self.worker, self._stopping = None, False
         QCoreApplication.sendPostedEvents(self)  # the last events it sent
         self._draw()
         worker.deleteLater()
         self.view.state_text.setText(f"Stopped. {self.tally.inspected} images judged; log {self.log_path}.")
         self._buttons()
         self._check_drift()
+        setup, self._next = self._next, None
+        if setup is not None:
+            self.start(setup)
 
     def may_train(self) -> bool:
         """Before a training job starts: while a station runs, ask (the job slows the station's verdicts)."""
@@ -325,10 +323,11 @@ class StationController(QObject):
         return answer == QMessageBox.StandardButton.Yes
 
     def _buttons(self) -> None:
-        on = self.worker is not None
+        on = self.worker is not None and not self._stopping
         v = self.view
         v.stop_btn.setEnabled(on)
         v.pause_btn.setEnabled(on)
+        v.restart_btn.setEnabled(not self._stopping)
         v.pause_btn.blockSignals(True)
         v.pause_btn.setChecked(on and self.worker is not None and self.worker.paused())
         v.pause_btn.blockSignals(False)
@@ -341,7 +340,9 @@ class StationController(QObject):
             self._redraw.request()
         elif isinstance(ev, StationStatus):
             self.statuses.append(ev)
-            if ev.kind in ("waiting", "log", "warning"):
+            if self._stopping:  # the view says "stopping" until the thread has finished
+                pass
+            elif ev.kind in ("waiting", "log", "warning"):
                 self.view.state_text.setText(ev.message)
             elif ev.kind in ("start", "back"):
                 self.view.state_text.setText(f"Watching {self.folder}.")
@@ -365,17 +366,12 @@ class StationController(QObject):
             if j.score is not None:
                 self._scores.append((self._index, j.score, j.verdict))
             self.last.appendleft(j)
-            item = QListWidgetItem(self._line(j))
-            item.setData(Qt.ItemDataRole.UserRole, j)
-            item.setToolTip(f"{j.path}\n{j.reason}" if j.reason else str(j.path))
-            self.view.results.insertItem(0, item)
-        while self.view.results.count() > LAST_RESULTS:
-            self.view.results.takeItem(self.view.results.count() - 1)
+        self.view.add_results(new)
         t = self.tally
         self.view.set_counters(t.inspected, t.ng, t.ok, t.streak)
         self.view.set_scores([i for i, _, _ in self._scores], [s for _, s, _ in self._scores],
                              [v for _, _, v in self._scores])
-        self.show_judgement(new[-1])
+        self.view.show_judgement(new[-1])
         if streak_alarm:
             self.view.flash(6)
             QApplication.beep()
@@ -384,21 +380,6 @@ class StationController(QObject):
             self.view.flash(2)
             QApplication.beep()
 
-    @staticmethod
-    def _line(j: Judgement) -> str:
-        score = f"{j.score:.4f}" if j.score is not None else "—"
-        extra = f"  ({j.reason})" if j.verdict == "ERROR" and j.reason else ""
-        return f"{j.time:%H:%M:%S}  {j.verdict:<5}  {score}  {j.path.name}{extra}"
-
-    def show_judgement(self, j: Judgement) -> None:
-        """Show one judged image large in the Station view."""
-        score = f"score {j.score:.4f}" if j.score is not None else j.reason
-        self.view.show_verdict(j.verdict, f"{j.path.name}: {score}")
-        if j.image is not None and j.result is not None:
-            self.view.compare.set_images(*_panels(j))
-        else:
-            self.view.compare.clear()
-
     def _open_item(self, item: QListWidgetItem) -> None:
         j = item.data(Qt.ItemDataRole.UserRole)
         if isinstance(j, Judgement):
@@ -406,18 +387,11 @@ class StationController(QObject):
 
     def open_in_compare(self, j: Judgement) -> None:
         """Open a result in the inspection's compare view (and show it large here too)."""
-        self.show_judgement(j)
+        self.view.show_judgement(j)
         if j.image is None or j.result is None:
             self.inspection.image_text.setText(f"{j.path.name}: ERROR, {j.reason}")
             return
-        self.inspection.compare.set_images(*_panels(j))
+        self.inspection.compare.set_images(*compare_panels(j))
         score = f"score {j.score:.4f}, " if j.score is not None else ""
         self.inspection.image_text.setText(f"{j.path.name} (station): {score}{j.verdict}")
         self.show_requested.emit(self.inspection.compare)
-
-
-def _panels(j: Judgement) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
-    """The compare view's inputs from a judgement: the input, the reconstruction as 8 bits, the anomaly map."""
-    assert j.image is not None and j.result is not None
-    rec = (np.clip(j.result.reconstruction, 0, 1) * 255).astype(np.uint8)
-    return j.image, rec, j.result.anomaly_map, None

@@ -5,6 +5,7 @@ Render-only: the station controller feeds it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -26,10 +28,21 @@ from PySide6.QtWidgets import (
 
 from .compare_view import CompareView
 
+if TYPE_CHECKING:
+    from core.station.station import Judgement
+
 VERDICT_COLOURS = {"OK": "#2ea043", "NG": "#da3633", "ERROR": "#d29922"}
 IDLE_COLOUR = "#30363d"
 FLASH_COLOUR = "#ffffff"
 CHART_POINTS = 200  # scores in the rolling chart
+LAST_RESULTS = 50  # results kept in the list (with their images, to open in the compare view)
+
+
+def compare_panels(j: Judgement) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
+    """The compare view's inputs from a judgement: the input, the reconstruction as 8 bits, the anomaly map."""
+    assert j.image is not None and j.result is not None
+    rec = (np.clip(j.result.reconstruction, 0, 1) * 255).astype(np.uint8)
+    return j.image, rec, j.result.anomaly_map, None
 
 
 class StationView(QWidget):
@@ -160,6 +173,27 @@ class StationView(QWidget):
         self.verdict_detail.setText(detail)
         if not self._flash_timer.isActive():
             self._paint_verdict(self._colour)
+
+    def show_judgement(self, j: Judgement) -> None:
+        """One judged image large: its verdict, and its input, reconstruction and map (an ERROR has none)."""
+        self.show_verdict(j.verdict, f"{j.path.name}: {f'score {j.score:.4f}' if j.score is not None else j.reason}")
+        if j.image is not None and j.result is not None:
+            self.compare.set_images(*compare_panels(j))
+        else:
+            self.compare.clear()
+
+    def add_results(self, judgements: Sequence[Judgement]) -> None:
+        """Judged images at the top of the list, newest first (the judgement kept in each item); the last
+        :data:`LAST_RESULTS` stay."""
+        for j in judgements:
+            score = f"{j.score:.4f}" if j.score is not None else "—"
+            extra = f"  ({j.reason})" if j.verdict == "ERROR" and j.reason else ""
+            item = QListWidgetItem(f"{j.time:%H:%M:%S}  {j.verdict:<5}  {score}  {j.path.name}{extra}")
+            item.setData(Qt.ItemDataRole.UserRole, j)
+            item.setToolTip(f"{j.path}\n{j.reason}" if j.reason else str(j.path))
+            self.results.insertItem(0, item)
+        while self.results.count() > LAST_RESULTS:
+            self.results.takeItem(self.results.count() - 1)
 
     def show_notice(self, text: str) -> None:
         """A change that waits for a restart of the station ('' hides it)."""

@@ -1,9 +1,11 @@
 """File > Watch folder…: the station's set-up in one dialog: the folder, the audit log (and its daily rotation),
 sub-folders, and where NG and ERROR images go (moved or copied). The model and threshold in force are shown: a
-station keeps them for its whole session. Render and validate only: the station controller starts the station."""
+station keeps them for its whole session. Render and validate only (with the set-up as the settings keep it and
+the log proposed for a folder): the station controller starts the station."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..paths import data_dir
+
 
 @dataclass(frozen=True)
 class WatchSetup:
@@ -36,6 +40,33 @@ class WatchSetup:
     rotate_daily: bool = False
     ng_dir: Path | None = None
     copy_ng: bool = False
+
+    def to_json(self) -> str:
+        """The set-up as the settings keep it (proposed again by the next Watch folder…)."""
+        return json.dumps({"folder": str(self.folder), "log": str(self.log), "recursive": self.recursive,
+                           "rotate_daily": self.rotate_daily, "ng_dir": str(self.ng_dir) if self.ng_dir else "",
+                           "copy_ng": self.copy_ng})
+
+    @staticmethod
+    def from_json(raw: object) -> WatchSetup | None:
+        """A set-up kept by :meth:`to_json`, or None when ``raw`` is not one."""
+        try:
+            d = json.loads(str(raw)) if raw else None
+            if not isinstance(d, dict):
+                return None
+            return WatchSetup(Path(d["folder"]), Path(d["log"]), bool(d.get("recursive")),
+                              bool(d.get("rotate_daily")), Path(d["ng_dir"]) if d.get("ng_dir") else None,
+                              bool(d.get("copy_ng")))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def default_log(folder: Path) -> Path:
+    """``FOLDER-station.csv`` next to the watched folder, or in the app's data folder when that is not writable."""
+    beside = folder.parent / f"{folder.name}-station.csv"
+    if os.access(folder.parent, os.W_OK):
+        return beside
+    return data_dir() / "station" / f"{folder.name}-station.csv"
 
 
 def check_setup(setup: WatchSetup) -> str | None:
