@@ -361,6 +361,28 @@ def test_every_move_left_undone_is_finished_at_the_next_start_in_every_log(inspe
     assert not [e for e in events if isinstance(e, StationStatus) and e.kind in ("finished", "warning")]
 
 
+def test_copies_a_person_removed_from_the_ng_folder_are_not_made_again(inspector, tmp_path):
+    """--copy-ng keeps the originals: once a person has reviewed and removed the copies, a restart copies nothing
+    back (only a copy on a log's last line, which a crash may have cut short, is finished)."""
+    folder, ng, log = tmp_path / "in", tmp_path / "ng", tmp_path / "station.csv"
+    folder.mkdir()
+    now = time.time()
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        (folder / name).write_bytes(encoded(30 + i))
+        os.utime(folder / name, (now - 10 + i, now - 10 + i))
+    opts = StationOptions(threshold=0.0, ng_dir=ng, copy_ng=True, max_images=3, **FAST)  # every image NG, copied
+    run_until(Station(inspector, folder, log, "tiny", opts))
+    assert sorted(p.name for p in ng.iterdir()) == ["a.png", "b.png", "c.png"]
+    for copy in ng.iterdir():  # reviewed and cleared
+        copy.unlink()
+    restart = replace(opts, max_images=None, exit_when_idle_s=0.3)
+    events = run_until(Station(inspector, folder, log, "tiny", restart))
+    finished = [e.message for e in events if isinstance(e, StationStatus) and e.kind == "finished"]
+    assert [Path(m.split(": copied to ")[0]).name for m in finished] == ["c.png"]  # the last line's copy only
+    assert sorted(p.name for p in ng.iterdir()) == ["c.png"]
+    assert all((folder / n).exists() for n in ("a.png", "b.png", "c.png"))
+
+
 def test_a_model_that_gives_nan_for_one_image_of_a_batch_logs_that_image_as_error(inspector, tmp_path):
     """A model whose arithmetic goes wrong on one image of a batch of 8: that image is an ERROR with the reason,
     the 7 others get their verdicts, and no score or verdict is NaN."""

@@ -168,10 +168,12 @@ class Station:
             rows, note = self.log.read(path)
             if note:
                 events.append(self._status("repaired", note))
-            for row in rows:
+            for i, row in enumerate(rows):
                 if row[3] in VERDICTS and row[1]:
                     self.watcher.done.add(row[1])
-                    if row[7] or row[8]:
+                    # every logged move whose file is still here; a copy only on a log's last line (a copy a
+                    # person later removed from the NG folder after review stays removed)
+                    if row[7] or (row[8] and i == len(rows) - 1):
                         placed.append(row)
             if rows:
                 when = parse_time(rows[-1][0])
