@@ -39,6 +39,7 @@ class ModelInfo:
     version_id: str | None = None
     own_threshold: float | None = None  # the threshold the model came with (from its held-out images)
     threshold_note: str | None = None  # a warning when its held-out figures leave no clear gap
+    label: str = ""  # the results' name for it: file name, step, SHA-256 start (core.model.checkpoint.model_label)
 
 
 def _rank(values: list[str]) -> np.ndarray:

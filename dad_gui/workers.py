@@ -18,6 +18,7 @@ from core.common.cpu import lower_thread_priority
 from core.common.datasets import Sample, folder_samples
 from core.common.images import ImageReadError, read_image, read_mask
 from core.inference.inspector import Inspector
+from core.model.checkpoint import model_label
 
 from .jobs import JobSpec, run_job
 from .state import FolderListing, ImageDetail, ResultRow
@@ -30,7 +31,7 @@ class TaskSignals(QObject):
     progressed = Signal(str, int, int, int)  # task kind, generation, done, total
     finished = Signal(str, int, bool)  # task kind, generation, cancelled
     failed = Signal(str, int, str)  # task kind, generation, message
-    loaded = Signal(int, object)  # generation, Inspector
+    loaded = Signal(int, object, str)  # generation, Inspector, its model label (for the results' model column)
     moved = Signal(int, object)  # generation, Inspector on its new device
     listed = Signal(int, str, object)  # request token, folder, FolderListing
     viewed = Signal(int, object, object, object, str)  # request token, Sample, image, mask, error
@@ -85,7 +86,8 @@ class TaskRunner(QObject):
         a newer request superseded. A load always runs to its end: cancelling an inspection must not lose it."""
         def work(task: _Task) -> None:
             insp = Inspector.from_checkpoint(path, device=device)
-            task.signals.loaded.emit(task.generation, insp)
+            label = model_label(path, insp.checkpoint)  # hashes the file
+            task.signals.loaded.emit(task.generation, insp, label)
 
         self._start(_Task("load", token, self.signals, work))
 
@@ -160,14 +162,14 @@ class TaskRunner(QObject):
 
         self.io_pool.start(_Task("view", token, self.signals, work))
 
-    def export_overlays(self, generation: int, inspector: Inspector, paths: list[Path], folder: str,
-                        write: Callable[[Path, Any, Path], None]) -> None:
-        """Write side-by-side overlay PNGs (recomputed; nothing held in memory)."""
+    def export_overlays(self, generation: int, inspector: Inspector, paths: list[Path],
+                        write: Callable[[Path, Any], None]) -> None:
+        """Write side-by-side overlay PNGs with ``write(path, result)`` (recomputed; nothing held in memory)."""
         def work(task: _Task) -> None:
             done = 0
             for fr in inspector.inspect_files(paths, cancel=task.cancelled):
                 if fr.result is not None:
-                    write(fr.path, fr.result, Path(folder) / f"{fr.path.stem}_overlay.png")
+                    write(fr.path, fr.result)
                 done += 1
                 task.signals.progressed.emit(task.kind, task.generation, done, len(paths))
             task.signals.finished.emit(task.kind, task.generation, task.cancelled())
@@ -338,7 +340,6 @@ class StationWorker(QThread):
     def run(self) -> None:
         from dataclasses import replace
 
-        from core.station.files import model_label
         from core.station.station import Station, StationError, StationOptions, StationStatus
 
         lower_thread_priority()

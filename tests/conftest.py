@@ -95,3 +95,52 @@ def tiny_ckpt_file(tmp_path: Path, tiny_configs) -> Path:
     save_checkpoint(Checkpoint(tiny_configs[0], DiffusionAD(tiny_configs[0]).state_dict(), threshold=0.5,
                                info={"preset": "tiny"}), path)
     return path
+
+
+@pytest.fixture
+def nan_weight_ckpt(tiny_ckpt_file: Path) -> tuple[Path, str]:
+    """The tiny model edited: one weight of the segmenter set to NaN, saved as ``edited.safetensors``; and the
+    tensor's name."""
+    from core.model.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_ckpt_file)
+    name = next(k for k, v in ckpt.state_dict.items() if k.startswith("segmenter.") and v.is_floating_point())
+    ckpt.state_dict[name] = ckpt.state_dict[name].clone()
+    ckpt.state_dict[name].view(-1)[0] = float("nan")
+    path = tiny_ckpt_file.with_name("edited.safetensors")
+    save_checkpoint(ckpt, path)
+    return path, name
+
+
+@pytest.fixture
+def nan_for_one_image(monkeypatch):
+    """``patch(target, what)``: Inspector.predict as a model gone bad for one image (the one equal to ``target``):
+    its score NaN (``what="score"``) or one pixel of its map (``"map"``), the other results as they are. Returns
+    the sizes of the batches predicted."""
+    from dataclasses import replace as replace_field
+
+    from core.inference.inspector import Inspector
+
+    real = Inspector.predict
+
+    def patch(target: np.ndarray, what: str = "score") -> list[int]:
+        batches: list[int] = []
+
+        def predict(self, images):  # noqa: ANN001, ANN202
+            batches.append(len(images))
+            out = []
+            for image, r in zip(images, real(self, images)):
+                if image.shape == target.shape and np.array_equal(image, target):
+                    if what == "score":
+                        r = replace_field(r, score=float("nan"))
+                    else:
+                        bad = r.anomaly_map.copy()
+                        bad[3, 4] = np.nan
+                        r = replace_field(r, anomaly_map=bad)
+                out.append(r)
+            return out
+
+        monkeypatch.setattr(Inspector, "predict", predict)
+        return batches
+
+    return patch

@@ -150,3 +150,13 @@ def test_atomic_write_gives_the_umask_mode_without_changing_the_umask(tmp_path, 
     assert (tmp_path / "f.bin").read_bytes() == b"y"
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_checkpoint_with_a_nan_weight_is_refused_naming_the_file_and_the_tensor(nan_weight_ckpt):
+    path, tensor = nan_weight_ckpt
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and f"tensor {tensor} " in str(err.value) and "1 non-finite value" in str(
+        err.value)
+    with pytest.raises(CheckpointError, match=tensor.replace(".", r"\.")):
+        Inspector.from_checkpoint(path, device="cpu")

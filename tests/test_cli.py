@@ -2,13 +2,14 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from core.cli.main import main
-from core.model.checkpoint import load_checkpoint
+from core.model.checkpoint import load_checkpoint, model_label
 
 
 def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
@@ -23,17 +24,26 @@ def test_cli_end_to_end(mvtec_folder, tmp_path, capsys):
     test_good = mvtec_folder / "test" / "good"
     (test_good / "broken.png").write_bytes(b"\x89PNG truncated")
     out_csv, overlays = tmp_path / "res.csv", tmp_path / "ov"
-    assert main(["infer", str(ckpt), str(test_good), "--csv", str(out_csv), "--overlays", str(overlays)]) == 0
+    # an image that cannot be read is an ERROR row, the others are inspected, and the run is not clean: exit 1
+    assert main(["infer", str(ckpt), str(test_good), "--csv", str(out_csv), "--overlays", str(overlays)]) == 1
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
-    assert len(rows) == 5
+    assert len(rows) == 5 and list(rows[0]) == ["file", "score", "verdict", "reason", "model", "threshold"]
     broken = [r for r in rows if r["file"].endswith("broken.png")][0]
-    assert broken["verdict"] == "error" and broken["error"]
-    ok_rows = [r for r in rows if r["verdict"] != "error"]
-    assert all(r["verdict"] in {"OK", "NG"} and 0 <= float(r["score"]) <= 1 for r in ok_rows)
+    assert broken["verdict"] == "ERROR" and "not a readable image" in broken["reason"] and broken["score"] == ""
+    ok_rows = [r for r in rows if r["verdict"] != "ERROR"]
+    assert all(r["verdict"] in {"OK", "NG"} and 0 <= float(r["score"]) <= 1 and not r["reason"] for r in ok_rows)
+    assert {r["model"] for r in rows} == {model_label(ckpt, header)} and "last.safetensors step 4 sha256" in \
+        rows[0]["model"]
     panel = cv2.imread(str(overlays / "000_overlay.png"))
     assert panel.shape == (48, 3 * 56, 3)  # input | reconstruction | heatmap at input size
 
     (test_good / "broken.png").unlink()
+    # an MVTec layout's test/good/000.png and test/spot/000.png: an overlay each, the sub-folders mirrored
+    mirrored = tmp_path / "ov2"
+    assert main(["infer", str(ckpt), str(mvtec_folder), "--csv", str(tmp_path / "all.csv"),
+                 "--overlays", str(mirrored)]) == 0
+    assert sorted(p.relative_to(mirrored).as_posix() for p in mirrored.rglob("*.png")) == [
+        f"test/{sub}/{i:03d}_overlay.png" for sub in ("good", "spot") for i in range(4)]
     report_path = tmp_path / "metrics.json"
     assert main(["eval", str(ckpt), str(mvtec_folder), "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
@@ -59,7 +69,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "0 or more" in capsys.readouterr().err
 
 
-def test_infer_exit_code_when_nothing_readable(tmp_path):
+def test_infer_exit_code_is_1_when_any_image_errs(tmp_path):
     from core.common.presets import get_preset
     from core.model.checkpoint import Checkpoint, save_checkpoint
     from core.model.network import DiffusionAD
@@ -71,6 +81,9 @@ def test_infer_exit_code_when_nothing_readable(tmp_path):
     (folder / "a.png").write_bytes(b"")
     assert main(["infer", str(tmp_path / "m.safetensors"), str(folder), "--csv", str(tmp_path / "r.csv")]) == 1
     cv2.imwrite(str(folder / "b.png"), np.zeros((9, 9, 3), np.uint8))
+    assert main(["infer", str(tmp_path / "m.safetensors"), str(folder), "--csv", str(tmp_path / "r.csv")]) == 1
+    assert [r["verdict"] for r in csv.DictReader((tmp_path / "r.csv").read_text().splitlines())] == ["ERROR", ""]
+    (folder / "a.png").unlink()  # every image inspected: a clean run
     assert main(["infer", str(tmp_path / "m.safetensors"), str(folder), "--csv", str(tmp_path / "r.csv")]) == 0
 
 
@@ -110,3 +123,40 @@ def test_training_is_fp32_unless_bf16_is_asked_for(mvtec_folder, tmp_path, monke
     save_checkpoint(Checkpoint(cfg, DiffusionAD(cfg).state_dict(), train_config=TrainConfig(amp=True)),
                     tmp_path / "old.safetensors")
     assert load_checkpoint(tmp_path / "old.safetensors").train_config.amp is True
+
+
+@pytest.mark.parametrize("what", ["score", "map"])
+def test_infer_makes_a_nan_result_an_error_row_and_exits_1(tiny_ckpt_file, tmp_path, capsys, nan_for_one_image,
+                                                           what):
+    """A model that gives NaN for one image of a batch of 8: that image is an ERROR row with the reason, never a
+    verdict (NaN >= threshold is False: it would pass as OK); the 7 others are judged."""
+    from core.common.images import read_image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(8):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
+    batches = nan_for_one_image(read_image(folder / "05.png"), what)
+    out = tmp_path / "r.csv"
+    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out)]) == 1
+    assert batches == [8]  # one batch of 8; the NaN is one image's error, not the batch's
+    text = out.read_text()
+    values = [[r[1], r[2], r[5]] for r in csv.reader(text.splitlines())]  # score, verdict, threshold
+    assert not any("nan" in v.lower() or "inf" in v.lower() for row in values for v in row)
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(text.splitlines())}
+    assert len(rows) == 8
+    bad = rows.pop("05.png")
+    assert bad["verdict"] == "ERROR" and bad["score"] == "" and "non-finite" in bad["reason"]
+    assert all(r["verdict"] in ("OK", "NG") and r["reason"] == "" and r["threshold"] == "0.5" for r in rows.values())
+    err = capsys.readouterr().err
+    assert "05.png" in err and "non-finite" in err and "7 images inspected, 1 errors" in err
+
+
+def test_infer_refuses_a_checkpoint_with_a_nan_weight(nan_weight_ckpt, good_folder, tmp_path, capsys):
+    path, tensor = nan_weight_ckpt
+    out = tmp_path / "r.csv"
+    assert main(["infer", str(path), str(good_folder), "--csv", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and tensor in err and "Traceback" not in err
+    assert not out.exists()

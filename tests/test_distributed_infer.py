@@ -44,7 +44,7 @@ def assert_same_rows(got: list[list[str]], want: list[list[str]]) -> None:
 
 
 def single_run(ckpt: Path, folder: Path, out: Path) -> list[list[str]]:
-    assert main(["infer", str(ckpt), str(folder), "--csv", str(out)]) == 0
+    assert main(["infer", str(ckpt), str(folder), "--csv", str(out)]) == 1  # the unreadable file errs
     return rows_of(out)
 
 
@@ -65,10 +65,10 @@ def test_torchrun_inspection_equals_single_process(tiny_ckpt_file, folder, tmp_p
     want = single_run(tiny_ckpt_file, folder, tmp_path / "single.csv")
     out = tmp_path / "out" / "dist.csv"
     res = torchrun(str(tiny_ckpt_file), str(folder), "--csv", str(out))
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr
     assert "rank 0: 6 images" in res.stderr and "rank 1: 5 images" in res.stderr
     got = rows_of(out)
-    assert len(got) == 11 and sum(r[2] == "error" for r in got) == 1
+    assert len(got) == 11 and sum(r[2] == "ERROR" for r in got) == 1
     assert_same_rows(got, want)
     assert partial_files(out) == []  # progress files removed once the CSV is complete
 
@@ -90,7 +90,7 @@ def test_resume_inspects_only_what_is_missing(tiny_ckpt_file, folder, tmp_path, 
     part = tmp_path / "res.csv.part1"
     part.write_text(",".join(COLUMNS) + "\r\n" + ",".join(f'"{c}"' for c in want[9]) + "\r\n", newline="")
     capsys.readouterr()
-    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 0
+    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 1
     err = capsys.readouterr().err
     assert "resume: 5 of 11 images already in" in err and "5 images inspected, 1 errors, 5 kept" in err
     got = rows_of(out)
@@ -100,13 +100,31 @@ def test_resume_inspects_only_what_is_missing(tiny_ckpt_file, folder, tmp_path, 
     assert partial_files(out) == []
     # nothing missing: nothing inspected, the CSV stays the same
     before = out.read_text()
-    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 0
+    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 1  # its ERROR row
     assert "0 to inspect" in capsys.readouterr().err and out.read_text() == before
     # a file that is not a results CSV is refused, not overwritten
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(other), "--resume"]) == 2
     assert other.read_text() == "a,b\n1,2\n"
+
+
+def test_resume_goes_on_from_a_csv_of_the_earlier_format(tiny_ckpt_file, folder, tmp_path, capsys):
+    """A CSV written before the shared columns (file, score, verdict, threshold, error; verdict "error") is read for
+    --resume, and the CSV is written back in the current format."""
+    want = single_run(tiny_ckpt_file, folder, tmp_path / "single.csv")
+    out = tmp_path / "res.csv"
+    earlier = [[r[0], "0.999999" if r[1] else "", "error" if r[2] == "ERROR" else r[2], r[5], r[3]] for r in want[:6]]
+    out.write_text("\r\n".join(["file,score,verdict,threshold,error", *(",".join(f'"{c}"' for c in r)
+                                                                       for r in earlier)]) + "\r\n", newline="")
+    capsys.readouterr()
+    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 1
+    assert "resume: 6 of 11 images already in" in capsys.readouterr().err
+    got = rows_of(out)  # the current header
+    assert [r[0] for r in got] == [r[0] for r in want]
+    assert [r[:4] for r in got[:6]] == [[r[0], "0.999999" if r[1] else "", *r[2:4]] for r in want[:6]]
+    assert [r[4] for r in got[:6]] == [""] * 6  # the earlier format named no model
+    assert_same_rows(got[6:], want[6:])
 
 
 def test_interrupted_run_leaves_its_rows_for_resume(tiny_ckpt_file, folder, tmp_path, capsys, monkeypatch):
@@ -129,7 +147,7 @@ def test_interrupted_run_leaves_its_rows_for_resume(tiny_ckpt_file, folder, tmp_
     assert read_rows(out) == [] and partial_files(out) == [tmp_path / "res.csv.part0"]
     assert_same_rows(read_rows(tmp_path / "res.csv.part0"), want[:3])
     monkeypatch.undo()
-    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 0
+    assert main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume"]) == 1
     assert "resume: 3 of 11 images already in" in capsys.readouterr().err
     assert_same_rows(rows_of(out), want)
     assert partial_files(out) == []
@@ -139,11 +157,12 @@ def test_torchrun_resume(tiny_ckpt_file, folder, tmp_path):
     want = single_run(tiny_ckpt_file, folder, tmp_path / "single.csv")
     out = tmp_path / "res.csv"
     interrupted_csv(want, out, 7)
-    stale = ["gone.png", "0.5", "OK", "0.5", ""]  # a file no longer in the folder: its row stays, at the end
+    # a file no longer in the folder: its row stays, at the end
+    stale = ["gone.png", "0.500000", "OK", "", "an earlier model", "0.5"]
     with out.open("a", newline="") as fh:
         fh.write("\r\n" + ",".join(stale) + "\r\n")
     res = torchrun(str(tiny_ckpt_file), str(folder), "--csv", str(out), "--resume")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr
     assert "resume: 7 of 11 images already in" in res.stderr
     assert "rank 0: 2 images" in res.stderr and "rank 1: 2 images" in res.stderr
     got = rows_of(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from core.common.config import replace
 from core.common.presets import get_preset
 from core.inference.inspector import Inspector
-from core.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from core.model.checkpoint import Checkpoint, load_checkpoint, model_label, save_checkpoint
 from core.model.network import DiffusionAD
 
 pytest.importorskip("pytestqt")
@@ -248,7 +249,12 @@ def test_export_csv_and_session_roundtrip(window, qtbot, tiny_ckpt, mvtec_folder
     out = tmp_path / "res.csv"
     assert window.inspection.export_csv(out)
     lines = out.read_text().splitlines()
-    assert lines[0] == "file,score,verdict,threshold,model_version,time" and len(lines) == 9
+    assert lines[0] == "file,score,verdict,reason,model,threshold,ground_truth,model_version,exported"
+    rows = list(csv.DictReader(lines))
+    assert len(rows) == 8 and {r["model"] for r in rows} == {model_label(tiny_ckpt, load_checkpoint(tiny_ckpt))}
+    assert all(r["verdict"] == ("NG" if float(r["score"]) >= 0.25 else "OK") and r["threshold"] == "0.25"
+               for r in rows)
+    assert sorted(r["ground_truth"] for r in rows) == ["good"] * 4 + ["spot"] * 4
     session = tmp_path / "s.dadsession"
     assert window.inspection.save_session(session)
     window.state.set_threshold(0.9)
@@ -687,3 +693,68 @@ def test_quitting_during_a_job_reads_its_last_messages_instead_of_hanging(qapp, 
     assert took < 15 and not jobs.running()
     assert previews and previews[0]["input"].shape == (256, 256, 3)
     assert finished and finished[0]["cancelled"]
+
+
+def test_a_nan_result_is_an_error_with_its_reason_not_pending(window, qtbot, tiny_ckpt, tmp_path, nan_for_one_image):
+    """The app's runner gives an image whose result is NaN the error it is (it was shown pending for ever)."""
+    import cv2
+
+    from core.common.images import read_image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
+    batches = nan_for_one_image(read_image(folder / "02.png"), "score")
+    load(qtbot, window, tiny_ckpt, folder)
+    st = window.state
+    qtbot.waitUntil(lambda: not window.inspection.inspecting, timeout=20000)
+    assert batches[0] == 8
+    bad = [i for i, s in enumerate(st.samples) if s.path.name == "02.png"][0]
+    c = st.counts()
+    assert c["error"] == 1 and c["pending"] == 0 and c["OK"] + c["NG"] == 7
+    assert list(st.errors) == [bad] and "non-finite score" in st.errors[bad] and st.verdict(bad) == "error"
+    text = window.inspection.table_model.data(window.inspection.table_model.index(bad, 2))
+    assert text.startswith("error:") and "non-finite" in text
+    assert "1 errors" in window.status.message.text()
+    out = tmp_path / "res.csv"
+    assert window.inspection.export_csv(out)
+    row = [r for r in csv.DictReader(out.read_text().splitlines()) if r["file"].endswith("02.png")][0]
+    assert row["verdict"] == "ERROR" and row["score"] == "" and "non-finite" in row["reason"]
+
+
+def test_a_checkpoint_with_a_nan_weight_is_refused_and_the_app_goes_on(window, qtbot, tiny_ckpt, isolated,
+                                                                      nan_weight_ckpt, mvtec_folder):
+    window.open_model_file(tiny_ckpt)
+    qtbot.waitUntil(lambda: window.models.inspector is not None, timeout=20000)
+    first = window.models.inspector
+    path, tensor = nan_weight_ckpt
+    window.open_model_file(path)
+    qtbot.waitUntil(lambda: bool(isolated) and not window.models.loading(), timeout=20000)
+    title, message, details = isolated[0]
+    assert title == "Cannot load model" and str(path) in message and tensor in message
+    assert window.models.inspector is first and window.state.model.path == str(tiny_ckpt)
+    assert "previous model stays in use" in window.status.message.text()
+    assert window.isVisible()  # and it goes on inspecting with the model it had
+    assert window.open_folder(mvtec_folder)
+    qtbot.waitUntil(lambda: not window.inspection.folder_pending() and window.state.counts()["pending"] == 0,
+                    timeout=30000)
+    assert window.state.counts()["OK"] + window.state.counts()["NG"] == 8 and len(isolated) == 1
+
+
+def test_overlay_export_mirrors_the_folder(window, qtbot, tiny_ckpt, mvtec_folder, tmp_path):
+    """test/good/000.png and test/spot/000.png keep an overlay each, named as `dad infer --overlays` names them."""
+    import cv2
+
+    from core.common.overlay import overlay_path
+
+    load(qtbot, window, tiny_ckpt, mvtec_folder)
+    out = tmp_path / "ov"
+    window.inspection.export_overlays(out)
+    qtbot.waitUntil(lambda: "Overlay export finished" in window.status.message.text(), timeout=30000)
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == [f"test/{sub}/{i:03d}_overlay.png" for sub in ("good", "spot") for i in range(4)]
+    assert written == sorted(overlay_path(s.path, mvtec_folder, out).relative_to(out).as_posix()
+                             for s in window.state.samples)
+    assert cv2.imread(str(out / "test/spot/000_overlay.png")).shape == (48, 3 * 56, 3)

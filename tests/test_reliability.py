@@ -171,7 +171,7 @@ def test_wrong_size_and_broken_masks(tmp_path):
         read_mask(tmp_path / "bad.png", (4, 4))
 
 
-def test_cli_reports_each_bad_file_and_exits_zero_when_some_worked(tmp_path, tiny_ckpt_file, capsys):
+def test_cli_reports_each_bad_file_and_exits_1_when_some_worked(tmp_path, tiny_ckpt_file, capsys):
     from core.cli.main import main
 
     folder = tmp_path / "imgs"
@@ -182,7 +182,7 @@ def test_cli_reports_each_bad_file_and_exits_zero_when_some_worked(tmp_path, tin
     code = main(["infer", str(tiny_ckpt_file), str(folder), "--csv", str(tmp_path / "r.csv")])
     out = capsys.readouterr()
     text = out.out + out.err
-    assert code == 0 and "b.png" in text and "c.jpg" in text and "too large" in text
+    assert code == 1 and "b.png" in text and "c.jpg" in text and "too large" in text
     rows = (tmp_path / "r.csv").read_text().splitlines()
     assert len(rows) == 4  # header + one row per file, errors included
 

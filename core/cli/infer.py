@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.cli.common import ProgressBar, run_as_rank
@@ -26,8 +25,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def _infer(args: argparse.Namespace, world: World, device: str) -> int:
     from core.common.datasets import folder_samples, list_images
-    from core.common.overlay import overlay_png
+    from core.common.overlay import overlay_path, overlay_png
     from core.common.results_csv import (
+        ERROR,
         ResultsError,
         RowJournal,
         csv_text,
@@ -38,6 +38,7 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
         start_run,
     )
     from core.inference.inspector import Inspector
+    from core.model.checkpoint import model_label
     from core.model.distributed import RankFailed, broadcast_from_main, run_on_every_rank, shard
 
     def failed(exc: RankFailed, code: int) -> int:
@@ -50,6 +51,7 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
 
     def setup() -> None:  # every rank loads the model; rank 0 lists the folder and reads what is done
         state["insp"] = Inspector.from_checkpoint(args.checkpoint, device=device)
+        state["model"] = model_label(args.checkpoint, state["insp"].checkpoint)  # the rows' model column
         if not world.is_main:
             return
         paths = (list_images(args.folder, recursive=True) if args.recursive
@@ -59,7 +61,7 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
 
     try:
         run_on_every_rank(world, setup)
-    except (CheckpointError, FileNotFoundError, ResultsError) as exc:  # a single process
+    except (CheckpointError, OSError, ResultsError) as exc:  # a single process
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RankFailed as exc:
@@ -100,12 +102,12 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
                 if show:
                     bar.update(i)
                 score = fr.result.score if fr.result is not None else None
-                rows.append(file_row(fr.path, score, fr.error, threshold))
+                rows.append(file_row(fr.path, score, fr.error, threshold, model=state["model"]))
                 if journal:
                     journal.add(rows[-1])
                 if args.overlays and fr.result is not None:
                     try:
-                        overlay_png(fr.path, fr.result, Path(args.overlays) / f"{fr.path.stem}_overlay.png",
+                        overlay_png(fr.path, fr.result, overlay_path(fr.path, args.folder, args.overlays),
                                     insp.config.input_max)
                     except OSError as exc:
                         print(f"\ncould not write overlay for {fr.path}: {exc}", file=sys.stderr)
@@ -128,11 +130,11 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
     if gathered is not None:  # rank 0: every rank's rows, in the folder's order
         new_rows = [row for rows in gathered for row in rows]
         for row in new_rows:
-            if row[2] == "error":
-                print(f"error: {row[0]}: {row[4]}", file=sys.stderr)
+            if row[2] == ERROR:
+                print(f"error: {row[0]}: {row[3]}", file=sys.stderr)
         by_file = {**done, **{row[0]: row for row in new_rows}}
         text = csv_text(ordered(files, by_file))
-        failed_rows = sum(by_file[f][2] == "error" for f in files if f in by_file)
+        failed_rows = sum(by_file[f][2] == ERROR for f in files if f in by_file)
         code = 1 if failed_rows or not any(f in by_file for f in files) else 0  # any error: not a clean run
         if args.csv:
             try:
@@ -143,7 +145,7 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
                 code = 1
         else:
             sys.stdout.write(text)
-        errors = sum(row[2] == "error" for row in new_rows)
+        errors = sum(row[2] == ERROR for row in new_rows)
         kept = f", {len(files) - len(todo)} kept from {args.csv}" if args.resume else ""
         print(f"{len(new_rows) - errors} images inspected, {errors} errors{kept}", file=sys.stderr)
     code, written = broadcast_from_main(world, (code, written))
@@ -156,7 +158,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """The ``infer`` command's options."""
     i = sub.add_parser(
         "infer", help="inspect a folder of images", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Score every image of a folder; unreadable files are reported and skipped.",
+        description="Score every image of a folder into a CSV (file, score, verdict, reason, model, threshold). An "
+                    "image that cannot be read or gives no usable result is an ERROR row with its reason, the rest "
+                    "go on, and the exit code is 1.",
         epilog="""progress and --resume:
   With --csv, OUT.csv is rewritten when inspection starts (header only, or the rows kept by --resume) and
   every process appends its rows to OUT.csv.partN as it goes (N: its rank; flushed after every image).
@@ -173,7 +177,8 @@ several processes (torchrun):
     i.add_argument("checkpoint")
     i.add_argument("folder", help="folder of images (an MVTec-layout folder: its test/ images)")
     i.add_argument("--csv", help="write results here (default: print to stdout)")
-    i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder")
+    i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder, the image folder's sub-folders "
+                                      "mirrored (FOLDER/crack/000.png -> OVERLAYS/crack/000_overlay.png)")
     i.add_argument("--threshold", type=float, help="NG when score >= threshold (default: the model's)")
     i.add_argument("--recursive", action="store_true")
     i.add_argument("--batch-size", type=int, default=8)

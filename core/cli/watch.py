@@ -21,7 +21,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import threading
 
     from core.inference.inspector import Inspector
-    from core.station.files import model_label
+    from core.model.checkpoint import model_label
     from core.station.station import Judgement, Station, StationError, StationOptions
 
     try:

@@ -26,7 +26,9 @@ def _create_temp(path: Path) -> tuple[int, str]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part: a temporary file
+    beside it, synced, renamed over it, then the folder synced, so that after a power cut the name holds the new
+    file (without that sync a new name can be lost, or point at the old file, after the rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
@@ -42,14 +44,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    sync_folder(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def sync_folder(folder: Path) -> None:
-    """Make a new file's name durable (POSIX; elsewhere a no-op)."""
+def sync_folder(folder: str | Path) -> None:
+    """Make a new or renamed file's name durable (POSIX; elsewhere, where a folder cannot be opened, a no-op)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

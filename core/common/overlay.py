@@ -46,6 +46,19 @@ def overlay_png(path: str | Path, result: InspectionResult, out: str | Path, inp
     write_png(out, panel[..., ::-1])
 
 
+def overlay_path(image: str | Path, folder: str | Path, out: str | Path) -> Path:
+    """Where the overlay PNG of ``image``, found in ``folder``, goes in ``out``: under its path relative to the
+    folder, sub-folders mirrored (``FOLDER/crack/000.png`` -> ``OUT/crack/000_overlay.png``), so that images of
+    one name in different sub-folders (an MVTec layout's ``good/000.png`` and ``crack/000.png``) keep an overlay
+    each. Used by ``dad infer --overlays`` and the app's export; an image outside ``folder`` goes by its name."""
+    image = Path(image)
+    try:
+        rel = image.relative_to(folder)
+    except ValueError:
+        rel = Path(image.name)
+    return Path(out) / rel.parent / f"{rel.stem}_overlay.png"
+
+
 def threshold_contours(values: np.ndarray, level: float) -> list[np.ndarray]:
     """Outlines of the regions where ``values >= level``: one closed (N, 2) array of (x, y) per region.
 

@@ -1,10 +1,12 @@
 """The results CSV of ``dad infer``: its rows, the partial files that keep a run's progress, and reading both back
-to resume an interrupted run.
+to resume an interrupted run; and the result columns that every results file shares.
 
-One row per image: ``file, score, verdict, threshold, error``. While a run goes on, each process appends its rows
+One row per image: ``file, score, verdict, reason, model, threshold`` (:data:`RESULT_COLUMNS`, which the station's
+log and the app's export share, so that they can be joined). While a run goes on, each process appends its rows
 to ``OUT.csv.partN`` (N: its rank; flushed after every image, synced to disk every few seconds); at the end the
 complete CSV replaces ``OUT.csv`` atomically and the partial files are removed. Reading tolerates damage: a line
-cut by an interruption, or any row that is not a complete row, is left out (that image is inspected again).
+cut by an interruption, or any row that is not a complete row, is left out (that image is inspected again). A CSV
+of the earlier format (``file, score, verdict, threshold, error``) is read too, as rows of this one.
 """
 
 from __future__ import annotations
@@ -18,28 +20,45 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from core.common.fileio import atomic_write_text
-from core.common.results import verdict
+from core.common.results import verdict as verdict_for
 
-COLUMNS = ["file", "score", "verdict", "threshold", "error"]
+RESULT_COLUMNS = ("file", "score", "verdict", "reason", "model", "threshold")
+"""What every results file says of an image, under these names and written alike (:func:`result_fields`): the
+``dad infer`` CSV (these columns), the station's log (its time first, where the image went after) and the app's
+export (its own columns after). ``verdict`` is OK, NG or ERROR (then ``reason`` says why), or empty without a
+threshold; ``model`` is the model's label (:func:`core.model.checkpoint.model_label`)."""
 
+COLUMNS = list(RESULT_COLUMNS)
 
-VERDICTS = ("", "OK", "NG")
+EARLIER_COLUMNS = ["file", "score", "verdict", "threshold", "error"]  # before the shared columns; read, not written
+
+ERROR = "ERROR"  # the verdict of an image without a usable result
+
+VERDICTS = ("", "OK", "NG")  # of an image with a score
 
 
 class ResultsError(Exception):
     """An existing results file cannot be used; the message names it and says why."""
 
 
-def file_row(path: str | Path, score: float | None, error: str | None, threshold: float | None) -> list[str]:
-    """The CSV row of one file: its score and verdict (NG when score >= threshold), or its error. A non-finite
-    score is refused (``ValueError``): it is an error with its reason (``core.common.results.unusable``), never a
-    verdict."""
-    thr = "" if threshold is None else str(threshold)
+def result_fields(file: str | Path, score: float | None, verdict: str, reason: str, model: str,
+                  threshold: float | None) -> list[str]:
+    """The shared columns' text, in :data:`RESULT_COLUMNS` order: the score with 6 decimals, the threshold as
+    Python writes a float, absent values empty."""
+    return [str(file), "" if score is None else f"{score:.6f}", verdict, reason, model,
+            "" if threshold is None else str(threshold)]
+
+
+def file_row(path: str | Path, score: float | None, error: str | None, threshold: float | None,
+             model: str = "") -> list[str]:
+    """The CSV row of one file: its score and verdict (NG when score >= threshold; none without a threshold), or
+    an ERROR with its reason. A non-finite score is refused (``ValueError``): it is an error with its reason
+    (``core.common.results.unusable``), never a verdict."""
     if score is None:
-        return [str(path), "", "error", thr, error or ""]
+        return result_fields(path, None, ERROR, error or "", model, threshold)
     if not math.isfinite(score):
         raise ValueError(f"{path}: a non-finite score ({score}) has no verdict; it is an error")
-    return [str(path), f"{score:.6f}", "" if threshold is None else verdict(score, threshold), thr, ""]
+    return result_fields(path, score, "" if threshold is None else verdict_for(score, threshold), "", model, threshold)
 
 
 def csv_text(rows: Iterable[Sequence[str]]) -> str:
@@ -54,7 +73,7 @@ def csv_text(rows: Iterable[Sequence[str]]) -> str:
 def _complete(row: Sequence[str]) -> bool:
     if len(row) != len(COLUMNS) or not row[0]:
         return False
-    if row[2] == "error":
+    if row[2] == ERROR:
         return True
     try:
         return row[2] in VERDICTS and math.isfinite(float(row[1]))
@@ -62,11 +81,21 @@ def _complete(row: Sequence[str]) -> bool:
         return False
 
 
+def _from_earlier(row: Sequence[str]) -> list[str]:
+    """A row of the earlier format (``file, score, verdict, threshold, error``, verdict ``error``) in this one."""
+    if len(row) != len(EARLIER_COLUMNS):
+        return []
+    file, score, verdict, threshold, error = row
+    return [file, score, ERROR if verdict == "error" else verdict, error, "", threshold]
+
+
 def read_rows(path: str | Path) -> list[list[str]]:
-    """The complete rows of a results CSV (or partial file), in file order; [] when there is no such file.
+    """The complete rows of a results CSV (or partial file), in file order, in this format; [] when there is no
+    such file.
 
     A last line without its line end was cut while being written and is left out, as is any row that is not a
-    whole row of this format. A file whose first line is a different header is refused (:class:`ResultsError`).
+    whole row of its format. A file of the earlier format gives its rows in this one (without a model). A file
+    whose first line is another header is refused (:class:`ResultsError`).
     """
     try:
         text = Path(path).read_bytes().decode("utf-8", errors="replace").replace("\x00", "")
@@ -83,7 +112,9 @@ def read_rows(path: str | Path) -> list[list[str]]:
         records.pop()
     if not records:
         return []
-    if records[0] != COLUMNS:
+    if records[0] == EARLIER_COLUMNS:
+        records = [records[0], *(_from_earlier(row) for row in records[1:])]
+    elif records[0] != COLUMNS:
         raise ResultsError(f"{path}: not a results CSV of dad infer (its first line is not {','.join(COLUMNS)})")
     return [row for row in records[1:] if _complete(row)]
 

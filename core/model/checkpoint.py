@@ -8,6 +8,7 @@ Files are written atomically: a temporary file in the same folder, fsync, then r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -234,6 +235,17 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path = "c
         first = str(exc).strip().splitlines()
         detail = " ".join(first[:2])[:300]
         raise CheckpointError(f"{path}: weights do not match the model architecture ({detail})") from None
+
+
+def model_label(path: str | Path, checkpoint: Checkpoint | None = None) -> str:
+    """A model's name in every results file (the ``model`` column): its file name, training step and the start of
+    the file's SHA-256, e.g. ``last.safetensors step 4000 sha256 0123456789ab``. Reads the whole file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    step = f" step {checkpoint.step}" if checkpoint is not None else ""
+    return f"{Path(path).name}{step} sha256 {digest.hexdigest()[:12]}"
 
 
 def export_for_inference(src: str | Path, dst: str | Path, half: bool = True) -> None:

@@ -1,23 +1,11 @@
-"""Files the station judges: whether one is complete, moving or copying it safely, a model's label."""
+"""Files the station judges: whether one is complete, moving or copying it safely."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from core.common.fileio import atomic_write_bytes
-from core.model.checkpoint import Checkpoint
-
-
-def model_label(path: str | Path, checkpoint: Checkpoint | None = None) -> str:
-    """The log's name for a model: its file name, training step and the start of the file's SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    step = f" step {checkpoint.step}" if checkpoint is not None else ""
-    return f"{Path(path).name}{step} sha256 {digest.hexdigest()[:12]}"
 
 
 def unfinished(path: str | Path, size: int) -> str | None:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from core.common.fileio import sync_folder
+from core.common.fileio import atomic_write_bytes
+from core.common.results_csv import RESULT_COLUMNS
 
-COLUMNS = ["time", "file", "score", "verdict", "reason", "model", "threshold", "moved_to", "copied_to"]
+COLUMNS = ["time", *RESULT_COLUMNS, "moved_to", "copied_to"]  # the shared result columns, between when and where
 
 
 VERDICTS = ("OK", "NG", "ERROR")
@@ -130,20 +131,13 @@ class AuditLog:
         path = self.path_for(when)
         if self._fd is None or self._fd_path != path:
             self.close()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not path.exists()
+            if not path.exists():  # a new log appears whole, with its header, under a name synced to disk
+                atomic_write_bytes(path, _line(COLUMNS))
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
             self._fd_path = path
-            if fresh:
-                sync_folder(path.parent)
         fd = self._fd
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
         start = os.fstat(fd).st_size
-        if start == 0:
-            writer.writerow(COLUMNS)
-        writer.writerow([one_line(str(v)) for v in row])
-        data = buf.getvalue().encode("utf-8")
+        data = (_line(COLUMNS) if start == 0 else b"") + _line([one_line(str(v)) for v in row])
         try:
             while data:
                 data = data[os.write(fd, data):]
@@ -163,6 +157,12 @@ class AuditLog:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _line(row: Sequence[str]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(row)
+    return buf.getvalue().encode("utf-8")
 
 
 def parse_time(text: str) -> datetime | None:

@@ -4,11 +4,8 @@ request token), so stale ones are dropped."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import time
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from PySide6.QtWidgets import (
 from core.common.fileio import atomic_write_text
 
 from ..app import log, show_error
+from ..export import overlay_writer, results_csv
 from ..results_model import FILTERS, ResultsFilter, ResultsTableModel
 from ..state import FolderListing
 from ..widgets.compare_view import CompareView
@@ -317,25 +315,9 @@ class InspectionController(QObject):
                                 f"({len(self.state.marked_good)} in all).")
 
     # ---- export and sessions --------------------------------------------------------------------
-    def results_csv(self) -> str:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["file", "score", "verdict", "threshold", "model_version", "time"])
-        model = self.state.model
-        version = (model.version_id or model.path) if model else ""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        for i, s in enumerate(self.state.samples):
-            score = self.state.scores[i]
-            verdict = self.state.verdict(i)
-            if verdict == "error":
-                verdict = f"error: {self.state.errors[i]}"
-            w.writerow([str(s.path), "" if np.isnan(score) else f"{score:.6f}", verdict,
-                        f"{self.state.threshold:.6f}", version, stamp])
-        return buf.getvalue()
-
     def export_csv(self, path: str | Path) -> bool:
         try:
-            atomic_write_text(path, self.results_csv())
+            atomic_write_text(path, results_csv(self.state))
         except OSError as exc:
             show_error("Export failed", f"{path}: {exc.strerror or exc}")
             return False
@@ -347,16 +329,20 @@ class InspectionController(QObject):
         if path:
             self.export_csv(path)
 
+    def export_overlays(self, out: str | Path) -> None:
+        """Write the overlay PNGs of the images with a score into ``out``, the folder's sub-folders mirrored."""
+        inspector = self.models.inspector
+        if inspector is None or self.state.folder is None:
+            return
+        paths = [s.path for i, s in enumerate(self.state.samples) if not np.isnan(self.state.scores[i])]
+        self.ctx.status.busy(f"Writing {len(paths)} overlays…", len(paths))
+        self.runner.export_overlays(self.state.generation, inspector, paths,
+                                    overlay_writer(self.state.folder, out, inspector.config.input_max))
+
     def export_overlays_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.ctx.window, "Folder for overlay PNGs")
-        inspector = self.models.inspector
-        if folder and inspector is not None:
-            from core.common.overlay import overlay_png
-
-            paths = [s.path for i, s in enumerate(self.state.samples) if not np.isnan(self.state.scores[i])]
-            self.ctx.status.busy(f"Writing {len(paths)} overlays…", len(paths))
-            self.runner.export_overlays(self.state.generation, inspector, paths, folder,
-                                        partial(overlay_png, input_max=inspector.config.input_max))
+        if folder:
+            self.export_overlays(folder)
 
     def session_dict(self) -> dict:
         m = self.state.model

@@ -97,7 +97,7 @@ class ModelsController(QObject):
         self._pending = None
         return path, vid, thresholds
 
-    def _loaded(self, token: int, inspector: Inspector) -> None:
+    def _loaded(self, token: int, inspector: Inspector, label: str) -> None:
         pending = self._take_pending(token)
         if pending is None:
             return
@@ -109,7 +109,7 @@ class ModelsController(QObject):
         preset = (ckpt.info.get("preset", "") if ckpt else "") or (version.preset if version else "")
         warning = threshold_warning(ckpt.metrics) if ckpt else None
         info = ModelInfo(path, name, preset, device_name(inspector.device), inspector.config.image_size, vid,
-                         inspector.threshold, warning)
+                         inspector.threshold, warning, label)
         threshold = version.threshold if version and version.threshold is not None else inspector.threshold
         pixel = version.pixel_threshold if version else 0.5
         if thresholds is not None:
