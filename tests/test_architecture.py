@@ -3,10 +3,10 @@ behind inspection, a lazy ``import core``, and modules small enough to read."""
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 QT = {"PySide6", "PyQt5", "PyQt6", "qtpy", "pyqtgraph", "qdarkstyle"}
