@@ -22,7 +22,6 @@ bench/distributed_infer.py). Records: bench/results/distributed_train.json (cpu)
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -30,16 +29,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
 from bench.distributed_infer import make_images  # noqa: E402
 from core.model.distributed import available_cores
-
-if TYPE_CHECKING:
-    from core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -67,40 +62,30 @@ def results_path(device: str) -> Path:
 
 # ---- one variant, in its own process (or one rank of it) -------------------------------------------------------
 
-def feed_from_memory(trainer: Trainer, count: int) -> None:
-    """Replace the trainer's batch source by ``count`` batches made now, on its device, used in turn."""
-    made = [trainer._on_device(trainer._training_batches().batch(step)) for step in range(1, count + 1)]
-    batches = itertools.cycle(made)
-    trainer._next_batch = lambda: next(batches)
-
-
 def worker(args: argparse.Namespace) -> None:
     import resource
 
     import torch
 
-    from core.common.config import replace
     from core.common.datasets import list_images
-    from core.common.presets import get_preset
     from core.model.distributed import process_group, rank_device, world_from_env
     from core.train.data import TrainData
-    from core.train.trainer import Trainer
+    from core.train.run import RunSpec, build_trainer
 
     world = world_from_env()
     device = rank_device(world, args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    model_cfg, train_cfg = get_preset(args.preset)
-    train_cfg = replace(train_cfg, batch_size=BATCH, steps=WARMUP + args.steps, checkpoint_every=0,
-                        validate_every=0, val_fraction=0.0, seed=0)
-    t0 = time.perf_counter()
-    data = TrainData.from_paths(list_images(args.folder), model_cfg.image_size, 0.0, 0)
+    spec = RunSpec(data_dirs=[args.folder], out_dir=Path(args.worker).with_suffix(""), preset=args.preset,
+                   batch_size=BATCH, steps=WARMUP + args.steps, checkpoint_every=0, validate_every=0,
+                   val_fraction=0.0, seed=0, workers=args.workers)
+    t0 = time.perf_counter()  # the images are read here, to time their reading apart
+    data = TrainData.from_paths(list_images(args.folder), spec.configs()[0].image_size, 0.0, 0)
     load_s = time.perf_counter() - t0
     with process_group(world, device):
-        trainer = Trainer(model_cfg, train_cfg, data, Path(args.worker).with_suffix(""),
-                          device=str(device), workers=args.workers, world=world)
-        if args.in_memory:
-            feed_from_memory(trainer, IN_MEMORY)
+        trainer = build_trainer(spec, world=world, device=str(device), data=data).trainer
+        if args.in_memory:  # batches made now, on the device, used in turn
+            trainer.preload_batches(IN_MEMORY)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
@@ -121,8 +106,8 @@ def worker(args: argparse.Namespace) -> None:
         save_json(Path(args.worker), {
             "seconds": sum(step_s), "images_per_s": BATCH * len(step_s) / sum(step_s), "step_s": step_s,
             "load_s": load_s, "setup_s": setup_end - start, "warmup_s": marks[WARMUP] - setup_end,
-            "world_size": trainer._world_info()["world_size"],
-            "rank_batch_sizes": trainer._world_info()["rank_batch_sizes"],
+            "world_size": trainer.world_info()["world_size"],
+            "rank_batch_sizes": trainer.world_info()["rank_batch_sizes"],
             "threads": torch.get_num_threads(), "workers": trainer.workers, "peak_mib": peak,
             "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         })

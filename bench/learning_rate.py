@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,19 +85,18 @@ def defect_validation(ckpt: Path, inputs: tuple) -> dict[str, float]:
 
 def run_one(data: str, inputs: tuple, steps: int, lr: float, intensity: float = 0.0) -> dict:
     from core.common.cpu import tune_cpu
-    from core.common.presets import get_preset
     from core.inference.evaluation import evaluate
     from core.inference.inspector import Inspector
-    from core.train.trainer import Trainer, fit
+    from core.train.run import RunSpec, build_trainer
+    from core.train.trainer import fit
 
     tune_cpu()
-    model_cfg, train_cfg = get_preset("fast")
-    train_cfg = replace(train_cfg, batch_size=8, steps=steps, checkpoint_every=10**9, validate_every=steps,
-                        val_fraction=VAL_FRACTION, lr_denoiser=lr, lr_segmenter=lr).with_synthesis(
-                            intensity_prob=intensity)
     split, textures = inputs
     out = run_dir(steps, lr, intensity)
-    trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures)
+    spec = RunSpec(data_dirs=[data], out_dir=out, preset="fast", batch_size=8, steps=steps, checkpoint_every=10**9,
+                   validate_every=steps, val_fraction=VAL_FRACTION, learning_rate=lr, brightness_defects=intensity,
+                   device="cpu")
+    trainer = build_trainer(spec, data=split, textures=textures).trainer  # the split and textures read once
     t0 = time.monotonic()
     fit(trainer)
     seconds = time.monotonic() - t0

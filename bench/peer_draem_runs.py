@@ -99,26 +99,22 @@ def draem_predict(args: argparse.Namespace) -> None:
 
 
 # ---- ours ---------------------------------------------------------------------------------------
+def our_spec(preset: str, out: Path, data: str | None = None, micro_batch: int = 0,  # noqa: ANN201
+             intensity: float | None = None, seed: int | None = None, **options):
+    """The run of one of our presets at S.SIZE px (a preset whose denoiser has a resolution of its own keeps it;
+    `fast` at 256 px keeps attention on the denoiser's deepest level: ``core.train.run.at_image_size``)."""
+    from core.train.run import RunSpec
+
+    # every good image trains, as for DRAEM; no validation pass inside the budget
+    return RunSpec(**{"data_dirs": [data] if data else [], "out_dir": out, "preset": preset, "image_size": S.SIZE,
+                      "batch_size": BATCH, "steps": 10**9, "checkpoint_every": 10**9, "validate_every": 10**9,
+                      "val_fraction": 0.0, "micro_batch": micro_batch, "brightness_defects": intensity, "seed": seed,
+                      "device": "cpu", "info": {"benchmark": "peer_draem"}, **options})
+
+
 def our_configs(preset: str, micro_batch: int = 0, intensity: float | None = None,  # noqa: ANN201
                 seed: int | None = None):
-    from core.common.config import replace
-    from core.common.presets import get_preset
-
-    model_cfg, train_cfg = get_preset(preset)
-    if model_cfg.image_size != S.SIZE and model_cfg.denoiser_size:  # the denoiser keeps its own resolution
-        model_cfg = replace(model_cfg, image_size=S.SIZE)
-    elif model_cfg.image_size != S.SIZE:  # `fast` works at 128 px: at 256 px, attention stays on the deepest level
-        deepest = S.SIZE // 2 ** (len(model_cfg.denoiser.channel_mults) - 1)
-        model_cfg = replace(model_cfg, image_size=S.SIZE,
-                            denoiser=replace(model_cfg.denoiser, attention_resolutions=(deepest,)))
-    # every good image trains, as for DRAEM; no validation pass inside the budget
-    train_cfg = replace(train_cfg, batch_size=BATCH, steps=10**9, checkpoint_every=10**9, validate_every=10**9,
-                        val_fraction=0.0, micro_batch=micro_batch)
-    if intensity is not None:
-        train_cfg = train_cfg.with_synthesis(intensity_prob=intensity)
-    if seed is not None:
-        train_cfg = replace(train_cfg, seed=seed)
-    return model_cfg, train_cfg
+    return our_spec(preset, S.OUT / preset, None, micro_batch, intensity, seed).configs()
 
 
 def train_ours(name: str, preset: str, data: str, textures: str, minutes: float, steps: int,
@@ -127,15 +123,11 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
     """Train one of our presets; `resumable` checkpoints every step (saves not counted as training time) so
     that a run longer than one sitting goes on with `resume`, adding up its training time."""
     from core.common.cpu import tune_cpu
-    from core.common.datasets import list_images, train_folder
     from core.model.network import count_parameters
-    from core.train.data import TrainData
-    from core.train.synthesis import load_textures
-    from core.train.trainer import Trainer
+    from core.train.run import build_trainer
 
     tune_cpu()
     forget_reports(name)
-    model_cfg, train_cfg = our_configs(preset, micro_batch, intensity, seed)
     out = S.OUT / name
     (S.REC / f"{name}.json").unlink(missing_ok=True)  # a run's record exists only once it has ended
     progress_file = out / "progress.json"
@@ -156,24 +148,21 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
         print(f"{name}: resuming at step {before['steps']} after {before['train_seconds'] / 60:.1f} min", flush=True)
     elif out.exists():
         shutil.rmtree(out)
-    data_ = TrainData.from_paths(list_images(train_folder(data)), S.SIZE, train_cfg.val_fraction, train_cfg.seed)
-    trainer = Trainer(model_cfg, train_cfg, data_, out, device="cpu", textures=load_textures(textures, S.SIZE),
-                      resume_from=resume_from, info={"preset": preset, "benchmark": "peer_draem"})
-    t0 = time.monotonic()
-    excluded = 0.0  # checkpoint writes of a resumable run
-    plain_save = trainer.save
+    excluded, save_started = 0.0, 0.0  # checkpoint writes of a resumable run
 
-    def timed_save() -> Path:
+    def progress_info(_step: int) -> dict:  # asked right before each checkpoint is written, the final one included
+        nonlocal save_started
+        save_started = time.monotonic()
+        return {"peer_progress": {"train_seconds": trained(), "peak_rss_mib": peak()}} if resumable else {}
+
+    def saved(_path: Path, _step: int) -> None:
         nonlocal excluded
-        ts = time.monotonic()
         if resumable:
-            trainer.info["peer_progress"] = {"train_seconds": trained(), "peak_rss_mib": peak()}
-        path = plain_save()
-        if resumable:
-            excluded += time.monotonic() - ts
-        return path
+            excluded += time.monotonic() - save_started
 
-    trainer.save = timed_save  # type: ignore[method-assign]  # the trainer's own final save included
+    spec = our_spec(preset, out, data, micro_batch, intensity, seed, textures=textures, resume=resume_from)
+    trainer = build_trainer(spec, on_save=saved, checkpoint_info=progress_info).trainer
+    t0 = time.monotonic()
 
     def trained() -> float:
         return before["train_seconds"] + time.monotonic() - t0 - excluded

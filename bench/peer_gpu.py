@@ -123,15 +123,13 @@ def train_preset(preset: str, snapshots: tuple[int, ...], deadline: float, data:
     whatever the clock says), keeping the weights of each snapshot step in `work`."""
     import torch
 
-    from core.common.config import replace
     from core.model.devices import device_name
     from core.model.network import count_parameters
-    from core.train.trainer import Trainer
+    from core.train.run import build_trainer
 
-    model_cfg, train_cfg = pdr.our_configs(preset)
-    train_cfg = replace(train_cfg, amp=False)  # fp32, as on the CPU
-    trainer = Trainer(model_cfg, train_cfg, data, work / preset, device=device, textures=textures,
-                      info={"preset": preset, "benchmark": "peer_gpu"})
+    # fp32 (no --bf16), as on the CPU; the packed images and textures, as the CPU runs loaded them
+    spec = pdr.our_spec(preset, work / preset, device=device, info={"benchmark": "peer_gpu"})
+    trainer = build_trainer(spec, data=data, textures=textures).trainer
     dev = trainer.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)  # this preset's peak, not the one trained before it

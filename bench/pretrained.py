@@ -58,7 +58,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
-from core.common.config import replace
 from core.common.cpu import tune_cpu
 from core.common.datasets import list_images, mvtec_test_samples
 from core.common.presets import get_preset
@@ -69,7 +68,7 @@ from core.model.features import fuse
 from core.model.network import DiffusionAD, image_score, top_k_for
 from core.train.data import TrainData
 from core.train.feature_memory import distance_calibration
-from core.train.trainer import Trainer
+from core.train.run import RunSpec, build_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "pretrained"
@@ -83,16 +82,10 @@ def train(name: str, synthesis: dict, minutes: float, data_root: Path, seed: int
           size: int | None = None) -> dict:
     """Train `pretrained` (with the given synthesis changes, at ``size`` px if given) for ``minutes`` of wall clock,
     memory included, or ``steps`` steps, whichever ends first."""
-    model_cfg, train_cfg = get_preset("pretrained")
-    if size is not None:
-        model_cfg = replace(model_cfg, image_size=size)
-    train_cfg = replace(train_cfg.with_synthesis(**synthesis), steps=steps, seed=seed, checkpoint_every=100,
-                        validate_every=0)
-    out = RUNS / name
-    paths = list_images(data_root / "train" / "good")
+    spec = RunSpec(data_dirs=[data_root], out_dir=RUNS / name, preset="pretrained", image_size=size,
+                   synthesis=synthesis, steps=steps, seed=seed, checkpoint_every=100, validate_every=0, device="cpu")
     t0 = time.monotonic()
-    data = TrainData.from_paths(paths, model_cfg.image_size, train_cfg.val_fraction, seed)
-    trainer = Trainer(model_cfg, train_cfg, data, out, device="cpu", info={"preset": "pretrained"})
+    trainer = build_trainer(spec).trainer
     deadline = t0 + 60 * minutes
     memory_s = None
     for rec in trainer.run(cancel=lambda: time.monotonic() > deadline):

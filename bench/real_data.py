@@ -19,15 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import git_rev, machine, write_section  # noqa: E402
 
-from core.common.config import replace
 from core.common.cpu import tune_cpu
-from core.common.datasets import list_images, train_folder
-from core.common.presets import get_preset
 from core.inference.evaluation import evaluate, format_table
 from core.inference.inspector import Inspector
-from core.train.data import TrainData
-from core.train.synthesis import load_textures
-from core.train.trainer import Trainer
+from core.train.run import RunSpec, build_trainer
 
 
 def main() -> None:
@@ -44,21 +39,16 @@ def main() -> None:
     ap.add_argument("--section", default="real-data")
     args = ap.parse_args()
     tune_cpu()
-    model_cfg, train_cfg = get_preset(args.preset)
-    train_cfg = replace(train_cfg, steps=args.steps, checkpoint_every=200, validate_every=500)
-    if args.batch_size:
-        train_cfg = replace(train_cfg, batch_size=args.batch_size)
+    spec = RunSpec(data_dirs=[args.data], out_dir=args.out, preset=args.preset, steps=args.steps,
+                   minutes=args.minutes or None, batch_size=args.batch_size or None, checkpoint_every=200,
+                   validate_every=500, textures=args.textures, device=args.device)
+    model_cfg, train_cfg = spec.configs()
     ckpt = Path(args.out) / "last.safetensors"
     train_s, steps = 0.0, None
     if not args.eval_only:
-        data = TrainData.from_paths(list_images(train_folder(args.data)), model_cfg.image_size,
-                                    train_cfg.val_fraction, train_cfg.seed)
-        textures = load_textures(args.textures, model_cfg.image_size) if args.textures else []
-        trainer = Trainer(model_cfg, train_cfg, data, args.out, device=args.device, textures=textures,
-                          info={"preset": args.preset})
+        trainer = build_trainer(spec).trainer
         t0 = time.monotonic()
-        deadline = t0 + 60 * args.minutes if args.minutes else float("inf")
-        for rec in trainer.run(cancel=lambda: time.monotonic() > deadline):
+        for rec in trainer.run(cancel=spec.stopper()):
             if rec.step % 50 == 0 or rec.done or rec.validation:
                 print(f"step {rec.step} {json.dumps(rec.losses)} {rec.images_per_s:.2f} img/s "
                       f"{json.dumps(rec.validation) if rec.validation else ''}", flush=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,23 +41,22 @@ def run_one(data: str, inputs: tuple, steps: int, seed: int, clip: float, resume
     import numpy as np
 
     from core.common.cpu import tune_cpu
-    from core.common.presets import get_preset
     from core.inference.evaluation import evaluate
     from core.inference.inspector import Inspector
     from core.model.checkpoint import load_checkpoint
     from core.train.data import TrainingError
-    from core.train.trainer import Trainer
+    from core.train.run import RunSpec, build_trainer
 
     tune_cpu()
-    model_cfg, train_cfg = get_preset("fast")
-    train_cfg = replace(train_cfg, steps=steps, seed=seed, grad_clip=clip, checkpoint_every=50,
-                        validate_every=0, val_fraction=VAL_FRACTION)
     split, textures = inputs
     out = RUNS / f"steps{steps}_seed{seed}_clip{clip:g}"
     ckpt = out / "last.safetensors"
     start = load_checkpoint(ckpt).step if resume and ckpt.exists() else 0
-    trainer = Trainer(model_cfg, train_cfg, split, out, device="cpu", textures=textures,
-                      resume_from=ckpt if start else None)
+    spec = RunSpec(data_dirs=[data], out_dir=out, preset="fast", steps=steps, seed=seed, grad_clip=clip,
+                   checkpoint_every=50, validate_every=0, val_fraction=VAL_FRACTION, resume=ckpt if start else None,
+                   device="cpu")
+    trainer = build_trainer(spec, data=split, textures=textures).trainer  # the split and textures read once
+    train_cfg = trainer.train_config
     norms: dict[str, list[float]] = {"denoiser": [], "segmenter": []}
     losses: list[float] = []
     stopped = None

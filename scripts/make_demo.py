@@ -20,7 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.common.config import replace
 from core.common.cpu import tune_cpu
 from core.common.datasets import list_images
 from core.common.demo import make_demo_dataset
@@ -28,7 +27,8 @@ from core.common.presets import DEFAULT_PRESET, get_preset
 from core.model.checkpoint import export_for_inference, load_checkpoint, save_checkpoint
 from core.train.data import TrainData
 from core.train.feature_memory import adopt_fusion
-from core.train.trainer import Trainer, fit
+from core.train.run import RunSpec, build_trainer
+from core.train.trainer import fit
 
 
 def main() -> None:
@@ -49,14 +49,11 @@ def main() -> None:
     if not (images / "train" / "good").is_dir() or not args.init:
         shutil.rmtree(images, ignore_errors=True)
         make_demo_dataset(images)
-    model_cfg, train_cfg = get_preset(args.preset)
-    train_cfg = replace(train_cfg, steps=args.steps, checkpoint_every=100, validate_every=100, seed=0)
-    data = TrainData.from_paths(list_images(images / "train" / "good"), model_cfg.image_size,
-                                train_cfg.val_fraction, train_cfg.seed)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        trainer = Trainer(model_cfg, train_cfg, data, tmp, init_from=args.init,
-                          info={"preset": args.preset, "name": "Demo: metal plates"})
+        spec = RunSpec(data_dirs=[images], out_dir=tmp, preset=args.preset, steps=args.steps, checkpoint_every=100,
+                       validate_every=100, seed=0, init=args.init, info={"name": "Demo: metal plates"})
+        trainer = build_trainer(spec).trainer
         last = fit(trainer)
         print(f"trained {last.step} steps in {(time.monotonic() - t0) / 60:.1f} min; validation {last.validation}")
         export_for_inference(trainer.checkpoint_path, out / "model.safetensors")

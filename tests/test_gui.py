@@ -272,7 +272,7 @@ def test_mark_as_good_feeds_the_next_job(window, qtbot, tiny_ckpt, mvtec_folder)
     window.inspection.mark_selected_good()
     assert len(window.state.marked_good) == 1
     spec = window.training.panel.build_spec("/tmp/x")
-    assert spec is not None and spec.extra_images == sorted(window.state.marked_good)
+    assert spec is not None and spec.run.extra_images == tuple(sorted(window.state.marked_good))
 
 
 def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder):
@@ -286,6 +286,8 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     panel.set_textures(str(good_folder))  # any readable images serve as defect sources
     panel.brightness.setValue(40)
     panel.large_brightness.setValue(30)
+    panel.seed.setValue(3)
+    panel.grad_clip.setValue(2.0)
     assert "large" in panel.large_brightness.toolTip()
     previews, progress, started = [], [], []
     window.training.jobs.preview.connect(previews.append)
@@ -299,6 +301,8 @@ def test_training_job_streams_and_registers_a_version(window, qtbot, good_folder
     assert trained is not None and (trained.batch_size, trained.micro_batch) == (6, 3)
     assert trained.synthesis.intensity_prob == pytest.approx(0.4)
     assert trained.synthesis.large_brightness_prob == pytest.approx(0.3)
+    assert (trained.seed, trained.grad_clip) == (3, 2.0)  # as `dad train --seed --grad-clip` would
+    assert trained.validate_every == get_preset("tiny")[1].validate_every  # the preset's, not forced to the end
     assert "a colour model" in started[0]  # the fixture's images are in colour
     assert progress and progress[-1]["step"] == 6
     assert previews and previews[0]["reconstruction"].shape == (32, 32, 3)
@@ -666,6 +670,7 @@ def test_quitting_during_a_job_reads_its_last_messages_instead_of_hanging(qapp, 
     import time
 
     import dad_gui.workers as workers
+    from core.train.run import RunSpec
     from dad_gui.jobs import JobSpec
     from tests._jobs import preview_then_done
 
@@ -676,7 +681,7 @@ def test_quitting_during_a_job_reads_its_last_messages_instead_of_hanging(qapp, 
     previews, finished = [], []
     jobs.preview.connect(previews.append)
     jobs.finished.connect(finished.append)
-    jobs.start(JobSpec(folders=[], out_dir=str(tmp_path)))
+    jobs.start(JobSpec(RunSpec(data_dirs=[], out_dir=str(tmp_path))))
 
     def hung(*_args: object) -> None:
         raise RuntimeError("JobController.wait is blocked reading a half-written message")

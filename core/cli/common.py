@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ def format_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
-# ---- train ----------------------------------------------------------------------------------
+# ---- option checks (a bad value: one line on stderr, exit code 2) ------------------------------
 def share_arg(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -62,6 +63,27 @@ def positive_int_arg(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int_arg(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def finite_arg(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {value:g}")
+    return value
+
+
+def positive_arg(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {value:g}")
     return value
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from core.cli.common import ProgressBar
+from core.cli.common import ProgressBar, positive_int_arg
 from core.common.fileio import atomic_write_text
 from core.model.checkpoint import CheckpointError
 
@@ -47,6 +47,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("checkpoint")
     e.add_argument("data_dir", metavar="MVTEC_DIR")
     e.add_argument("--json", help="also write the metrics as JSON here")
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--batch-size", type=positive_int_arg, default=8)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval)

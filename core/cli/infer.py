@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from core.cli.common import ProgressBar, run_as_rank
+from core.cli.common import ProgressBar, finite_arg, positive_int_arg, run_as_rank
 from core.common.fileio import atomic_write_text
 from core.model.checkpoint import CheckpointError
 
@@ -179,9 +179,9 @@ several processes (torchrun):
     i.add_argument("--csv", help="write results here (default: print to stdout)")
     i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder, the image folder's sub-folders "
                                       "mirrored (FOLDER/crack/000.png -> OVERLAYS/crack/000_overlay.png)")
-    i.add_argument("--threshold", type=float, help="NG when score >= threshold (default: the model's)")
+    i.add_argument("--threshold", type=finite_arg, help="NG when score >= threshold (default: the model's)")
     i.add_argument("--recursive", action="store_true")
-    i.add_argument("--batch-size", type=int, default=8)
+    i.add_argument("--batch-size", type=positive_int_arg, default=8)
     i.add_argument("--device", default="auto",
                    help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...; under torchrun cuda means cuda:LOCAL_RANK")
     i.add_argument("--resume", action="store_true",

@@ -15,8 +15,15 @@ if TYPE_CHECKING:
     pass
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error (a bad value, a missing argument) is one line on stderr, ``error: ...``, and exit code 2."""
+
+    def error(self, message: str):  # noqa: ANN201 - NoReturn
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dad", description="DiffusionAD anomaly detection: train, inspect, evaluate.")
+    p = Parser(prog="dad", description="DiffusionAD anomaly detection: train, inspect, evaluate.")
     sub = p.add_subparsers(dest="command", required=True)
 
     for command in (train, infer, evaluate, watch, presets):

@@ -6,16 +6,25 @@ import argparse
 import io
 import json
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from core.cli.common import ProgressBar, format_eta, non_negative_arg, positive_int_arg, run_as_rank, share_arg
+from core.cli.common import (
+    ProgressBar,
+    format_eta,
+    non_negative_arg,
+    non_negative_int_arg,
+    positive_arg,
+    positive_int_arg,
+    run_as_rank,
+    share_arg,
+)
 from core.common.presets import DEFAULT_PRESET
 from core.model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
     from core.model.distributed import World
+    from core.train.run import RunSpec
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -48,64 +57,46 @@ def _launch_ranks(nproc: int, argv: Sequence[str]) -> int:
         return 130
 
 
-def _train(args: argparse.Namespace, world: World, device: str) -> int:
-    from core.common.config import replace
-    from core.common.datasets import list_images, train_folder
-    from core.common.metrics import threshold_warning
-    from core.common.presets import get_preset
-    from core.train.data import TrainData, TrainingError, working_size
-    from core.train.synthesis import load_textures
-    from core.train.trainer import Trainer
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The :class:`RunSpec` that ``dad train``'s options describe (a bad value raises :class:`RunSpecError`)."""
+    from core.train.run import RunSpec
 
-    model_cfg, train_cfg = get_preset(args.preset)
-    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
-                                   ("micro_batch", args.micro_batch), ("seed", args.seed),
-                                   ("checkpoint_every", args.checkpoint_every), ("grad_clip", args.grad_clip),
-                                   ("amp", args.bf16 or None))
-                 if v is not None}
-    train_cfg = replace(train_cfg, **overrides)
-    if args.foreground:
-        train_cfg = train_cfg.with_synthesis(foreground=args.foreground)
-    if args.brightness_defects is not None:
-        train_cfg = train_cfg.with_synthesis(intensity_prob=args.brightness_defects)
-    if args.large_brightness is not None:
-        train_cfg = train_cfg.with_synthesis(large_brightness_prob=args.large_brightness)
+    return RunSpec(
+        data_dirs=args.data_dirs, out_dir=args.out, preset=args.preset, steps=args.steps, minutes=args.minutes,
+        batch_size=args.batch_size, micro_batch=args.micro_batch, seed=args.seed, grad_clip=args.grad_clip,
+        checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, bf16=args.bf16,
+        textures=args.textures, foreground=args.foreground, brightness_defects=args.brightness_defects,
+        large_brightness=args.large_brightness, channels=None if args.channels == "auto" else int(args.channels),
+        init=args.init, resume=args.resume, device=args.device, workers=args.workers)
+
+
+def _train(args: argparse.Namespace, world: World, device: str) -> int:
+    from core.common.metrics import threshold_warning
+    from core.train.data import TrainingError
+    from core.train.run import build_trainer
+
     try:
-        paths = [p for d in args.data_dirs for p in list_images(train_folder(d))]
-    except FileNotFoundError as exc:
+        spec = run_spec(args)
+        prepared = build_trainer(spec, world=world, device=device)
+    except (CheckpointError, TrainingError, ValueError) as exc:  # ValueError: RunSpecError, or a batch too small
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    size = working_size(model_cfg.image_size, args.resume or args.init)
-    try:
-        data = TrainData.from_paths(paths, size, train_cfg.val_fraction, train_cfg.seed)
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for err in data.errors:
+    trainer = prepared.trainer
+    for err in prepared.skipped:
         print(f"skipped {err}", file=sys.stderr)
-    textures = load_textures(args.textures, size) if args.textures else []
-    try:
-        trainer = Trainer(model_cfg, train_cfg, data, args.out, device=device, textures=textures,
-                          init_from=args.init, resume_from=args.resume, info={"preset": args.preset},
-                          channels=None if args.channels == "auto" else int(args.channels), workers=args.workers,
-                          world=world)
-    except (CheckpointError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     kind = "grey model (1 channel)" if trainer.model_config.channels == 1 else "colour model (3 channels)"
     spread = ""
     if world.launched:
-        shares = trainer._world_info()["rank_batch_sizes"]
+        shares = trainer.world_info()["rank_batch_sizes"]
         spread = (f", {world.world_size} processes (batch {trainer.train_config.batch_size} = "
                   f"{' + '.join(map(str, shares))})")
     if world.is_main:
-        print(f"training a {kind} on {len(data.train)} images ({len(data.val)} held out), device {trainer.device}"
-              f"{spread}, {trainer.workers} batch workers, {len(textures)} texture sources, writing "
-              f"{trainer.checkpoint_path}", file=sys.stderr)
+        print(f"training a {kind} on {len(trainer.data.train)} images ({len(trainer.data.val)} held out), device "
+              f"{trainer.device}{spread}, {trainer.workers} batch workers, {prepared.textures} texture sources, "
+              f"writing {trainer.checkpoint_path}", file=sys.stderr)
     bar = ProgressBar(trainer.train_config.steps, "train", stream=None if world.is_main else io.StringIO())
     say = print if world.is_main else (lambda *_a, **_k: None)  # the other ranks train quietly
-    deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
-    run = trainer.run(cancel=lambda: deadline is not None and time.monotonic() > deadline)
+    run = trainer.run(cancel=spec.stopper())
     try:
         for rec in run:
             if rec.done:
@@ -146,15 +137,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", default=DEFAULT_PRESET,
                    help=f"model preset: {DEFAULT_PRESET} (default: pretrained encoder + memory + denoiser), "
                         "fast (DiffusionAD, small), paper (DiffusionAD, official size), tiny")
-    t.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
-    t.add_argument("--minutes", type=float, help="stop (and checkpoint) after this many minutes")
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--steps", type=positive_int_arg, help="total optimizer steps (default: the preset's)")
+    t.add_argument("--minutes", type=positive_arg, help="stop (and checkpoint) after this many minutes")
+    t.add_argument("--batch-size", type=positive_int_arg)
     t.add_argument("--micro-batch", type=positive_int_arg,
                    help="run each batch in chunks of this size, accumulating gradients (same steps, less memory)")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=non_negative_int_arg)
     t.add_argument("--grad-clip", type=non_negative_arg, metavar="NORM",
                    help="clip each network's gradient norm to this before its step (0: off; default: the preset's)")
-    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--checkpoint-every", type=non_negative_int_arg, metavar="N",
+                   help="steps between checkpoints (0: only at the end; default: the preset's)")
+    t.add_argument("--validate-every", type=non_negative_int_arg, metavar="N",
+                   help="steps between validations on the held-out images (0: only at the end; default: the "
+                        "preset's)")
     t.add_argument("--bf16", action="store_true",
                    help="bf16 autocast on CUDA (faster, less memory; default fp32 like the official code)")
     t.add_argument("--textures", help="folder of texture images used as anomaly sources (optional)")
@@ -173,7 +168,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
     t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
     t.add_argument("--out", required=True, help="run folder; the checkpoint is OUT/last.safetensors")
-    t.add_argument("--workers", type=int, metavar="N",
+    t.add_argument("--workers", type=non_negative_int_arg, metavar="N",
                    help="processes making the training batches (default: none on a CPU, up to 4 beside a GPU); "
                         "they change the speed, not the batches")
     t.add_argument("--nproc", type=positive_int_arg, default=1, metavar="N",

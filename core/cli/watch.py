@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from core.cli.common import non_negative_arg, positive_int_arg
+from core.cli.common import finite_arg, non_negative_arg, positive_int_arg
 from core.model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ Ctrl+C (or SIGTERM) stops cleanly: exit 130 (143), the log complete.""")
     w.add_argument("checkpoint")
     w.add_argument("folder", help="the folder to watch (it may vanish for a while, e.g. a network share)")
     w.add_argument("--log", required=True, help="the CSV log (appended to; created if missing)")
-    w.add_argument("--threshold", type=float, help="NG when score >= threshold (default: the model's)")
+    w.add_argument("--threshold", type=finite_arg, help="NG when score >= threshold (default: the model's)")
     w.add_argument("--ng-dir", metavar="DIR", help="move NG and ERROR images into this folder (logged)")
     w.add_argument("--copy-ng", action="store_true", help="copy them into --ng-dir instead of moving them")
     w.add_argument("--recursive", action="store_true", help="also watch sub-folders")

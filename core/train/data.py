@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-from core.common.config import ModelConfig
+from core.common.config import ModelConfig, TrainConfig
 from core.common.datasets import load_images, split_train_val
 from core.common.images import is_grey
 from core.model.checkpoint import (
     CheckpointError,
     read_header,
 )
+from core.model.segmenter import DOWNSAMPLING
 
 
 class TrainingError(Exception):
@@ -121,3 +123,36 @@ def chunk_bounds(n: int, micro: int) -> list[int]:
     sizes that differ by one at most: 8 in chunks of 3 gives 2 + 3 + 3, not 3 + 3 + 2."""
     chunks = -(-n // micro) if 0 < micro < n else 1
     return [n * i // chunks for i in range(chunks + 1)]
+
+
+def check_trainable(data: TrainData, model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """Refuse images loaded at another size than the model's (:class:`TrainingError`), and batches too small for
+    BatchNorm (``ValueError``): it needs two values per channel, so at a size where the segmenter's deepest level
+    is 1 x 1 each batch or micro-batch needs 2 images at least."""
+    size = model_config.image_size
+    if any(im.shape[:2] != (size, size) for im in data.train[:1] + data.val[:1]):
+        h, w = (data.train or data.val)[0].shape[:2]
+        raise TrainingError(f"the training images were loaded at {w} x {h} px, but the model works at {size} px "
+                            "(load them at the base model's size: core.train.data.working_size)")
+    deepest = model_config.image_size // DOWNSAMPLING
+    smallest = min(b - a for a, b in pairwise(chunk_bounds(train_config.batch_size, train_config.micro_batch)))
+    if deepest < 2 and smallest < 2:
+        raise ValueError(f"at {model_config.image_size} px the segmenter's deepest level is 1 x 1, so each batch or "
+                         "micro-batch needs at least 2 images; raise the batch size or the micro-batch")
+
+
+def resumed_recipe(saved: TrainConfig | None, requested: TrainConfig) -> TrainConfig:
+    """The recipe a resumed run goes on with: the checkpoint's, with the caller's length and (when set) its
+    micro-batch; the caller's own when the checkpoint has none."""
+    if saved is None:
+        return requested
+    return replace(saved, steps=requested.steps, micro_batch=requested.micro_batch or saved.micro_batch)
+
+
+def out_of_memory_message(cfg: TrainConfig) -> str:
+    """What to say, and to try, when a step ran out of memory."""
+    chunk = min(cfg.micro_batch or cfg.batch_size, cfg.batch_size)
+    return (f"out of memory at batch size {cfg.batch_size}"
+            + (f" in micro-batches of {chunk}" if chunk < cfg.batch_size else "")
+            + (f"; retry with micro-batches of {chunk // 2} (same batch, less memory) or a smaller batch"
+               if chunk > 1 else "; retry with a smaller image size or preset"))

@@ -8,42 +8,40 @@ L_noise (normal samples only) + 5 focal + SmoothL1 through both networks.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import nullcontext
-from itertools import pairwise
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from core.common.config import ModelConfig, TrainConfig, replace
 from core.inference.predict import predict_batch
-from core.model.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-)
+from core.model.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from core.model.devices import seed_everything
-from core.model.distributed import SINGLE, World, rank_device, shard
+from core.model.distributed import SINGLE, World, rank_device
 from core.model.encoder import EncoderError
 from core.model.memory import Cancelled
 from core.model.network import DiffusionAD
-from core.model.segmenter import DOWNSAMPLING
-from core.train.data import TrainData, TrainingError, TrainProgress, chunk_bounds, model_channels
+from core.train.data import (
+    TrainData,
+    TrainingError,
+    TrainProgress,
+    check_trainable,
+    chunk_bounds,
+    model_channels,
+    out_of_memory_message,
+    resumed_recipe,
+)
 from core.train.feature_memory import build_memory
 from core.train.losses import DiffusionADLoss
 from core.train.pipeline import Batch, Draws, TrainingBatches, batch_loader, default_workers
+from core.train.ranks import TrainForward, distributed, global_sum, no_sync, share_memory, world_info
 from core.train.validation import held_out_validation
-
-MEMORY_BUFFERS = ("memory", "memory_tags", "feature_mean", "feature_std", "distance_scale", "distance_high")
-
-
 
 
 class Trainer:
@@ -64,19 +62,25 @@ class Trainer:
         channels: int | None = None,
         workers: int | None = None,
         world: World = SINGLE,
+        on_save: Callable[[Path, int], None] | Iterable[Callable[[Path, int], None]] = (),
+        checkpoint_info: Callable[[int], dict[str, Any]] | None = None,
     ):
         """``channels``: 1 or 3 forces a new model's channels; None chooses them by the images (1 when all are
         grey). A fine-tuned or resumed model keeps its own (see :func:`model_channels`). ``workers``: processes
         that make the training batches (``core.train.pipeline``; None: none on a CPU, a few beside a GPU); they change
         the speed, never the batches. ``world``: this process's rank among the processes of a ``torchrun`` run
         (``core.model.distributed``): each rank makes and trains its share of every batch, gradients are averaged by
-        DistributedDataParallel, and rank 0 alone builds the feature memory, validates and writes checkpoints."""
+        DistributedDataParallel, and rank 0 alone builds the feature memory, validates and writes checkpoints.
+        ``on_save`` (one or several): called with the path and step of each checkpoint once written (periodic, final
+        or :meth:`save`). ``checkpoint_info``: asked with the step right before each write, for header entries."""
         self.train_config = train_config
         self.out_dir = Path(out_dir)
         self.world = world
         self.device = rank_device(world, device)
         self.preview_every = preview_every
         self.info = dict(info or {})
+        self.on_save = [on_save] if callable(on_save) else list(on_save)
+        self.checkpoint_info = checkpoint_info
         self.step = 0
         self._opt_state = None
         if resume_from or init_from:
@@ -86,33 +90,14 @@ class Trainer:
             model_channels(data, channels, model_config, path)  # type: ignore[arg-type]
             if resume_from:
                 self.step, self._opt_state = ckpt.step, ckpt.optimizer
-                if ckpt.train_config is not None:
-                    # the checkpoint's recipe goes on; the caller sets the length and may change the micro-batch
-                    micro = train_config.micro_batch or ckpt.train_config.micro_batch
-                    self.train_config = train_config = ckpt.train_config.__class__(
-                        **{**ckpt.train_config.__dict__, "steps": train_config.steps, "micro_batch": micro}
-                    )
+                self.train_config = train_config = resumed_recipe(ckpt.train_config, train_config)
         else:  # a new model takes the range of its training images, and their channels (or the forced ones)
             model_config = replace(model_config, input_max=data.input_max, channels=model_channels(data, channels))
         self.data = data.on_range(model_config.input_max)
-        size = model_config.image_size
-        if any(im.shape[:2] != (size, size) for im in self.data.train[:1] + self.data.val[:1]):
-            h, w = (self.data.train or self.data.val)[0].shape[:2]
-            raise TrainingError(f"the training images were loaded at {w} x {h} px, but the model works at {size} px "
-                                "(load them at the base model's size: core.train.data.working_size)")
-        if resume_from or init_from:  # the model keeps its preset, whatever preset the caller named
-            base_preset = ckpt.info.get("preset")
-            if base_preset:
-                self.info["preset"] = base_preset
+        if (resume_from or init_from) and ckpt.info.get("preset"):  # the model keeps its preset, whatever is named
+            self.info["preset"] = ckpt.info["preset"]
         self.model_config = model_config
-        deepest = model_config.image_size // DOWNSAMPLING
-        smallest = min(b - a for a, b in pairwise(chunk_bounds(self.train_config.batch_size,
-                                                                  self.train_config.micro_batch)))
-        if deepest < 2 and smallest < 2:  # BatchNorm in training needs two values per channel
-            raise ValueError(
-                f"at {model_config.image_size} px the segmenter's deepest level is 1 x 1, so each batch or "
-                "micro-batch needs at least 2 images; raise the batch size or the micro-batch"
-            )
+        check_trainable(self.data, model_config, self.train_config)
         seed_everything(train_config.seed + self.step)
         try:
             self.model = DiffusionAD(model_config).to(self.device)
@@ -126,7 +111,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if world.world_size > 1 and self.device.type == "cuda":  # one set of batch statistics over all ranks
             self.model.segmenter = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.segmenter)
-        self._forward: torch.nn.Module = _TrainForward(self.model)
+        self._forward: torch.nn.Module = TrainForward(self.model)
         self.opt_denoiser = torch.optim.Adam(self.model.denoiser.parameters(), lr=train_config.lr_denoiser)
         self.opt_segmenter = torch.optim.Adam(self.model.segmenter.parameters(), lr=train_config.lr_segmenter)
         if self._opt_state:
@@ -139,6 +124,7 @@ class Trainer:
         self.workers = default_workers(self.device) if workers is None else workers
         self._batches: TrainingBatches | None = None
         self._batch_iter: Iterator[Batch] | None = None
+        self._preloaded: Iterator[list[torch.Tensor]] | None = None
         # a new model's feature memory is built from its training images before the first step; a fine-tuned
         # one adds the new images to the memory it has; a resumed one has its memory already
         self._memory_pending = model_config.features.enabled and not resume_from
@@ -179,11 +165,19 @@ class Trainer:
 
     def _next_batch(self) -> list[torch.Tensor]:
         """The next step's whole batch (with its diffusion draws), from the pipeline's workers."""
+        if self._preloaded is not None:
+            return next(self._preloaded)
         if self._batch_iter is None:
             batches = self._training_batches()
             batches.first_step = self.step
             self._batch_iter = iter(batch_loader(batches, self.workers, self.device))
         return self._on_device(next(self._batch_iter))
+
+    def preload_batches(self, count: int) -> None:
+        """Make ``count`` batches now, on the device, and train on them in turn from here on (to time the steps
+        without the making of batches)."""
+        made = [self._on_device(self._training_batches().batch(self.step + i)) for i in range(1, count + 1)]
+        self._preloaded = itertools.cycle(made)
 
     def close_batches(self) -> None:
         """End the batch workers (the next step starts new ones where training then is)."""
@@ -246,7 +240,7 @@ class Trainer:
             part = slice(start, stop)
             xs = x[part]
             last = stop == n
-            with self._no_sync(not last), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            with no_sync(self._forward, not last), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                 eps_s, eps_b, mask_logits = self._forward(xs, t_s[part], t_b[part], noise_s[part], noise_b[part],
                                                           None if tags is None else tags[part])
                 losses = self.loss_fn(eps_s, noise_s[part], eps_b, noise_b[part], mask_logits.float(), mask[part],
@@ -271,18 +265,7 @@ class Trainer:
         return dict(zip(keys, self._global_sum([total[k] for k in keys])))
 
     def _global_sum(self, values: list[float]) -> list[float]:
-        """``values`` summed over the ranks of a distributed run (unchanged in a single process)."""
-        if not self.world.launched:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-    def _no_sync(self, skip: bool):  # noqa: ANN202
-        """Within a step's micro-batches, gradients are averaged across ranks once, after the last one."""
-        if skip and isinstance(self._forward, DistributedDataParallel):
-            return self._forward.no_sync()
-        return nullcontext()
+        return global_sum(self.world, self.device, values)
 
     # ---- validation, preview, checkpoint -------------------------------------------------
     def _predict(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,40 +298,28 @@ class Trainer:
         self._memory_pending = False
 
     def _distribute(self) -> None:
-        """In a distributed run, wrap the training forward in DistributedDataParallel (once): the ranks start from
-        rank 0's weights; buffers (the memory, batch statistics) are not re-sent at each step."""
-        if self.world.launched and not isinstance(self._forward, DistributedDataParallel):
-            self._forward = DistributedDataParallel(
-                self._forward, device_ids=[self.device] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+        self._forward = distributed(self._forward, self.world, self.device)
 
-    def _world_info(self) -> dict[str, Any]:
-        """How the run was spread: its processes and each one's share of the batch (checkpoint header)."""
-        w = self.world.world_size if self.world.launched else 1
-        return {"world_size": w, "rank_batch_sizes": [len(shard(range(self.train_config.batch_size), r, w))
-                                                      for r in range(w)]}
-
-    def _share_memory(self) -> None:
-        """Rank 0's feature memory and statistics on every rank of a distributed run."""
-        if not self.world.launched or not self.model_config.features.enabled:
-            return
-        for name, buf in self.model.named_buffers():
-            if name in MEMORY_BUFFERS:
-                torch.distributed.broadcast(buf, src=0)
-        self._memory_pending = False
+    def world_info(self) -> dict[str, Any]:
+        """How the run is spread: its processes and each one's share of the batch (checkpoint header)."""
+        return world_info(self.world, self.train_config.batch_size)
 
     def save(self) -> Path:
+        """Write the checkpoint (weights, optimizer state, recipe, validation, header) and call the save hooks."""
+        extra = self.checkpoint_info(self.step) if self.checkpoint_info else {}
         ckpt = Checkpoint(
             model_config=self.model_config, state_dict=self.model.state_dict(), step=self.step,
             train_config=self.train_config,
             optimizer={"denoiser": self.opt_denoiser.state_dict(), "segmenter": self.opt_segmenter.state_dict()},
             metrics=self.metrics, threshold=self.threshold,
-            info={**self.info, **self._world_info(), "train_images": len(self.data.train),
+            info={**self.info, **extra, **self.world_info(), "train_images": len(self.data.train),
                   "val_images": len(self.data.val),
                   "train_sources": self.data.sources, "saved": time.strftime("%Y-%m-%dT%H:%M:%S")},
         )
         save_checkpoint(ckpt, self.checkpoint_path)
         self.last_checkpoint = self.checkpoint_path
+        for hook in self.on_save:
+            hook(self.checkpoint_path, self.step)
         return self.checkpoint_path
 
     # ---- the loop --------------------------------------------------------------------------
@@ -362,12 +333,13 @@ class Trainer:
         cfg = self.train_config
         total = cfg.steps
         times: deque[float] = deque(maxlen=20)
-        healthy, saved_at = True, -1
+        healthy, saved_at, validated_at = True, -1, -1
         if self._memory_pending:
             try:
                 if self.world.is_main:  # the other ranks receive it
                     yield from self._build_memory(cancel)
-                self._share_memory()
+                if share_memory(self.model, self.world):
+                    self._memory_pending = False
             except Cancelled:
                 yield TrainProgress(step=self.step, total=total, losses={}, images_per_s=0.0, eta_s=0.0, done=True,
                                     cancelled=True, message="cancelled while building the feature memory")
@@ -390,18 +362,13 @@ class Trainer:
                     raise TrainingError(f"training stopped: {err}{kept}") from None
                 except torch.OutOfMemoryError:
                     healthy = False
-                    chunk = min(cfg.micro_batch or cfg.batch_size, cfg.batch_size)
-                    raise TrainingError(
-                        f"out of memory at batch size {cfg.batch_size}"
-                        + (f" in micro-batches of {chunk}" if chunk < cfg.batch_size else "")
-                        + (f"; retry with micro-batches of {chunk // 2} (same batch, less memory) or a smaller batch"
-                           if chunk > 1 else "; retry with a smaller image size or preset")
-                    ) from None
+                    raise TrainingError(out_of_memory_message(cfg)) from None
                 times.append(time.perf_counter() - t0)
                 per_step = sum(times) / len(times)
                 validation = ckpt = preview = None
-                if main and cfg.validate_every and self.step % cfg.validate_every == 0:
-                    validation = self.validate()
+                # the last step validates whatever validate_every says: the model kept carries its threshold
+                if main and (cfg.validate_every and self.step % cfg.validate_every == 0 or self.step == total):
+                    validation, validated_at = self.validate(), self.step
                 if main and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     ckpt, saved_at = str(self.save()), self.step
                 if main and self.preview_every and self.step % self.preview_every == 0:
@@ -414,7 +381,7 @@ class Trainer:
         finally:
             self.close_batches()
             if main and healthy and saved_at != self.step and self.step > 0:
-                if self.step == total and self.data.val:
+                if self.step == total and validated_at != self.step:
                     self.validate()
                 self.save()
         yield TrainProgress(
@@ -423,22 +390,6 @@ class Trainer:
             done=True, cancelled=self.step < total,
             message=("cancelled" if self.step < total else "finished") + f" at step {self.step}",
         )
-
-
-class _TrainForward(torch.nn.Module):
-    """The model's training forward (one-step guided denoising, then the segmenter's logits) as one module, so
-    that DistributedDataParallel can wrap it."""
-
-    def __init__(self, model: DiffusionAD):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, t_s: torch.Tensor, t_b: torch.Tensor, noise_s: torch.Tensor,
-                noise_b: torch.Tensor, tags: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        diff = self.model.diffusion
-        x0 = diff.to_model_range(self.model.denoiser_view(x))
-        x0_g, eps_s, eps_b = diff.guided_from_noise(self.model.denoiser, x0, t_s, t_b, noise_s, noise_b)
-        return eps_s, eps_b, self.model.anomaly_logits(x, x0_g, tags)
 
 
 def fit(trainer: Trainer, cancel: Callable[[], bool] | None = None) -> TrainProgress:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from core.train.run import RunSpecError
+
 from ..app import show_error
 from ..paths import data_dir
 from ..widgets.training_panel import TrainingPanel
@@ -40,7 +42,7 @@ class TrainingController(QObject):
         self.start_job_with(resume=resume)
 
     def start_job_with(self, resume: bool = False, **overrides: object) -> None:
-        """Start a job from the form; ``overrides`` set fields of its :class:`JobSpec` (the self-test, scripts)."""
+        """Start a job from the form; ``overrides`` change options of its :class:`JobSpec` (the self-test, scripts)."""
         if self.jobs.running():
             show_error("Training", "A training job is already running; cancel it first.")
             return
@@ -50,8 +52,11 @@ class TrainingController(QObject):
         spec = self.panel.build_spec(str(out_dir), resume=resume)
         if spec is None:
             return
-        for key, value in overrides.items():
-            setattr(spec, key, value)
+        try:
+            spec = spec.changed(**overrides)
+        except RunSpecError as exc:
+            self.panel.status.setText(f"Cannot start: {exc}")
+            return
         self.jobs.start(spec)
         self.panel.job_started(spec)
         self.show_requested.emit(self.panel)

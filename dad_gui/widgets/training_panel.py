@@ -9,6 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.common.presets import DEFAULT_PRESET, PRESETS
+from core.train.run import RunSpec, RunSpecError
 
 from ..jobs import JobSpec
 from ..registry import Registry
@@ -29,6 +31,7 @@ from ..state import AppState
 
 NO_TEXTURES_TIP = "Optional folder of texture images that synthetic defects are cut from."
 RAW_LOSS_COLOUR, SMOOTH_LOSS_COLOUR = "#58a6ff88", "#ffa657"
+CHECKPOINT_EVERY, PREVIEW_EVERY = 50, 10  # a job's checkpoints and previews (validation: the preset's)
 
 
 def smoothing_factor(total_steps: int) -> float:
@@ -73,6 +76,18 @@ class TrainingPanel(QWidget):
             "Runs each batch in chunks of this many images and adds up their gradients: the same training "
             "in less memory, a little slower. Use it when a job runs out of memory."
         )
+        self.channels = QComboBox()
+        for text, value in (("auto (grey when every image is)", None), ("grey (1 channel)", 1),
+                            ("colour (3 channels)", 3)):
+            self.channels.addItem(text, value)
+        self.channels.setToolTip("The new model's input: grey models see colour images as their luminance. "
+                                 "A model trained further keeps its own.")
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1)
+        self.seed.setToolTip("Seed of the training's random draws: the same seed and options train the same model.")
+        self.grad_clip = QDoubleSpinBox(minimum=0.0, maximum=1000.0, decimals=2, singleStep=0.5)
+        self.grad_clip.setSpecialValueText("off")
+        self.grad_clip.setToolTip("Scales each network's gradient down to at most this norm before its step; guards "
+                                  "against the rare step that blows up the weights. Off is the published recipe.")
         self.textures = QLabel()
         self.pick_textures = QPushButton("Choose…")
         self.pick_textures.clicked.connect(self._pick_textures)
@@ -143,6 +158,12 @@ class TrainingPanel(QWidget):
         form.addRow("Steps", self.steps)
         form.addRow("Batch size", self.batch)
         form.addRow("Micro-batch", self.micro_batch)
+        form.addRow("Channels", self.channels)
+        srow = QHBoxLayout()
+        srow.addWidget(self.seed, 1)
+        srow.addWidget(QLabel("Gradient clip"))
+        srow.addWidget(self.grad_clip, 1)
+        form.addRow("Seed", srow)
         trow = QHBoxLayout()
         trow.addWidget(self.textures, 1)
         trow.addWidget(self.pick_textures)
@@ -188,12 +209,16 @@ class TrainingPanel(QWidget):
         vid = self.base.currentData()
         version = self.registry.versions.get(vid) if vid else None
         self.preset.setEnabled(version is None)  # fine-tuning keeps the base model's architecture
+        self.channels.setEnabled(version is None)  # and its channels
         if version is not None and version.preset:
             self.preset.setCurrentText(version.preset)
 
     def _preset_changed(self, name: str) -> None:
         if name in PRESETS:
-            self.batch.setValue(PRESETS[name][1].batch_size)
+            train_cfg = PRESETS[name][1]
+            self.batch.setValue(train_cfg.batch_size)
+            self.seed.setValue(train_cfg.seed)
+            self.grad_clip.setValue(train_cfg.grad_clip)
 
     def set_textures(self, folder: str | None) -> None:
         self.texture_folder = folder or None
@@ -218,24 +243,32 @@ class TrainingPanel(QWidget):
         self.add_folder_path(path)
 
     def build_spec(self, out_dir: str, resume: bool = False) -> JobSpec | None:
+        """The job the form describes (None, with the reason in the status line, when it cannot start)."""
+        try:
+            return self._spec(out_dir, resume)
+        except RunSpecError as exc:
+            self.status.setText(f"Cannot start: {exc}")
+            return None
+
+    def _spec(self, out_dir: str, resume: bool) -> JobSpec | None:
         if resume and self._last_spec is not None and self.last_checkpoint:
-            spec = self._last_spec
-            spec.resume_checkpoint = self.last_checkpoint
-            spec.base_checkpoint = None
-            spec.steps = max(spec.steps, self.steps.value())
-            spec.micro_batch = self.micro_batch.value()  # memory only: a resumed job keeps its batch
-            return spec
+            last = self._last_spec
+            # memory only: a resumed job keeps its batch and recipe
+            return last.changed(resume=self.last_checkpoint, init=None, micro_batch=self.micro_batch.value(),
+                                steps=max(last.run.steps or 0, self.steps.value()))
         folders = [self.folders.item(i).text() for i in range(self.folders.count())]
         if not folders and not self.state.marked_good:
             self.status.setText("Add at least one folder of good images (or mark images as good).")
             return None
         vid = self.base.currentData()
-        return JobSpec(folders=folders, out_dir=out_dir, preset=self.preset.currentText(), steps=self.steps.value(),
-                       base_checkpoint=str(self.registry.path(vid)) if vid else None,
-                       extra_images=sorted(self.state.marked_good), textures=self.texture_folder,
-                       batch_size=self.batch.value(), micro_batch=self.micro_batch.value(),
-                       brightness_defects=self.brightness.value() / 100,
-                       large_brightness=self.large_brightness.value() / 100)
+        return JobSpec(RunSpec(
+            data_dirs=folders, out_dir=out_dir, preset=self.preset.currentText(), steps=self.steps.value(),
+            init=str(self.registry.path(vid)) if vid else None, extra_images=sorted(self.state.marked_good),
+            textures=self.texture_folder, batch_size=self.batch.value(), micro_batch=self.micro_batch.value(),
+            seed=self.seed.value(), grad_clip=self.grad_clip.value(),
+            channels=None if vid else self.channels.currentData(),
+            brightness_defects=self.brightness.value() / 100, large_brightness=self.large_brightness.value() / 100,
+            checkpoint_every=CHECKPOINT_EVERY, preview_every=PREVIEW_EVERY))
 
     def _request(self, resume: bool) -> None:
         self.start_requested.emit(resume)
@@ -243,7 +276,7 @@ class TrainingPanel(QWidget):
     # ---- job messages ----------------------------------------------------------------------
     def job_started(self, spec: JobSpec) -> None:
         self._last_spec = spec
-        if not spec.resume_checkpoint:  # a resumed job continues its curve
+        if not spec.run.resume:  # a resumed job continues its curve
             self._losses, self._smoothed, self._ema = [], [], (0.0, 0.0)
         self._started_at = time.monotonic()
         self.start_btn.setEnabled(False)
@@ -257,7 +290,7 @@ class TrainingPanel(QWidget):
         self.progress.setValue(msg["step"])
         skipped = f", {len(msg['skipped'])} unreadable file(s) skipped" if msg.get("skipped") else ""
         textures = ""
-        if self._last_spec is not None and self._last_spec.textures:
+        if self._last_spec is not None and self._last_spec.run.textures:
             n = msg.get("textures", 0)
             textures = (f", {n} defect texture(s)" if n
                         else ", no readable texture in the folder (built-in sources used)")
