@@ -193,8 +193,9 @@ def test_cli_watch_ng_folder_restart_model_change_and_rotation(inspector, tiny_c
     assert "not a station log" in capsys.readouterr().err and other.read_text() == "a,b\n1,2\n"
     assert main(["watch", str(tiny_ckpt_file), str(folder), "--log", str(log), "--copy-ng"]) == 2
     assert "copy_ng needs ng_dir" in capsys.readouterr().err
-    assert main(["watch", str(tiny_ckpt_file), str(folder), "--log", str(log), "--threshold", "nan"]) == 2
-    assert "threshold must be a finite number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused while the options are read, before any file is touched
+        main(["watch", str(tiny_ckpt_file), str(folder), "--log", str(log), "--threshold", "nan"])
+    assert refused.value.code == 2 and "--threshold: must be a finite number" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["watch", "--help"])
     assert "--exit-when-idle" in capsys.readouterr().out
