@@ -39,7 +39,7 @@ def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
 
     from core.common.datasets import mvtec_test_samples
     from core.common.images import resize
-    from core.inference.evaluation import score_report
+    from core.inference.evaluation import predict_test, score_report
     from core.inference.inspector import Inspector
     from core.model.network import image_score, top_k_for
     from core.train.validation import defect_aurocs, synthetic_defects
@@ -59,12 +59,21 @@ def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
         return np.stack([r.anomaly_map for r in res]), np.stack([r.reconstruction for r in res])
 
     def test_maps() -> np.ndarray:
+        """The shown maps of the test images at the model's size (to be smoothed before `score_report`)."""
         maps = []
         for fr in inspector.inspect_files([s.path for s in samples]):
             if fr.result is None:
                 sys.exit(f"{fr.path}: {fr.error}")  # every test image is needed, as in the other tables
             maps.append(fr.result.anomaly_map)
         return np.stack(maps)
+
+    def test_report(sigma: float, raw: np.ndarray) -> dict:
+        """The test figures: an unsmoothed map as `dad eval` scores it (``predict_test``, ``score_report``)."""
+        if not sigma:
+            pred = predict_test(inspector, data)
+            return score_report(pred.samples, pred.scores, pred.maps)
+        t = smooth(raw, sigma)
+        return score_report(samples, score(t), list(t))
 
     def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
         return maps if not sigma else np.stack([cv2.GaussianBlur(m, (0, 0), sigma) for m in maps])
@@ -86,8 +95,7 @@ def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
                 b = smooth(bad_maps[name], sigma)
                 row[f"{name}_image_auroc"], row[f"{name}_pixel_auroc"] = defect_aurocs(
                     score(g), g, score(b), b, masks)
-            t = smooth(raw_test, sigma)
-            rep = score_report(samples, score(t), list(t))
+            rep = test_report(sigma, raw_test)
             row["test"] = {key: rep[key] for key in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")}
             row["test_uneven_pixel_auroc"] = rep["per_defect_pixel_auroc"].get("uneven")
             rows.append(row)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,12 @@ from _report import git_rev, machine, write_section  # noqa: E402
 
 from core.common.cpu import tune_cpu
 from core.common.datasets import mvtec_test_samples
-from core.common.images import resize
 from core.common.metrics import image_auroc
 from core.inference.inspector import Inspector
-from core.model.devices import fixed_noise, to_tensor
-from core.model.network import image_score, top_k_for
+from core.inference.latency import measure_latency
+from core.inference.predict import model_input
+from core.model.devices import fixed_noise
+from core.model.network import DiffusionAD
 
 
 def balanced_subset(root: str, n: int) -> list:
@@ -38,27 +38,39 @@ def balanced_subset(root: str, n: int) -> list:
     return pick(good, n // 2) + pick(bad, n - n // 2)
 
 
+def reconstruct(model: DiffusionAD, x: torch.Tensor, iterative: bool) -> torch.Tensor:
+    """The x0 estimate of model inputs x: the product's norm-guided one step with the fixed noise, or iterative DDPM
+    from t_s at the denoiser's resolution (64 px in pretrained)."""
+    if not iterative:
+        return model.reconstruct(x, *fixed_noise(model.noise_shape(x), x.device))
+    x0 = model.diffusion.to_model_range(model.denoiser_view(x))
+    return model.diffusion.reconstruct_iterative(model.denoiser, x0, generator=torch.Generator().manual_seed(0))
+
+
 @torch.inference_mode()
 def run(insp: Inspector, images: list[np.ndarray], iterative: bool, batch: int) -> tuple[np.ndarray, float, float]:
-    model, diff, dev = insp.model, insp.model.diffusion, insp.device
-    scores, recon_s, total_s = [], 0.0, 0.0
-    for i in range(0, len(images), batch):
-        x = to_tensor([resize(im, insp.config.image_size) for im in images[i : i + batch]], dev, insp.config.channels)
-        t0 = time.perf_counter()
-        x0 = diff.to_model_range(model.denoiser_view(x))  # the denoiser's resolution (64 px in pretrained)
-        if iterative:
-            x0_hat = diff.reconstruct_iterative(model.denoiser, x0, generator=torch.Generator().manual_seed(0))
-        else:
-            ns, nb = fixed_noise(model.noise_shape(x), dev)
-            x0_hat = diff.reconstruct(model.denoiser, x0, ns, nb)
-        t1 = time.perf_counter()
-        amap = model.anomaly_map(x, x0_hat)
-        scores.append(image_score(amap, top_k_for(insp.config, *amap.shape[-2:])).cpu().numpy())
-        t2 = time.perf_counter()
-        recon_s += t1 - t0
-        total_s += t2 - t0
-    n = len(images)
-    return np.concatenate(scores), 1000 * recon_s / n, 1000 * total_s / n
+    """Image scores, and median ms per image of the reconstruction and of the whole pipeline (the map's parts from
+    that reconstruction: ``DiffusionAD.parts_of``, the code of ``Inspector.predict``), each full batch run once.
+
+    The images enter as ``Inspector.predict`` takes them (``core.inference.predict.model_input``), outside the
+    timing; a last, smaller batch is scored, not timed."""
+    model = insp.model.eval()
+    xs = [model_input(model, images[i:i + batch], insp.device) for i in range(0, len(images), batch)]
+    timed = [x for x in xs if len(x) == len(xs[0])]
+    turn = iter(timed)
+    recon = measure_latency(lambda: reconstruct(model, next(turn), iterative), len(xs[0]), repeats=len(timed),
+                            warmup=0, device=insp.device)
+    scores: list[np.ndarray] = []
+
+    def pipeline(x: torch.Tensor) -> None:
+        scores.append(model.parts_of(x, reconstruct(model, x, iterative)).score.cpu().numpy())
+
+    turn = iter(xs)
+    whole = measure_latency(lambda: pipeline(next(turn)), len(xs[0]), repeats=len(timed), warmup=0,
+                            device=insp.device)
+    for x in turn:
+        pipeline(x)
+    return np.concatenate(scores), recon.ms_per_image, whole.ms_per_image
 
 
 def main() -> None:
@@ -86,7 +98,8 @@ def main() -> None:
         f"Machine: {machine()}. Commit {git_rev()}.\n\n"
         f"Command: `python bench/one_step.py CKPT {args.data} --images {args.images}` with the checkpoint of the "
         f"real-data benchmark (preset `{insp.checkpoint.info.get('preset', '?')}`, step {insp.checkpoint.step}). "
-        f"{len(images)} test images ({int(labels.sum())} defective), batch {args.batch}.\n\n"
+        f"{len(images)} test images ({int(labels.sum())} defective), batch {args.batch}; ms per image: the median "
+        "over the batches, each run once (`core.inference.latency`).\n\n"
         "| method | denoiser passes / image | reconstruction ms/img | pipeline ms/img | I-AUROC |\n"
         "|---|---|---|---|---|\n"
         f"| norm-guided one-step (t_s {t_s}, t_b {insp.config.diffusion.t_big}) | 2 (one batch of 2B) | "

@@ -404,7 +404,7 @@ def draem_point_report(run: str, point: str, data: str, per_type: bool = False) 
 
 
 def cached_report(key: str, make, per_type: bool = False) -> dict:  # noqa: ANN001
-    """Metrics cached in S.REC/reports.json (`make` runs only when `key` is missing or, with `per_type`, when
+    """Metrics cached in REC/reports.json (`make` runs only when `key` is missing or, with `per_type`, when
     its report was made before score_report gave per-defect pixel figures)."""
     cache = load_json("reports")
     if key not in cache or (per_type and "per_defect_pixels" not in cache[key]):

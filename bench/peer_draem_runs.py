@@ -198,33 +198,23 @@ def train_ours(name: str, preset: str, data: str, textures: str, minutes: float,
 
 
 LATENCY_CHILD = """
-import json, resource, statistics, sys, time
-import numpy as np, torch
-from core.inference.inspector import Inspector
+import json, sys
 from core.common.cpu import tune_cpu
+from core.inference.inspector import Inspector
+from core.inference.latency import measure_latency
 tune_cpu()
 insp = Inspector.from_checkpoint(sys.argv[1], device="cpu")
-batch = int(sys.argv[2])
-size = int(sys.argv[4])
-images = [np.random.default_rng(0).random((size, size, 3), dtype=np.float32) for _ in range(batch)]
-times = []
-for i in range(2 + int(sys.argv[3])):  # two warm-up runs, then the median, as for DRAEM
-    t0 = time.perf_counter()
-    insp.predict(images)
-    if i >= 2:
-        times.append(time.perf_counter() - t0)
-hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]  # ru_maxrss survives exec
-peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"ms_per_image": 1000 * statistics.median(times) / batch, "peak_rss_mib": peak}))
+lat = measure_latency(insp, int(sys.argv[2]), repeats=int(sys.argv[3]), warmup=2, input_size=int(sys.argv[4]))
+print(json.dumps({"ms_per_image": lat.ms_per_image, "ms_min": lat.ms_min, "ms_max": lat.ms_max,
+                  "peak_rss_mib": lat.peak_mib}))
 """
 
 
 def our_latency(ckpt: Path, batch: int) -> dict:
-    """Whole pipeline per S.SIZE x S.SIZE image (median) in a fresh process, with its peak memory."""
+    """Whole pipeline per SIZE x SIZE image in a fresh process (``core.inference.latency``: median of 10 runs at
+    batch 1, 5 at batch 8, after two warm-up runs, as for DRAEM), with the peak resident memory of the runs."""
     res = subprocess.run([sys.executable, "-c", LATENCY_CHILD, str(ckpt), str(batch), "10" if batch == 1 else "5",
-                          str(S.SIZE)],
-                         capture_output=True,
-                         text=True, check=True, cwd=ROOT)
+                          str(S.SIZE)], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,7 +19,7 @@ from _report import git_rev, machine, write_section  # noqa: E402
 
 from core.common.config import DenoiserConfig, ModelConfig, SegmenterConfig
 from core.common.cpu import tune_cpu
-from core.inference.inspector import Inspector
+from core.inference.latency import inspector_for, measure_latency
 from core.model.network import DiffusionAD, count_parameters
 
 
@@ -42,17 +40,9 @@ def candidates() -> dict[str, ModelConfig]:
 
 
 def time_config(cfg: ModelConfig, batch: int, repeats: int) -> float:
+    """Best of ``repeats`` runs, ms per image (``core.inference.latency``)."""
     torch.manual_seed(0)
-    model = DiffusionAD(cfg).to(memory_format=torch.channels_last)
-    insp = Inspector(model, torch.device("cpu"))
-    imgs = [np.random.default_rng(i).random((256, 256, 3), dtype=np.float32) for i in range(batch)]
-    insp.predict(imgs)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        insp.predict(imgs)
-        best = min(best, time.perf_counter() - t0)
-    return 1000 * best / batch
+    return measure_latency(inspector_for(DiffusionAD(cfg)), batch, repeats=repeats, warmup=1).ms_min
 
 
 def main() -> None:

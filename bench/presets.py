@@ -20,19 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import git_rev, machine, write_section  # noqa: E402
 
 CHILD = """
-import json, resource, sys, torch
+import json, sys
 from core.common.cpu import tune_cpu
-from core.inference.latency import time_inference
+from core.inference.latency import inspector_for, measure_latency
 from core.model.network import DiffusionAD, count_parameters
 from core.common.presets import get_preset
 tune_cpu()
 name, batch, device, repeats = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 model = DiffusionAD(get_preset(name)[0])
 params = count_parameters(model)
-ms = time_inference(model, batch, repeats=repeats, device=device)
-peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-print(json.dumps({"ms": ms, "peak_mib": peak, "params": params}))
+lat = measure_latency(inspector_for(model, device), batch, repeats=repeats, warmup=1)
+print(json.dumps({"ms": lat.ms_min, "ms_median": lat.ms_per_image, "peak_mib": lat.peak_mib, "params": params}))
 """
 
 
@@ -56,12 +54,13 @@ def main() -> None:
                f"{1000 / r8['ms']:.1f} | {r1['peak_mib']:.0f} | {r8['peak_mib']:.0f} |")
         print(row, flush=True)
         rows.append(row)
-    mem = "GPU max allocated" if args.device.startswith("cuda") else "process peak RSS"
+    mem = "GPU max allocated" if args.device.startswith("cuda") else "process peak RSS while inspecting"
     body = (
         f"## Presets: speed and memory ({args.device})\n\n"
         f"Machine: {machine()}. Commit {git_rev()}.\n\n"
-        f"Command: `python bench/presets.py --device {args.device}`. Best of several runs; whole pipeline "
-        f"per 256² input (2 denoiser passes batched + segmenter); memory is the {mem}.\n\n"
+        f"Command: `python bench/presets.py --device {args.device}`. Best of several runs "
+        f"(`core.inference.latency`); whole pipeline per 256² input (2 denoiser passes batched + "
+        f"segmenter); memory is the {mem}.\n\n"
         "| preset | parameters | ms/img batch 1 | ms/img batch 8 | images/s batch 8 | peak MiB b1 | peak MiB b8 |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )

@@ -61,9 +61,10 @@ from bench._report import git_rev, machine, publish, save_json  # noqa: E402
 from core.common.cpu import tune_cpu
 from core.common.datasets import list_images, mvtec_test_samples
 from core.common.presets import get_preset
-from core.inference.evaluation import EVAL_SIZE, score_report
+from core.inference.evaluation import EVAL_SIZE, SplitPrediction, predict_test, score_report
 from core.inference.inspector import Inspector
-from core.model.devices import fixed_noise, to_tensor
+from core.inference.latency import inspector_for, measure_latency
+from core.inference.predict import ImageParts
 from core.model.features import fuse
 from core.model.network import DiffusionAD, image_score, top_k_for
 from core.train.data import TrainData
@@ -104,65 +105,56 @@ def train(name: str, synthesis: dict, minutes: float, data_root: Path, seed: int
 def _smooth(maps: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(m, (0, 0), 4) for m in maps])
 
-def _batch(insp: Inspector, paths: list) -> torch.Tensor:
-    size = insp.config.image_size
-    return to_tensor([cv2.resize(insp.read_image(p), (size, size), interpolation=cv2.INTER_AREA) for p in paths],
-                     insp.device, insp.config.channels)
+def _parts(insp: Inspector, paths: list, high: float | None = None) -> ImageParts:
+    """The parts of each image's map by the library's path (``Inspector.predict_parts``: the resize, noise and code
+    of ``Inspector.predict``), read 8 images at a time."""
+    return ImageParts.concatenate([insp.predict_parts([insp.read_image(p) for p in paths[i:i + 8]], high=high)
+                                   for i in range(0, len(paths), 8)])
 
-def _maps_without_segmenter(model: DiffusionAD, x: torch.Tensor, x0_hat: torch.Tensor) -> list[np.ndarray]:
-    """The smoothed memory-distance and reconstruction-difference maps of images x, at their size."""
-    dist = torch.nn.functional.interpolate(model.memory_distance(model.embed(x)), size=x.shape[-2:],
-                                           mode="bilinear", align_corners=False)
-    diff = (x - model.reconstruction(x0_hat, x)).abs().mean(1, keepdim=True)
-    return [_smooth(m[:, 0].numpy()) for m in (dist, diff)]
+def _maps_without_segmenter(parts: ImageParts) -> list[np.ndarray]:
+    """The smoothed memory-distance and reconstruction-difference maps of the images, at the model's size."""
+    size = parts.difference.shape[-2:]
+    dist = torch.nn.functional.interpolate(torch.from_numpy(parts.patch_distance)[:, None], size=size,
+                                           mode="bilinear", align_corners=False)[:, 0].numpy()
+    return [_smooth(dist), _smooth(parts.difference)]
 
-@torch.inference_mode()
+def _figures(rep: dict) -> dict:
+    return {k: rep[k] for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "per_defect_pixel_auroc",
+                                "per_defect_image_auroc")}
+
+def shown_map_figures(insp: Inspector, split_root: Path) -> tuple[dict, SplitPrediction]:
+    """The figures of the model's shown map on ``split_root``'s test images: `dad eval`'s own path
+    (``core.inference.evaluation.predict_test`` and ``score_report``)."""
+    pred = predict_test(insp, split_root)
+    return _figures(score_report(pred.samples, pred.scores, pred.maps)), pred
+
 def score(checkpoint: Path, split_root: Path, ablation: bool = False) -> dict:
-    """Our metric code on ``split_root``'s test images: the model's maps, and with ``ablation`` the maps
-    made without the segmenter from the same model (memory distance, reconstruction difference, both)."""
+    """Our metric code on ``split_root``'s test images: the model's shown map (as `dad eval` scores it), and with
+    ``ablation`` the maps made without the segmenter from the same model (memory distance, reconstruction
+    difference, both)."""
     insp = Inspector.from_checkpoint(checkpoint, device="cpu")
-    model, size = insp.model, insp.config.image_size
-    samples = mvtec_test_samples(split_root)
-    maps: dict[str, list[np.ndarray]] = {k: [] for k in MAP_KINDS}
-    scores: dict[str, list[float]] = {k: [] for k in MAP_KINDS}
-    t0 = time.perf_counter()
-    for i in range(0, len(samples), 8):
-        x = _batch(insp, [s.path for s in samples[i:i + 8]])
-        x0_hat = model.reconstruct(x, *fixed_noise(model.noise_shape(x), insp.device))
-        amap = model.anomaly_map(x, x0_hat)
-        k = top_k_for(insp.config, size, size)
-        maps["segmenter"] += list(amap[:, 0].numpy())
-        scores["segmenter"] += image_score(amap, k).tolist()
-        if not ablation:
-            continue
-        raw = _maps_without_segmenter(model, x, x0_hat)
-        for kind, sm in zip(("memory distance", "reconstruction difference"), raw):
-            maps[kind] += list(sm)
-            scores[kind] += sm.reshape(len(sm), -1).max(1).tolist()
-    seconds = time.perf_counter() - t0
-    if ablation:  # both: each map standardised by its statistics over good training images, then added
-        stats = _good_statistics(insp, split_root)
-        for d, r in zip(maps["memory distance"], maps["reconstruction difference"]):
-            both = (d - stats[0][0]) / stats[0][1] + (r - stats[1][0]) / stats[1][1]
-            maps["distance + difference"].append(both)
-            scores["distance + difference"].append(float(both.max()))
-    out: dict = {"seconds": seconds, "images": len(samples)}
-    for kind in MAP_KINDS:
-        if maps[kind]:
-            rep = score_report(samples, np.array(scores[kind]),
-                               [cv2.resize(m, (EVAL_SIZE, EVAL_SIZE)) for m in maps[kind]])
-            out[kind] = {k: rep[k] for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap",
-                                            "per_defect_pixel_auroc", "per_defect_image_auroc")}
+    shown, pred = shown_map_figures(insp, split_root)
+    out: dict = {"seconds": pred.seconds, "images": len(pred.samples), "segmenter": shown}
+    if not ablation:
+        return out
+    samples = pred.samples
+    maps = dict(zip(("memory distance", "reconstruction difference"),
+                    _maps_without_segmenter(_parts(insp, [s.path for s in samples]))))
+    # both: each map standardised by its statistics over good training images, then added
+    stats = _good_statistics(insp, split_root)
+    maps["distance + difference"] = ((maps["memory distance"] - stats[0][0]) / stats[0][1]
+                                     + (maps["reconstruction difference"] - stats[1][0]) / stats[1][1])
+    for kind in MAP_KINDS[1:]:
+        m = maps[kind]
+        out[kind] = _figures(score_report(samples, m.reshape(len(m), -1).max(1),
+                                          [cv2.resize(a, (EVAL_SIZE, EVAL_SIZE)) for a in m]))
     return out
 
-@torch.inference_mode()
 def _good_statistics(insp: Inspector, split_root: Path) -> list[tuple[float, float]]:
     """Mean and standard deviation of the memory-distance and reconstruction-difference maps over 32 training
     images (good ones, never test images), so that the two can be added on one scale."""
-    model = insp.model
-    x = _batch(insp, list_images(split_root.parent / "magnetic_tile" / "train" / "good")[::16][:32])
-    x0_hat = model.reconstruct(x, *fixed_noise(model.noise_shape(x), insp.device))
-    return [(float(m.mean()), float(m.std()) + 1e-6) for m in _maps_without_segmenter(model, x, x0_hat)]
+    paths = list_images(split_root.parent / "magnetic_tile" / "train" / "good")[::16][:32]
+    return [(float(m.mean()), float(m.std()) + 1e-6) for m in _maps_without_segmenter(_parts(insp, paths))]
 
 def cmd_choose(args: argparse.Namespace) -> None:
     path = RESULTS / "choose.json"
@@ -203,29 +195,25 @@ def distance_high(insp: Inspector) -> tuple[float, float]:
     return distance_calibration(insp.model, data.train, tc.seed, insp.device)
 
 
-@torch.inference_mode()
-def score_fusions(insp: Inspector, split_root: Path, high: float) -> dict:
-    """Each fusion candidate's figures on ``split_root``'s test images (and the distance's probability alone)."""
-    model, size = insp.model, insp.config.image_size
+def score_fusions(insp: Inspector, split_root: Path, high: float | None = None) -> dict:
+    """Each fusion candidate's figures on ``split_root``'s test images (and the distance's probability alone), with
+    the distance calibrated by ``high`` (None: the model's own). The model's own map with its own calibration is
+    scored as `dad eval` scores it (:func:`shown_map_figures`); the others from the parts of the same path."""
     samples = mvtec_test_samples(split_root)
-    k = top_k_for(insp.config, size, size)
-    maps: dict[str, list[np.ndarray]] = {f: [] for f in (*FUSIONS, "dist")}
-    scores: dict[str, list[float]] = {f: [] for f in maps}
-    for i in range(0, len(samples), 8):
-        x = _batch(insp, [s.path for s in samples[i:i + 8]])
-        x0_hat = model.reconstruct(x, *fixed_noise(model.noise_shape(x), insp.device))
-        logits, dist = model._head(x, x0_hat)
-        p_seg = torch.sigmoid(logits.float())
-        p_dist = model.distance_probability_map(dist, (size, size), high)
-        for f in maps:
-            m = p_dist if f == "dist" else fuse(p_seg, p_dist, f)
-            maps[f] += list(m[:, 0].numpy())
-            scores[f] += image_score(m, k).tolist()
+    parts = _parts(insp, [s.path for s in samples], high)
+    if parts.distance is None:
+        raise SystemExit(f"{split_root}: the model has no calibrated memory distance; give its calibration")
+    k = top_k_for(insp.config, *parts.head.shape[-2:])
+    p_seg, p_dist = torch.from_numpy(parts.head)[:, None], torch.from_numpy(parts.distance)[:, None]
+    shown = insp.config.features.fusion if high is None else None
     out = {}
-    for f in maps:
-        rep = score_report(samples, np.array(scores[f]), [cv2.resize(m, (EVAL_SIZE, EVAL_SIZE)) for m in maps[f]])
-        out[f] = {key: rep[key] for key in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "per_defect_pixel_auroc",
-                                            "per_defect_image_auroc")}
+    for f in (*FUSIONS, "dist"):
+        if f == shown:
+            out[f] = shown_map_figures(insp, split_root)[0]
+        else:
+            m = p_dist if f == "dist" else fuse(p_seg, p_dist, f)
+            out[f] = _figures(score_report(samples, image_score(m, k).numpy(),
+                                           [cv2.resize(a, (EVAL_SIZE, EVAL_SIZE)) for a in m[:, 0].numpy()]))
         print(split_root.name, FUSION_NAMES[f], _cells(out[f]), flush=True)
     return out
 
@@ -263,38 +251,23 @@ def cmd_size(args: argparse.Namespace) -> None:
                              size=128)
         save_json(path, rec)
     insp = Inspector.from_checkpoint(ROOT / rec["train"]["checkpoint"], device="cpu")
-    high = float(insp.model.distance_high)
-    rec["distance_high"] = high
-    rec["val"] = score_fusions(insp, DATA / "magnetic_tile_val", high)
+    rec["distance_high"] = float(insp.model.distance_high)
+    rec["val"] = score_fusions(insp, DATA / "magnetic_tile_val")  # the model's own calibration: its shown map
     fused = json.loads((RESULTS / "fuse.json").read_text())
     means = {"128": _mean3(rec["val"]["mean"]), "256": _mean3(fused["val"]["mean"])}
     rec["chosen"] = {"size": 128 if means["128"] >= means["256"] + 0.01 else 256, "means": means}
     rec["machine"], rec["rev"] = machine(), git_rev()
     print("chosen:", json.dumps(rec["chosen"]), flush=True)
     save_json(path, rec)  # the choice is on record before the test split is scored
-    rec["test"] = score_fusions(insp, DATA / "magnetic_tile", high)
+    rec["test"] = score_fusions(insp, DATA / "magnetic_tile")
     save_json(path, rec)
 
 
 def cmd_speed(args: argparse.Namespace) -> None:
-    from core.model.network import DiffusionAD
-
     rows = {}
     for name in ("pretrained", "fast"):
-        model_cfg, _ = get_preset(name)
-        model = DiffusionAD(model_cfg).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        images = [np.random.default_rng(i).random((256, 256, 3), dtype=np.float32) for i in range(8)]
-        from core.inference.predict import predict_batch
-
-        row = {}
-        for b in (1, 8):
-            predict_batch(model, images[:b], torch.device("cpu"))  # warm up
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                predict_batch(model, images[:b], torch.device("cpu"))
-                times.append((time.perf_counter() - t) * 1000 / b)
-            row[f"b{b}"] = float(np.median(times))
+        insp = inspector_for(DiffusionAD(get_preset(name)[0]))
+        row = {f"b{b}": measure_latency(insp, b, repeats=args.repeats, warmup=1).ms_per_image for b in (1, 8)}
         rows[name] = row
         print(name, row, flush=True)
     save_json(RESULTS / "speed.json", {"rows": rows, "machine": machine(), "threads": torch.get_num_threads(),
@@ -400,8 +373,6 @@ def cmd_report(args: argparse.Namespace) -> None:
     publish("pretrained", "\n".join(lines))
 
 def main() -> None:
-    tune_cpu()
-    torch.set_num_threads(2)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("choose")
@@ -417,6 +388,8 @@ def main() -> None:
     s.add_argument("--repeats", type=int, default=5)
     sub.add_parser("report")
     args = ap.parse_args()
+    tune_cpu()
+    torch.set_num_threads(2)
     stages = {"choose": cmd_choose, "final": cmd_final, "fuse": cmd_fuse, "size": cmd_size, "speed": cmd_speed,
               "report": cmd_report}
     stages[args.cmd](args)

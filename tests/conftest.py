@@ -48,21 +48,25 @@ def good_folder(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def mvtec_folder(tmp_path: Path) -> Path:
-    """An MVTec-AD-layout folder: train/good, test/good, test/spot with ground_truth masks."""
-    root = tmp_path / "product"
-    rng = np.random.default_rng(1)
+def write_mvtec(root: Path, rng: np.random.Generator, tests: int = 4) -> Path:
+    """An MVTec-AD-layout folder at ``root``: 10 train/good images, ``tests`` test/good and test/spot images with
+    ground_truth masks."""
     for sub in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
         (root / sub).mkdir(parents=True)
     for i in range(10):
         cv2.imwrite(str(root / "train/good" / f"{i:03d}.png"), make_good(rng))
-    for i in range(4):
+    for i in range(tests):
         cv2.imwrite(str(root / "test/good" / f"{i:03d}.png"), make_good(rng))
         img, mask = make_defect(rng)
         cv2.imwrite(str(root / "test/spot" / f"{i:03d}.png"), img)
         cv2.imwrite(str(root / "ground_truth/spot" / f"{i:03d}_mask.png"), mask)
     return root
+
+
+@pytest.fixture
+def mvtec_folder(tmp_path: Path) -> Path:
+    """An MVTec-AD-layout folder: train/good, test/good, test/spot with ground_truth masks."""
+    return write_mvtec(tmp_path / "product", np.random.default_rng(1))
 
 
 @pytest.fixture(autouse=True, scope="session")

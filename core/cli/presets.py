@@ -20,9 +20,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
         line = (f"{name:15s} {cfg.image_size:5d} {count_parameters(meta.denoiser) / 1e6:10.2f} "
                 f"{count_parameters(meta.segmenter) / 1e6:11.2f}")
         if args.measure and (name != "paper" or args.measure_paper):
-            from core.inference.latency import time_inference
+            from core.inference.latency import inspector_for, measure_latency
 
-            b1, b8 = (time_inference(DiffusionAD(cfg), b, repeats=2) for b in (1, 8))
+            insp = inspector_for(DiffusionAD(cfg))
+            b1, b8 = (measure_latency(insp, b, repeats=2, warmup=1).ms_per_image for b in (1, 8))
             line += f"  {b1:9.1f} {b8:9.1f}"
         print(line, flush=True)
     if not args.measure:

@@ -10,7 +10,7 @@ import torch
 
 from core.common.images import ImageReadError, read_image
 from core.common.results import FileResult, InspectionResult, Judged, unusable
-from core.inference.predict import predict_batch
+from core.inference.predict import ImageParts, predict_batch, predict_parts_batch
 from core.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights
 from core.model.devices import pick_device
 from core.model.encoder import EncoderError
@@ -62,6 +62,18 @@ class Inspector:
         return [
             InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
         ]
+
+    def predict_parts(self, images: Sequence[np.ndarray], batch_size: int = 8,
+                      high: float | None = None) -> ImageParts:
+        """The parts of each image's map (``DiffusionAD.map_parts``) at the model's size, ``batch_size`` images at a
+        time: the same resize, noise and code as :meth:`predict`, whose maps and scores they include. ``high``: the
+        distance's calibration instead of the model's own (a model saved without one, or to try another)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if not images:
+            raise ValueError("no images to inspect")
+        return ImageParts.concatenate([predict_parts_batch(self.model, images[i:i + batch_size], self.device, high)
+                                       for i in range(0, len(images), batch_size)])
 
     def read_image(self, path: str | Path) -> np.ndarray:
         """An image file as this model sees it: float32 RGB in [0, 1], scaled by the model's input range."""

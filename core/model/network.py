@@ -25,6 +25,22 @@ class Prediction(NamedTuple):
     score: Tensor  # [N]
 
 
+class MapParts(NamedTuple):
+    """What the shown anomaly map is made of, for a batch at model resolution (:meth:`DiffusionAD.map_parts`).
+
+    ``distance`` and ``patch_distance`` are None for a model without the pretrained encoder's memory;
+    ``distance`` also for one saved without the distance's calibration (``features.fusion`` none) unless one is given.
+    """
+
+    reconstruction: Tensor  # [N, C, H, W] in [0, 1]
+    head: Tensor  # [N, 1, H, W] the segmentation head's probability
+    distance: Tensor | None  # [N, 1, H, W] the memory distance's probability (smoothed, calibrated)
+    patch_distance: Tensor | None  # [N, 1, h, w] each patch's distance to the memory, over the typical one
+    difference: Tensor  # [N, 1, H, W] |image - reconstruction|, mean over the channels
+    anomaly_map: Tensor  # [N, 1, H, W] the shown map: the head's, or its join with the distance's
+    score: Tensor  # [N] the image score: top-k mean of the shown map
+
+
 def top_k_for(cfg: ModelConfig, h: int, w: int) -> int:
     """k of the top-k mean score, scaled from k at 256 x 256 to the map size (at least 1)."""
     return max(1, round(cfg.score_top_k * h * w / 256**2))
@@ -97,11 +113,23 @@ class DiffusionAD(nn.Module):
 
     def forward(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Prediction:
         """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range, ``noise_shape``)."""
-        x0_hat = self.reconstruct(x, noise_s, noise_b)
-        amap = self.anomaly_map(x, x0_hat)
-        recon = self.reconstruction(x0_hat, x)
+        parts = self.map_parts(x, noise_s, noise_b)
+        return Prediction(parts.reconstruction, parts.anomaly_map, parts.score)
+
+    def map_parts(self, x: Tensor, noise_s: Tensor, noise_b: Tensor, high: float | None = None) -> MapParts:
+        """:meth:`forward` with the parts its map is made of. ``high``: the distance's calibration to use instead of
+        the model's own (``distance_high``), for a model saved without one or to try another; a fused map then
+        joins that distance. Without ``high`` the map and score are those of :meth:`forward` (the same code)."""
+        return self.parts_of(x, self.reconstruct(x, noise_s, noise_b), high)
+
+    def parts_of(self, x: Tensor, x0_hat: Tensor, high: float | None = None) -> MapParts:
+        """:meth:`map_parts` of images x given their reconstruction x0_hat (model range, e.g. an iterative one)."""
+        p_seg, p_dist, dist = self._probabilities(x, x0_hat, high)
+        amap = self._join(p_seg, p_dist)
+        recon = self.reconstruction(x0_hat, x).float()
+        difference = (x.float() - recon).abs().mean(1, keepdim=True)
         k = top_k_for(self.config, amap.shape[-2], amap.shape[-1])
-        return Prediction(recon.float(), amap, image_score(amap, k))
+        return MapParts(recon, p_seg, p_dist, dist, difference, amap, image_score(amap, k))
 
     def reconstruct(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Tensor:
         """The norm-guided one-step x0 estimate (model range, the denoiser's resolution) of images x in [0, 1]."""
@@ -115,12 +143,23 @@ class DiffusionAD(nn.Module):
     def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
         """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range): the
         segmenter's, or with ``features.fusion`` its join with the calibrated memory distance."""
+        return self._join(*self._probabilities(x, x0_hat)[:2])
+
+    def _probabilities(self, x: Tensor, x0_hat: Tensor,
+                       high: float | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The head's probability, the distance's (None without a memory or a calibration) and the patch distances."""
         logits, dist = self._head(x, x0_hat)
         p_seg = torch.sigmoid(logits.float())
+        if dist is None or (high is None and not hasattr(self, "distance_high")):
+            return p_seg, None, dist
+        return p_seg, self.distance_probability_map(dist, x.shape[-2:], high), dist
+
+    def _join(self, p_seg: Tensor, p_dist: Tensor | None) -> Tensor:
+        """The shown map: the head's probability, or with ``features.fusion`` its join with the distance's."""
         fusion = self.config.features.fusion
-        if dist is None or fusion == "none":
+        if p_dist is None or fusion == "none":
             return p_seg
-        return fuse(p_seg, self.distance_probability_map(dist, x.shape[-2:]), fusion)
+        return fuse(p_seg, p_dist, fusion)
 
     def distance_probability_map(self, dist: Tensor, size: tuple[int, int] | torch.Size,
                                  high: float | Tensor | None = None) -> Tensor:
