@@ -55,17 +55,9 @@ def _check_int_tuple(cfg: Any, name: str, lo: int, hi: int, min_len: int, max_le
 
 
 DATA_RANGES = ("unit", "symmetric")
-
-
 FOREGROUNDS = ("none", "region", "auto")
-
-
 GREY_SOURCES = ("auto", "always", "never")
-
-
 CHANNELS = (1, 3)  # grey, colour
-
-
 FUSIONS = ("none", "mean", "or")  # core.model.features.fuse
 
 

@@ -8,8 +8,6 @@ import sys
 import threading
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
 _tuned = False
 
 

@@ -23,8 +23,6 @@ from core import MAX_PIXELS
 Image = np.ndarray  # float32 [H, W, 3] in [0, 1]
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
 MAX_SIDE = 4096  # decoded images with a longer side are shrunk before float conversion (memory bound)
 
 
@@ -255,8 +253,6 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, as OpenCV's RGB2GRAY and YCrCb
-
-
 GREY_TOLERANCE = 1 / 255
 
 

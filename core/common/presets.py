@@ -63,8 +63,6 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
                     lr_denoiser=1e-3, lr_segmenter=1e-3, synthesis=SynthesisConfig()),
     ),
 }
-
-
 DEFAULT_PRESET = "pretrained"
 
 

@@ -26,8 +26,6 @@ from core.common.fileio import atomic_write_bytes
 from core.model.network import check_model_size
 
 FORMAT_VERSION = 1
-
-
 META_KEY = "dad"
 
 

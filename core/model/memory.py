@@ -23,8 +23,6 @@ import torch
 from torch import Tensor
 
 CHUNK_BYTES = 64 * 2**20  # the largest [queries, bank] distance block nearest_neighbors builds at once
-
-
 ROW_ALIGN = 8  # query blocks are padded to whole tiles of the matrix product: the same result for any chunk
 
 

@@ -15,11 +15,7 @@ from core.common.fileio import atomic_write_bytes
 from core.common.results_csv import RESULT_COLUMNS
 
 COLUMNS = ["time", *RESULT_COLUMNS, "moved_to", "copied_to"]  # the shared result columns, between when and where
-
-
 VERDICTS = ("OK", "NG", "ERROR")
-
-
 MODEL_ROW = "MODEL"  # the verdict column of a line that records a new model or threshold
 
 

@@ -19,8 +19,6 @@ from core.common.images import IMAGE_EXTS
 from core.station.files import file_signature, real_path
 
 DIR_TICK_S = 0.05  # a folder's mtime is taken as able to tell two changes this far apart (local file systems)
-
-
 RELIST_S = 2.0  # a folder is listed again at least this often (for shares whose timestamps cannot be trusted)
 
 

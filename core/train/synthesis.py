@@ -24,11 +24,7 @@ from core.common.images import Image, is_grey, luminance, to_grey
 # the large brightness defects: area share of the image, luminance shift either way, feather half-width
 # (share of the shorter side)
 LARGE_AREA = (0.20, 0.45)
-
-
 LARGE_SHIFT = (0.02, 0.08)
-
-
 LARGE_FEATHER = (0.03, 0.08)
 
 
