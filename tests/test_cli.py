@@ -160,3 +160,59 @@ def test_infer_refuses_a_checkpoint_with_a_nan_weight(nan_weight_ckpt, good_fold
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(path) in err and tensor in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_eval_reports_defects_caught_at_1_and_5_percent_false_ng_and_the_own_thresholds_calls(tmp_path, capsys):
+    """On 20 good and 20 defective test images: 1 % allows no good image NG, 5 % one; the figures agree with the
+    model's scores, and the own threshold's calls are `dad infer`'s verdicts."""
+    import torch
+    from conftest import write_mvtec
+
+    from core.common.datasets import mvtec_test_samples
+    from core.common.presets import get_preset
+    from core.inference.inspector import Inspector
+    from core.model.checkpoint import Checkpoint, save_checkpoint
+    from core.model.network import DiffusionAD
+
+    root = write_mvtec(tmp_path / "product", np.random.default_rng(5), tests=20)
+    cfg = get_preset("tiny")[0]
+    torch.manual_seed(0)
+    state = DiffusionAD(cfg).state_dict()
+    bare = tmp_path / "bare.safetensors"
+    save_checkpoint(Checkpoint(cfg, state), bare)
+    samples = mvtec_test_samples(root)
+    insp = Inspector.from_checkpoint(bare, device="cpu")
+    scores = np.array([fr.result.score for fr in insp.inspect_files([s.path for s in samples], batch_size=8)])
+    labels = np.array([s.label for s in samples])
+    good, bad = scores[labels == 0], scores[labels == 1]
+    assert len(good) == len(bad) == 20 and len(np.unique(scores)) > 10
+
+    assert main(["eval", str(bare), str(root), "--json", str(tmp_path / "bare.json"), "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "bare.json").read_text())["own_threshold"] is None
+    assert "none in the checkpoint" in capsys.readouterr().out
+
+    ckpt = tmp_path / "model.safetensors"
+    save_checkpoint(Checkpoint(cfg, state, threshold=float(np.median(scores))), ckpt)
+    assert main(["eval", str(ckpt), str(root), "--json", str(tmp_path / "eval.json"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    table = capsys.readouterr().out
+    for name, allowed in (("1pct", 0), ("5pct", 1)):
+        p = report["operating_points"][f"{name}_false_ng"]
+        t = p["threshold"]
+        assert report[f"caught_at_{name}_false_ng"] == p["caught"] == np.mean(bad >= t)
+        assert p["caught_images"] == np.sum(bad >= t) and (p["good"], p["defective"]) == (20, 20)
+        assert p["false_ng_images"] == np.sum(good >= t) <= allowed and p["false_ng"] == p["false_ng_images"] / 20
+        # the lowest such threshold: just above the next good score down, which would call one good image too many
+        below = good[good < t].max()
+        assert t == np.nextafter(below, np.inf) and np.sum(good >= below) > allowed
+        assert f"{p['caught']:.1%} caught ({p['caught_images']} of 20 defective)" in table and repr(t) in table
+    assert "caught at 1% false NG" in table and "caught at 5% false NG" in table
+
+    assert main(["infer", str(ckpt), str(root / "test"), "--csv", str(tmp_path / "r.csv")]) == 0
+    ng = {sub: sum(r["verdict"] == "NG" for r in csv.DictReader((tmp_path / "r.csv").read_text().splitlines())
+                   if Path(r["file"]).parent.name == sub) for sub in ("good", "spot")}
+    own = report["own_threshold"]
+    assert own["threshold"] == float(np.median(scores)) and 0 < ng["good"] < 20
+    assert (own["false_ng_images"], own["caught_images"]) == (ng["good"], ng["spot"])
+    assert own["false_ng"] == ng["good"] / 20 and own["caught"] == ng["spot"] / 20
+    assert f"{own['false_ng']:.1%} false NG ({ng['good']} of 20 good)" in table.split("own threshold")[1]

@@ -149,3 +149,82 @@ def test_threshold_warning_names_what_is_missing():
     assert warning and "25% of the held-out synthetic defects" in warning and "33% of the held-out good" in warning
     assert threshold_warning({"val_good_above_threshold": 0.0, "val_synthetic_below_threshold": 0.05}) is None
     assert threshold_warning({}) is None  # models trained before these figures
+
+
+def _point(good, bad, false_ng):
+    return M.catch_rate_at_false_ng(np.r_[np.zeros(len(good)), np.ones(len(bad))], np.r_[good, bad], false_ng)
+
+
+def test_catch_rate_at_false_ng_by_hand():
+    good, bad = [0.1, 0.2, 0.3, 0.4], [0.25, 0.35, 0.4, 0.9]
+    none = _point(good, bad, 0.0)  # no good image NG: just above the highest good score
+    assert none.threshold == np.nextafter(0.4, 1) and (none.false_ng_images, none.caught_images) == (0, 1)
+    assert none.caught == 0.25 and none.false_ng == 0.0 and (none.good, none.defective) == (4, 4)
+    one = _point(good, bad, 0.25)  # one good image (0.4) may be NG: just above the second highest, 0.3
+    assert one.threshold == np.nextafter(0.3, 1) and one.false_ng == 0.25 and one.caught == 0.75
+    assert _point(good, bad, 0.49) == one  # 1.96 good images allow one
+    two = _point(good, bad, 0.5)
+    assert two.threshold == np.nextafter(0.2, 1) and two.false_ng == 0.5 and two.caught == 1.0
+    every = _point(good, bad, 1.0)  # every good image may be NG: the lowest score, every image NG
+    assert every.threshold == 0.1 and every.false_ng == 1.0 and every.caught == 1.0
+
+
+def test_catch_rate_ties_are_never_split():
+    # two good images may be NG, but the second and third highest tie: both stay OK, and so does the tied defect
+    p = _point([0.2, 0.5, 0.5, 0.7], [0.5, 0.6], 0.5)
+    assert p.threshold == np.nextafter(0.5, 1) and p.false_ng_images == 1 and p.false_ng == 0.25
+    assert p.caught_images == 1 and p.caught == 0.5
+    # all scores equal: nothing can be told apart; at 1 % false NG nothing is NG, at 100 % everything is
+    same = _point([0.3] * 3, [0.3] * 2, 0.01)
+    assert (same.false_ng, same.caught, same.threshold) == (0.0, 0.0, np.nextafter(0.3, 1))
+    assert _point([0.3] * 3, [0.3] * 2, 1.0)[1:] == (1.0, 3, 3, 1.0, 2, 2)
+
+
+def test_catch_rate_perfect_separation_and_small_good_sets():
+    perfect = _point([0.1, 0.2, 0.3, 0.4, 0.5], [0.6, 0.7], 0.0)
+    assert perfect.caught == 1.0 and perfect.false_ng == 0.0 and 0.5 < perfect.threshold <= 0.6
+    good = np.linspace(0.0, 0.5, 82)
+    bad = np.r_[good[-6:] + 1e-4, 0.9]  # each just above one of the six highest good scores
+    assert _point(good, bad, 0.01).false_ng_images == 0  # 1 % of 82 good images allows none
+    assert _point(good, bad, 0.01).caught_images == 2  # only those above the highest good score
+    at5 = _point(good, bad, 0.05)  # 4.1 allows 4: just above the fifth highest good score, so 5 + 1 caught
+    assert at5.false_ng_images == 4 and at5.false_ng == pytest.approx(4 / 82) and at5.caught_images == 6
+    assert at5.threshold == np.nextafter(good[-5], 1)
+    hundred = np.arange(100) / 100  # 0.29 x 100 is 28.999999999999996 in floating point: still 29 images
+    assert _point(hundred, [2.0], 0.29).false_ng_images == 29 and _point(hundred, [2.0], 0.05).false_ng_images == 5
+
+
+def test_catch_rate_is_the_roc_curves_best_rate_within_the_false_ng_share():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        n_good, n_bad = rng.integers(1, 60, 2)
+        labels = np.r_[np.zeros(n_good), np.ones(n_bad)]
+        scores = np.round(np.r_[rng.normal(0, 1, n_good), rng.normal(1, 1, n_bad)], 1)  # rounded: many ties
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        for share in (0.0, 0.01, 0.05, 0.2, 1.0):
+            p = M.catch_rate_at_false_ng(labels, scores, share)
+            assert p.caught == pytest.approx(tpr[fpr <= share + 1e-12].max())
+            assert p.false_ng == pytest.approx(fpr[fpr <= share + 1e-12].max())
+            assert p == M.calls_at_threshold(labels, scores, p.threshold)
+
+
+def test_operating_points_refuse_what_they_cannot_measure():
+    with pytest.raises(ValueError, match="both good and defective"):
+        M.catch_rate_at_false_ng(np.ones(3), np.array([0.1, 0.2, 0.3]), 0.05)  # no good images
+    with pytest.raises(ValueError, match="both good and defective"):
+        M.calls_at_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3]), 0.5)  # no defective images
+    labels, scores = np.array([0, 1]), np.array([0.1, 0.9])
+    for share in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            M.catch_rate_at_false_ng(labels, scores, share)
+    with pytest.raises(ValueError, match="finite"):
+        M.catch_rate_at_false_ng(labels, np.array([0.1, np.nan]), 0.05)
+    with pytest.raises(ValueError, match="finite"):
+        M.calls_at_threshold(labels, scores, float("nan"))
+
+
+def test_calls_at_threshold_call_a_score_equal_to_it_ng():
+    p = M.calls_at_threshold(np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.5, 0.6, 0.5, 0.2]), 0.5)
+    assert p == M.OperatingPoint(0.5, 2 / 3, 2, 3, 0.5, 1, 2)

@@ -8,6 +8,8 @@ FPR rescaled to [0, 1].
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
@@ -201,3 +203,62 @@ def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[
         "true_ng": int(np.sum(pred & labels)), "false_ng": int(np.sum(pred & ~labels)),
         "true_ok": int(np.sum(~pred & ~labels)), "false_ok": int(np.sum(~pred & labels)),
     }
+
+
+# ---- operating points: what a threshold calls on a labelled split ------------------------------
+class OperatingPoint(NamedTuple):
+    """What one threshold calls on a labelled set (NG when ``score >= threshold``)."""
+
+    threshold: float
+    false_ng: float  # share of the good images called NG
+    false_ng_images: int
+    good: int
+    caught: float  # share of the defective images called NG
+    caught_images: int
+    defective: int
+
+
+def _good_and_defective(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).ravel().astype(bool)
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.size} labels for {scores.size} scores")
+    if not np.isfinite(scores).all():
+        raise ValueError("every score must be finite")
+    good, bad = scores[~labels], scores[labels]
+    if good.size == 0 or bad.size == 0:
+        raise ValueError("an operating point needs both good and defective images")
+    return good, bad
+
+
+def calls_at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> OperatingPoint:
+    """Good images called NG and defective images caught at ``threshold`` (labels: 1 defective)."""
+    good, bad = _good_and_defective(labels, scores)
+    if not np.isfinite(threshold):
+        raise ValueError(f"a threshold of {threshold} calls nothing: it must be finite")
+    k, c = int(np.sum(good >= threshold)), int(np.sum(bad >= threshold))
+    return OperatingPoint(float(threshold), k / good.size, k, good.size, c / bad.size, c, bad.size)
+
+
+def catch_rate_at_false_ng(labels: np.ndarray, scores: np.ndarray, false_ng: float) -> OperatingPoint:
+    """The share of defective images caught at the lowest threshold that calls at most ``false_ng`` of the good
+    images NG (labels: 1 defective; NG when ``score >= threshold``): the ROC curve's best true-positive rate at a
+    false-positive rate <= ``false_ng``.
+
+    With n good images, ``m = floor(false_ng * n)`` of them may be NG (``false_ng * n`` taken to 1e-9, so that 5 %
+    of 100 is 5). The threshold is the smallest float above the (m+1)-th highest good score, so every good image
+    scoring at or below that one is OK; if ``m >= n`` it is the lowest score of all and every image is NG. Ties
+    are never split: good images tied with the (m+1)-th highest are all OK, so fewer than m may be NG, and a
+    defective image tied with it is not caught. The achieved share is ``false_ng`` of the result: with 82 good
+    images, 1 % allows none, and the threshold lies just above the highest good score.
+    """
+    if not 0.0 <= false_ng <= 1.0:  # NaN fails too
+        raise ValueError(f"the false-NG share must be between 0 and 1, not {false_ng}")
+    good, bad = _good_and_defective(labels, scores)
+    allowed = min(int(np.floor(false_ng * good.size + 1e-9)), good.size)
+    if allowed == good.size:
+        threshold = float(min(good.min(), bad.min()))
+    else:
+        highest_ok = np.sort(good)[::-1][allowed]  # the (allowed+1)-th highest good score
+        threshold = float(np.nextafter(highest_ok, np.inf))
+    return calls_at_threshold(labels, scores, threshold)

@@ -13,22 +13,32 @@ import numpy as np
 
 from core.common.datasets import mvtec_test_samples
 from core.common.images import ImageReadError, read_mask
-from core.common.metrics import aupro, f1_max, image_auroc, pixel_ap, pixel_auroc
+from core.common.metrics import (
+    aupro,
+    calls_at_threshold,
+    catch_rate_at_false_ng,
+    f1_max,
+    image_auroc,
+    pixel_ap,
+    pixel_auroc,
+)
 from core.inference.inspector import Inspector
 
 EVAL_SIZE = 256  # pixel metrics are computed at 256 x 256 whatever the model's resolution
+FALSE_NG_SHARES = {"1pct": 0.01, "5pct": 0.05}  # the operating points reported: good images allowed NG
 
 
 def evaluate(
     inspector: Inspector, root: str | Path, batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """I-AUROC, P-AUROC, AUPRO@0.3, P-AP, F1-max and per-defect I-AUROC on ``root/test``.
+    """I-AUROC, P-AUROC, AUPRO@0.3, P-AP, F1-max, per-defect I-AUROC, the defects caught at 1 % and 5 % false NG,
+    and what the model's own threshold calls on ``root/test``.
 
     Defective images without a (non-empty) mask count for image metrics only.
     """
     pred = predict_test(inspector, root, batch_size, progress)
-    report = score_report(pred.samples, pred.scores, pred.maps)
+    report = score_report(pred.samples, pred.scores, pred.maps, threshold=inspector.threshold)
     report.update(errors=pred.errors, seconds=pred.seconds,
                   ms_per_image_incl_io=1000 * pred.seconds / max(len(pred.samples), 1),
                   model_image_size=inspector.config.image_size)
@@ -75,10 +85,16 @@ def predict_test(
     return SplitPrediction(kept, np.array(scores), maps, errors, time.perf_counter() - t0)
 
 
-def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray]) -> dict[str, Any]:
+def score_report(
+    samples: list[Any], scores: np.ndarray, maps: list[np.ndarray], threshold: float | None = None,
+) -> dict[str, Any]:
     """The metrics of any model's image scores and anomaly maps (any size) for MVTec test ``samples``.
 
     Shared by :func:`evaluate` and the peer benchmark, so other models are scored by the same code.
+    ``caught_at_1pct_false_ng`` (and ``5pct``) is the share of defective images caught at the lowest threshold
+    that calls at most that share of the good images NG; ``operating_points`` gives each one's threshold and
+    achieved false-NG share (:func:`core.common.metrics.catch_rate_at_false_ng`). ``own_threshold`` is what
+    ``threshold`` (the model's own) calls, or None without one.
     """
     labels_a = np.array([s.label for s in samples])
     defects = np.array([s.defect for s in samples])
@@ -110,6 +126,8 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
         if good_px.any():
             keep = good_px | of_type
             per_defect_pixel[d] = pixel_auroc(masks_a[keep], maps_a[keep])
+    points = {name: catch_rate_at_false_ng(labels_a, scores_a, share) for name, share in FALSE_NG_SHARES.items()}
+    own = None if threshold is None else calls_at_threshold(labels_a, scores_a, threshold)._asdict()
     return {
         "image_auroc": image_auroc(labels_a, scores_a),
         "pixel_auroc": pixel_auroc(masks_a, maps_a),
@@ -119,6 +137,10 @@ def score_report(samples: list[Any], scores: np.ndarray, maps: list[np.ndarray])
         "per_defect_image_auroc": per_defect,
         "per_defect_pixel_auroc": per_defect_pixel,
         "per_defect_pixels": defect_pixels,  # defective pixels of each type at EVAL_SIZE
+        **{f"caught_at_{name}_false_ng": p.caught for name, p in points.items()},
+        "operating_points": {f"{name}_false_ng": dict(p._asdict(), allowed_false_ng=FALSE_NG_SHARES[name])
+                             for name, p in points.items()},
+        "own_threshold": own,
         "images": len(samples), "defective": int(labels_a.sum()), "pixel_images": len(pixel_maps),
     }
 
@@ -144,8 +166,21 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{'image_auroc/' + d:28s} {v:.4f}")
     for d, v in report.get("per_defect_pixel_auroc", {}).items():
         lines.append(f"{'pixel_auroc/' + d:28s} {v:.4f}")
+    for name, share in FALSE_NG_SHARES.items():
+        p = report["operating_points"][f"{name}_false_ng"]
+        lines.append(f"{f'caught at {share:.0%} false NG':28s} {_calls(p)}")
+    own = report.get("own_threshold")
+    lines.append(f"{'own threshold':28s} {_calls(own) if own else 'none in the checkpoint'}")
     lines.append(f"{'images (defective)':28s} {report['images']} ({report['defective']})")
     lines.append(f"{'ms per image (with I/O)':28s} {report['ms_per_image_incl_io']:.1f}")
     if report["errors"]:
         lines.append(f"{'unreadable files':28s} {len(report['errors'])}")
     return "\n".join(lines)
+
+
+def _calls(p: dict[str, Any]) -> str:
+    """One operating point for a person: defects caught, then the good images called NG, at its threshold (in
+    full: a threshold just above a good image's score, rounded, could call that image NG)."""
+    return (f"{p['caught']:.1%} caught ({p['caught_images']} of {p['defective']} defective), "
+            f"{p['false_ng']:.1%} false NG ({p['false_ng_images']} of {p['good']} good), "
+            f"threshold {float(p['threshold'])!r}")
