@@ -145,7 +145,9 @@ class SynthesisConfig:
         _check_choice(self, "grey_sources", GREY_SOURCES)
 
 
-ENCODER_BLOCKS = 16  # EfficientNet-Lite0 has blocks 0..15
+# the pretrained encoder's variants (core.model.encoder.VARIANTS) and their numbers of blocks
+ENCODER_BLOCKS = {"lite0": 16, "lite1": 21, "lite2": 21}
+INPUT_SCALINGS = ("imagenet", "lite")  # core.model.encoder.SCALINGS
 
 
 @dataclass(frozen=True)
@@ -155,16 +157,23 @@ class FeatureConfig:
     Empty ``blocks`` (the default): no encoder; the segmenter is the official image U-Net (``paper``, ``fast``).
     """
 
-    blocks: tuple[int, ...] = ()  # EfficientNet-Lite0 blocks whose outputs are used, e.g. (4, 10): stride 8, 16
+    blocks: tuple[int, ...] = ()  # the encoder's blocks whose outputs are used, e.g. Lite0's (4, 10): stride 8, 16
     memory_size: int = 6000  # normal patch features kept from the training images (greedy coreset)
     head_width: int = 64  # width of the segmentation head over the features
     recon_features: bool = True  # the head also compares the input's features with the reconstruction's
     # how the shown map joins the head's probability with the calibrated memory distance (core.model.features.fuse):
     # "none" (the head's map alone; checkpoints without the field), "mean" or "or"
     fusion: str = "none"
+    # the EfficientNet-Lite variant ("lite0", "lite1", "lite2") and how its input is scaled: "imagenet" (ImageNet
+    # mean / std) or "lite" ((x * 255 - 127) / 128, as its weights were trained). Checkpoints without them: lite0,
+    # imagenet
+    encoder: str = "lite0"
+    input_scaling: str = "imagenet"
 
     def __post_init__(self) -> None:
-        _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS - 1, 0, 4)
+        _check_choice(self, "encoder", tuple(ENCODER_BLOCKS))
+        _check_choice(self, "input_scaling", INPUT_SCALINGS)
+        _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS[self.encoder] - 1, 0, 4)
         if len(set(self.blocks)) != len(self.blocks):
             _refuse(self, "blocks", "distinct encoder blocks")
         _check_int(self, "memory_size", 16, 1_000_000)
@@ -173,6 +182,9 @@ class FeatureConfig:
             _refuse(self, "recon_features", "true or false")
         if self.fusion not in FUSIONS:
             _refuse(self, "fusion", " or ".join(repr(f) for f in FUSIONS))
+        if not self.blocks and (self.encoder, self.input_scaling) != ("lite0", "imagenet"):
+            _refuse(self, "encoder" if self.encoder != "lite0" else "input_scaling",
+                    "the default without encoder blocks (no encoder is built)")
 
     @property
     def enabled(self) -> bool:

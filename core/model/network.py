@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from core.common.config import ModelConfig
 from core.model.denoiser import DenoiserUNet
 from core.model.diffusion import GaussianDiffusion
-from core.model.encoder import EfficientNetLite0Features, block_channels
+from core.model.encoder import EfficientNetLiteFeatures, block_channels
 from core.model.features import FeatureSegmenter, distance_probability, fuse, patch_embedding, smooth_distance
 from core.model.memory import nearest_distances
 from core.model.segmenter import SegmentationUNet
@@ -72,9 +72,9 @@ class DiffusionAD(nn.Module):
         self.denoiser = DenoiserUNet(config.denoiser, config.denoiser_resolution, config.channels)
         self.diffusion = GaussianDiffusion(config.diffusion)
         fc = config.features
-        self.encoder: EfficientNetLite0Features | None = None
+        self.encoder: EfficientNetLiteFeatures | None = None
         if fc.enabled:
-            encoder = EfficientNetLite0Features(fc.blocks)
+            encoder = EfficientNetLiteFeatures(fc.blocks, fc.encoder, fc.input_scaling)
             if not next(encoder.parameters()).is_meta:
                 encoder.load_pretrained()
             object.__setattr__(self, "encoder", encoder)  # not a submodule: kept out of state_dict
@@ -93,7 +93,8 @@ class DiffusionAD(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return sum(block_channels(b) for b in self.config.features.blocks)
+        fc = self.config.features
+        return sum(block_channels(b, fc.encoder) for b in fc.blocks)
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001
         super()._apply(fn, recurse)
