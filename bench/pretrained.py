@@ -188,7 +188,7 @@ FUSION_NAMES = {"none": "S (segmenter)", "mean": "MEAN", "or": "OR", "dist": "di
 
 def distance_high(insp: Inspector) -> tuple[float, float]:
     """The fusion rule's calibration for a model trained before it existed, as training now computes it
-    (``core.train.calibration.distance_calibration`` on the model's own training split, rebuilt from its seed)."""
+    (``core.train.feature_memory.distance_calibration`` on the model's own training split, rebuilt from its seed)."""
     tc = insp.checkpoint.train_config
     data = TrainData.from_paths(list_images(DATA / "magnetic_tile" / "train" / "good"), insp.config.image_size,
                                 tc.val_fraction, tc.seed, input_max=insp.config.input_max)
