@@ -30,7 +30,8 @@ class ImageParts(NamedTuple):
 
     @classmethod
     def concatenate(cls, batches: Sequence[ImageParts]) -> ImageParts:
-        return cls(*(None if field[0] is None else np.concatenate(field) for field in zip(*batches)))
+        joined = [None if field[0] is None else np.concatenate(field) for field in zip(*batches)]
+        return cls(*joined)  # type: ignore[arg-type]  # None only where every batch has None (no memory)
 
 
 def model_input(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -70,9 +71,10 @@ def predict_parts_batch(
     x = model_input(model, images, device)
     parts: MapParts = model.eval().map_parts(x, *fixed_noise(model.noise_shape(x), device), high=high)
 
-    def plane(t: torch.Tensor | None) -> np.ndarray | None:
-        return None if t is None else t[:, 0].float().cpu().numpy()
+    def plane(t: torch.Tensor) -> np.ndarray:
+        return t[:, 0].float().cpu().numpy()
 
-    return ImageParts(_rgb(parts.reconstruction), plane(parts.head), plane(parts.distance),
-                      plane(parts.patch_distance), plane(parts.difference), plane(parts.anomaly_map),
-                      parts.score.cpu().numpy())
+    return ImageParts(_rgb(parts.reconstruction), plane(parts.head),
+                      None if parts.distance is None else plane(parts.distance),
+                      None if parts.patch_distance is None else plane(parts.patch_distance),
+                      plane(parts.difference), plane(parts.anomaly_map), parts.score.cpu().numpy())

@@ -166,7 +166,7 @@ class DiffusionAD(nn.Module):
                                  high: float | Tensor | None = None) -> Tensor:
         """Patch distances [N, 1, h, w] -> the distance's probability map [N, 1, H, W] (``core.model.features``),
         with the model's calibration ``distance_high`` or, for a model saved without one, ``high``."""
-        smooth = smooth_distance(dist.float(), tuple(size), 4.0 * size[-1] / 256)
+        smooth = smooth_distance(dist.float(), (int(size[-2]), int(size[-1])), 4.0 * size[-1] / 256)
         if high is None:
             high = self.distance_high.float()
         return distance_probability(smooth, high)

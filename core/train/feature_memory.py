@@ -73,6 +73,7 @@ def distance_calibration(model: DiffusionAD, train_images: Sequence[np.ndarray],
     leave-one-image-out distances over their median (what training now stores as ``distance_high``), and that
     median over the stored ``distance_scale`` (about 1 when ``train_images`` are the model's training images,
     uint8, in their training order: the memory's tags index them)."""
+    device = torch.device(device)
     feats = torch.cat([model.embed(to_tensor([im.astype(np.float32) / 255.0 for im in train_images[i:i + 8]], device,
                                              model.config.channels)).float().cpu()
                        for i in range(0, len(train_images), 8)])

@@ -126,7 +126,7 @@ class RunSpec:
         try:
             if self.image_size is not None:
                 model_cfg = at_image_size(model_cfg, self.image_size)
-            train_cfg = replace(train_cfg, **{k: v for k, v in changes.items() if v is not None})
+            train_cfg = replace(train_cfg, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
             synthesis = {k: v for k, v in synthesis.items() if v is not None}
             if synthesis:
                 train_cfg = train_cfg.with_synthesis(**synthesis)
@@ -149,7 +149,8 @@ class RunSpec:
         """The run's good images: each folder's (an MVTec-layout folder's train/good), then the extra files."""
         from core.common.datasets import list_images, train_folder
 
-        return [str(p) for d in self.data_dirs for p in list_images(train_folder(d))] + list(self.extra_images)
+        folders = [str(p) for d in self.data_dirs for p in list_images(train_folder(d))]
+        return folders + [str(p) for p in self.extra_images]
 
 
 def at_image_size(model_cfg: ModelConfig, size: int) -> ModelConfig:
