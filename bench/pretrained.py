@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -276,6 +278,64 @@ def cmd_speed(args: argparse.Namespace) -> None:
 def _cells(r: dict) -> str:
     return f"{r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | {r['aupro']:.3f} | {r['pixel_ap']:.3f}"
 
+def cmd_rescore(args: argparse.Namespace) -> None:
+    """Score a saved checkpoint through the library's path only: `dad eval --json` for the shown map (the README's
+    figures), and the head alone and the distance alone from ``Inspector.predict_parts``; with ``--former`` the
+    figures the benchmark's former private forward pass gave on the same checkpoint, kept beside them."""
+    ckpt = Path(args.checkpoint).resolve()
+    split = DATA / "magnetic_tile"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "eval.json"
+        done = subprocess.run([sys.executable, "-m", "core.cli", "eval", str(ckpt), str(split), "--json", str(out),
+                               "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"dad eval failed: {done.stderr.strip()}")
+        dad_eval = json.loads(out.read_text())
+    insp = Inspector.from_checkpoint(ckpt, device="cpu")
+    ablation = score(ckpt, split, ablation=True)
+    fusions = score_fusions(insp, split)
+    kept = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "per_defect_pixel_auroc", "per_defect_image_auroc",
+            "caught_at_1pct_false_ng", "caught_at_5pct_false_ng", "operating_points", "own_threshold")
+    rec = {"name": args.name, "checkpoint": ckpt.name, "step": insp.checkpoint.step,
+           "image_size": insp.config.image_size, "dad_eval": {k: dad_eval[k] for k in kept if k in dad_eval},
+           "shown map (bench)": ablation["segmenter"], "head alone": fusions["none"],
+           "memory distance alone": ablation["memory distance"], "distance probability alone": fusions["dist"],
+           "machine": machine(), "rev": git_rev()}
+    if args.former:
+        rec["former"] = json.loads(Path(args.former).read_text())
+    save_json(RESULTS / f"rescore_{args.name}.json", rec)
+    print(json.dumps({k: rec[k] for k in ("name", "step", "image_size")}), _cells(rec["dad_eval"]), flush=True)
+
+
+def _rescore_lines() -> list[str]:
+    lines: list[str] = []
+    for f in sorted(RESULTS.glob("rescore_*.json")):
+        r = json.loads(f.read_text())
+        e = r["dad_eval"]
+        lines += [f"Rescored through the library's path ({r['name']}: {r['image_size']} px, {r['step']} steps; "
+                  f"{r['machine']}; rev {r['rev']}). The shown map's row is `dad eval` on the saved checkpoint; "
+                  "the head and the distance come from `Inspector.predict_parts` (the same resize, noise and code).",
+                  "", "| map | I-AUROC | P-AUROC | AUPRO | P-AP |", "|---|---|---|---|---|",
+                  f"| shown map (`dad eval`) | {_cells(e)} |",
+                  f"| its segmentation head alone | {_cells(r['head alone'])} |",
+                  f"| its memory distance alone | {_cells(r['memory distance alone'])} |"]
+        former = r.get("former")
+        if former:
+            lines += [f"| former private path: shown map | {_cells(former['shown map'])} |",
+                      f"| former private path: head alone | {_cells(former['head alone'])} |",
+                      f"| former private path: memory distance alone | {_cells(former['memory distance alone'])} |"]
+        calls = [f"at {p['allowed_false_ng']:.0%} false NG (achieved {p['false_ng']:.1%}) {p['caught']:.1%} "
+                 f"caught ({p['caught_images']} defective tiles)" for p in e.get("operating_points", {}).values()]
+        own = e.get("own_threshold")
+        if own:
+            calls.append(f"at the model's own threshold {own['false_ng']:.1%} of the good tiles NG and "
+                         f"{own['caught']:.1%} of the defective ones caught")
+        if calls:
+            lines += ["", "Defective tiles caught by the shown map: " + "; ".join(calls) + "."]
+        lines.append("")
+    return lines
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     lines = ["## The `pretrained` preset on Magnetic Tile (`bench/pretrained.py`)", ""]
     choose = RESULTS / "choose.json"
@@ -361,6 +421,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             lines += ["", "Per defect type on the test split at 128 px, pixel AUROC: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in r["test"]["mean"]["per_defect_pixel_auroc"].items()) + "."]
         lines += ["", f"{r['machine']}; rev {r['rev']}.", ""]
+    lines += _rescore_lines()
     speed = RESULTS / "speed.json"
     if speed.exists():
         s = json.loads(speed.read_text())
@@ -386,12 +447,16 @@ def main() -> None:
     sz.add_argument("--minutes", type=float, default=30.0)
     s = sub.add_parser("speed")
     s.add_argument("--repeats", type=int, default=5)
+    rs = sub.add_parser("rescore", help="score a saved checkpoint through the library's path")
+    rs.add_argument("--checkpoint", required=True)
+    rs.add_argument("--name", required=True)
+    rs.add_argument("--former", help="JSON of the former private path's figures on the same checkpoint")
     sub.add_parser("report")
     args = ap.parse_args()
     tune_cpu()
     torch.set_num_threads(2)
     stages = {"choose": cmd_choose, "final": cmd_final, "fuse": cmd_fuse, "size": cmd_size, "speed": cmd_speed,
-              "report": cmd_report}
+              "report": cmd_report, "rescore": cmd_rescore}
     stages[args.cmd](args)
 
 if __name__ == "__main__":
