@@ -43,6 +43,7 @@ import numpy as np
 from core.common.images import ImageReadError
 from core.common.results import InspectionResult
 from core.common.results import verdict as judge_verdict
+from core.common.results_csv import result_fields
 from core.inference.inspector import Inspector
 from core.station.files import file_signature, place, real_path, unfinished
 from core.station.log import MODEL_ROW, VERDICTS, AuditLog, LogLock, StationError, local_now, one_line, parse_time
@@ -193,8 +194,8 @@ class Station:
             reason = f"model or threshold changed: was {was}, now {self.model} (threshold {threshold})"
             when = self._now()
             try:
-                self.log.append([when.isoformat(timespec="milliseconds"), "", "", MODEL_ROW, reason, self.model,
-                                 threshold, "", ""], when)
+                fields = result_fields("", None, MODEL_ROW, reason, self.model, self.threshold)
+                self.log.append([when.isoformat(timespec="milliseconds"), *fields, "", ""], when)
             except OSError as exc:
                 raise StationError(f"{self.log.path}: cannot write ({exc.strerror or exc})") from None
             events.append(self._status("model", reason))
@@ -365,12 +366,12 @@ class Station:
             dest = self._destination(key)
         moved = dest if dest is not None and not self.options.copy_ng else None
         copied = dest if dest is not None and self.options.copy_ng else None
-        score = "" if result is None else f"{result.score:.6f}"
-        self.log.append([when.isoformat(timespec="milliseconds"), key, score, verdict, reason, self.model,
-                         str(self.threshold), str(moved or ""), str(copied or "")], when)
+        score = None if result is None else result.score
+        fields = result_fields(key, score, verdict, reason, self.model, self.threshold)
+        self.log.append([when.isoformat(timespec="milliseconds"), *fields, str(moved or ""), str(copied or "")], when)
         self.watcher.judged(key)
         self.judged += 1
-        events: list[Event] = [Judgement(when, Path(key), None if result is None else result.score, verdict,
+        events: list[Event] = [Judgement(when, Path(key), score, verdict,
                                          one_line(reason), self.model, self.threshold, moved, copied, result,
                                          image)]
         if dest is not None:
