@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from core.train.run import RunSpec, RunSpecError
+from core.train.run import RunSpec, check_whole_number
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ class JobSpec:
         """This job with some options changed: ``threads``, or any of its run's (checked again: a bad value
         raises :class:`~core.train.run.RunSpecError`)."""
         threads = changes.pop("threads", self.threads)
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-            raise RunSpecError(f"threads: {threads!r} is not allowed; expected a whole number, 0 or more")
+        check_whole_number("threads", threads, 0)
         return JobSpec(self.run.changed(**changes) if changes else self.run, threads)
 
 

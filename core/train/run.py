@@ -80,8 +80,8 @@ class RunSpec:
             _refuse("preset", self.preset, "one of " + ", ".join(PRESETS))
         for name, lo in (("steps", 1), ("batch_size", 1), ("micro_batch", 0), ("seed", 0), ("checkpoint_every", 0),
                          ("validate_every", 0), ("workers", 0), ("image_size", 8), ("channels", 1)):
-            _check_int(name, getattr(self, name), lo, optional=True)
-        _check_int("preview_every", self.preview_every, 0)
+            check_whole_number(name, getattr(self, name), lo, optional=True)
+        check_whole_number("preview_every", self.preview_every, 0)
         if self.channels not in (None, 1, 3):
             _refuse("channels", self.channels, "1, 3 or auto")
         if self.minutes is not None and not (_is_number(self.minutes) and self.minutes > 0):
@@ -217,7 +217,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_int(name: str, value: Any, lo: int, optional: bool = False) -> None:
+def check_whole_number(name: str, value: Any, lo: int, optional: bool = False) -> None:
+    """Refuse (:class:`RunSpecError`) a value that is not a whole number of at least ``lo`` (None too, unless
+    ``optional``)."""
     if value is None and optional:
         return
     if not isinstance(value, int) or isinstance(value, bool) or value < lo:
