@@ -59,6 +59,8 @@ FOREGROUNDS = ("none", "region", "auto")
 GREY_SOURCES = ("auto", "always", "never")
 CHANNELS = (1, 3)  # grey, colour
 FUSIONS = ("none", "mean", "or")  # core.model.features.fuse
+BLOCK_WEIGHTINGS = ("none", "equal")  # how the encoder blocks' features weigh in the memory distance
+GEOMETRIES = ("stretch", "tiles")  # core.common.geometry
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,15 @@ class FeatureConfig:
     # imagenet
     encoder: str = "lite0"
     input_scaling: str = "imagenet"
+    # "none": the blocks' features enter the memory distance as they are (the wider, deeper block dominates it;
+    # checkpoints without the field); "equal": each block's features are scaled so that every block has the same
+    # total variance over the training patches (the model's ``feature_weight``), as PatchCore pools each to one size
+    block_weighting: str = "none"
 
     def __post_init__(self) -> None:
         _check_choice(self, "encoder", tuple(ENCODER_BLOCKS))
         _check_choice(self, "input_scaling", INPUT_SCALINGS)
+        _check_choice(self, "block_weighting", BLOCK_WEIGHTINGS)
         _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS[self.encoder] - 1, 0, 4)
         if len(set(self.blocks)) != len(self.blocks):
             _refuse(self, "blocks", "distinct encoder blocks")
@@ -192,12 +199,39 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class GeometryConfig:
+    """How an image of any size becomes the model's ``image_size`` squares (``core.common.geometry``).
+
+    ``stretch`` (checkpoints without the field): the whole image resized to one square, its aspect ratio lost.
+    ``tiles``: the image scaled by ``scale`` with its aspect ratio kept, then cut into squares of ``image_size``
+    that overlap by at least ``overlap`` working pixels, the last one flush with the border; a side shorter than a
+    square is padded by reflection. Maps are stitched back into one map of the whole image.
+    """
+
+    mode: str = "stretch"
+    # tiles: working pixels per image pixel (1: the camera's own pixels); 0 in a preset: training sets it by rule
+    # from the training images (core.train.data.working_scale), and a saved model always holds its number
+    scale: float = 1.0
+    overlap: int = 32  # tiles: at least this many working pixels shared by neighbouring squares
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "mode", GEOMETRIES)
+        _check_number(self, "scale", 0.0, 8.0)
+        if 0 < self.scale < 1e-3:
+            _refuse(self, "scale", "0 (by rule) or from 0.001 to 8")
+        _check_int(self, "overlap", 0, 1024)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     image_size: int = 256  # working resolution (square); inputs of any size are resized
     # 3: colour; 1: a grey model (trained on grey images): every input enters as its luminance and the
     # reconstruction is grey. Training chooses it from the images; checkpoints without it are colour models
     channels: int = 3
     score_top_k: int = 50  # image score = mean of top-k pixels, k given at 256^2, scaled
+    # > 0: the image score is the mean of that top-k mean (small spots) and the mean of the highest ``score_area``
+    # share of the map (large faint areas); 0 (checkpoints without it): the top-k mean alone
+    score_area: float = 0.0
     # the pixel value that becomes 1.0, for every image the model sees: taken from the training images (255 for
     # 8-bit ones; 1023, 4095 or 65535 for deeper ones, e.g. 4095 for a 12-bit camera; the largest pixel of float
     # ones). Checkpoints without it are 8-bit models
@@ -209,6 +243,7 @@ class ModelConfig:
     # the denoiser's resolution; 0: image_size. A smaller one reconstructs a downscaled input (cheaper), and the
     # reconstruction is resized back to image_size
     denoiser_size: int = 0
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
 
     @property
     def denoiser_resolution(self) -> int:
@@ -216,7 +251,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name, cls in (("diffusion", DiffusionConfig), ("denoiser", DenoiserConfig),
-                          ("segmenter", SegmenterConfig), ("features", FeatureConfig)):
+                          ("segmenter", SegmenterConfig), ("features", FeatureConfig),
+                          ("geometry", GeometryConfig)):
             if not isinstance(getattr(self, name), cls):
                 _refuse(self, name, f"a {cls.__name__}")
         if not _is_int(self.image_size) or not 32 <= self.image_size <= 2048 or self.image_size % 32:
@@ -232,6 +268,9 @@ class ModelConfig:
         if not _is_int(self.channels) or self.channels not in CHANNELS:
             _refuse(self, "channels", "1 (grey) or 3 (colour)")
         _check_int(self, "score_top_k", 1, 256 * 256)
+        _check_number(self, "score_area", 0.0, 0.5)
+        if self.geometry.mode == "tiles" and self.geometry.overlap >= self.image_size:
+            _refuse(self, "geometry", f"an overlap under the image size ({self.image_size})")
         _check_number(self, "input_max", 1e-12)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.common.config import GeometryConfig
+from core.common.geometry import to_working
 from core.common.images import IMAGE_EXTS, ImageReadError, input_range, read_raw, resize, scale_to_unit, to_rgb
 
 
@@ -95,8 +97,10 @@ class LoadReport:
     input_max: float = 255.0  # the pixel value that became 1.0 (255 in the uint8 images)
 
 
-def load_images(paths: Sequence[str | Path], size: int, input_max: float | None = None) -> LoadReport:
-    """Read and resize images to uint8 [size, size, 3] (compact in memory); collect errors.
+def load_images(paths: Sequence[str | Path], size: int, input_max: float | None = None,
+                geometry: GeometryConfig | None = None) -> LoadReport:
+    """Read and resize images to uint8 [size, size, 3] (compact in memory), or with a ``geometry`` to its working
+    images (``core.common.geometry.to_working``); collect errors.
 
     Every image is scaled by the same range: ``input_max``, or without one the range of these images
     (:func:`input_range`), which the report gives for the model to keep.
@@ -112,7 +116,7 @@ def load_images(paths: Sequence[str | Path], size: int, input_max: float | None 
             continue
         is_float = bool(np.issubdtype(raw.dtype, np.floating))
         peaks.append((is_float, float(rgb.max(initial=0.0))))
-        rgb = resize(rgb, size)
+        rgb = resize(rgb, size) if geometry is None else to_working(rgb, size, geometry)
         small.append(rgb if is_float else np.rint(rgb).astype(raw.dtype))  # compact until the range is known
         report.paths.append(Path(path))
     report.input_max = float(input_max if input_max is not None else input_range(peaks))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
 
-from core.common.images import resize
+from core.common.geometry import squares, stitch, to_working
 from core.model.devices import fixed_noise, to_tensor
-from core.model.network import DiffusionAD, MapParts
+from core.model.network import DiffusionAD, MapParts, score_of
 
 
 class ImageParts(NamedTuple):
@@ -35,11 +36,44 @@ class ImageParts(NamedTuple):
 
 
 def model_input(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Float32 RGB images in [0, 1] of any size as the model takes them: resized to its size by the library's rule
-    (``core.common.images.resize``), its channels, on ``device``."""
-    size = model.config.image_size
-    return to_tensor([im if im.shape[:2] == (size, size) else resize(im, size) for im in images], device,
-                     model.config.channels)
+    """Float32 RGB images in [0, 1] of any size as a stretching model takes them: resized to its size by the
+    library's rule (``core.common.geometry.to_working``), its channels, on ``device``."""
+    cfg = model.config
+    return to_tensor([to_working(im, cfg.image_size, cfg.geometry) for im in images], device, cfg.channels)
+
+
+def tiled(model: DiffusionAD) -> bool:
+    return model.config.geometry.mode == "tiles"
+
+
+def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: torch.device,
+                    high: float | None) -> list[list[np.ndarray | None]]:
+    """Per working image, its stitched parts (reconstruction [h, w, 3], head, distance, patch distance, difference,
+    shown map) and its score: every square of every image goes through ``map_parts`` (batches of at least 8
+    squares), and each image's squares are blended back (``core.common.geometry``)."""
+    cfg = model.config
+    cuts = [squares(w, cfg.image_size, cfg.geometry.overlap) for w in works]
+    all_squares = np.concatenate([c[0] for c in cuts])
+    chunk = max(8, len(works))
+    planes: list[list[np.ndarray | None]] = []
+    for i in range(0, len(all_squares), chunk):
+        x = to_tensor(list(all_squares[i:i + chunk]), device, cfg.channels)
+        p: MapParts = model.map_parts(x, *fixed_noise(model.noise_shape(x), device), high=high)
+        planes.append([_rgb(p.reconstruction)] + [None if t is None else t[:, 0].float().cpu().numpy()
+                                                  for t in (p.head, p.distance, p.patch_distance, p.difference)])
+    joined = [None if col[0] is None else np.concatenate(col) for col in zip(*planes)]
+    out, start = [], 0
+    for _, where in cuts:
+        sl = slice(start, start + len(where))
+        start += len(where)
+        parts = [None if a is None else stitch(a[sl], where, a.shape[-2 if a.ndim == 4 else -1] / cfg.image_size)
+                 for a in joined]
+        p_seg, p_dist = (torch.from_numpy(parts[i])[None, None] if parts[i] is not None else None for i in (1, 2))
+        amap = model._join(p_seg, p_dist)
+        parts.append(amap[0, 0].numpy())
+        parts.append(float(score_of(cfg, amap)[0]))
+        out.append(parts)
+    return out
 
 
 def _rgb(recon: torch.Tensor) -> np.ndarray:
@@ -57,6 +91,11 @@ def predict_batch(
 
     The one inference path: :class:`Inspector` and the trainer's validation and previews both go through it.
     """
+    if tiled(model):  # maps at each image's working geometry, so lists of arrays of different shapes
+        cfg = model.config
+        works = [to_working(im, cfg.image_size, cfg.geometry) for im in images]
+        per = _stitched_parts(model.eval(), works, device, None)
+        return [p[0] for p in per], [p[5] for p in per], np.array([p[6] for p in per], np.float32)  # type: ignore
     x = model_input(model, images, device)
     pred = model.eval()(x, *fixed_noise(model.noise_shape(x), device))
     return _rgb(pred.reconstruction), pred.anomaly_map[:, 0].cpu().numpy(), pred.score.cpu().numpy()
@@ -67,7 +106,10 @@ def predict_parts_batch(
     model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device, high: float | None = None,
 ) -> ImageParts:
     """:func:`predict_batch` with the parts of each map (the same input, noise and code; ``high``: see
-    ``DiffusionAD.map_parts``)."""
+    ``DiffusionAD.map_parts``). A tiling model's stitched parts are resized to S x S (its score is the stitched
+    map's)."""
+    if tiled(model):
+        return _tiled_parts(model, images, device, high)
     x = model_input(model, images, device)
     parts: MapParts = model.eval().map_parts(x, *fixed_noise(model.noise_shape(x), device), high=high)
 
@@ -78,3 +120,41 @@ def predict_parts_batch(
                       None if parts.distance is None else plane(parts.distance),
                       None if parts.patch_distance is None else plane(parts.patch_distance),
                       plane(parts.difference), plane(parts.anomaly_map), parts.score.cpu().numpy())
+
+
+def _tiled_parts(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
+                 high: float | None) -> ImageParts:
+    cfg = model.config
+    size = cfg.image_size
+    per = _stitched_parts(model.eval(), [to_working(im, size, cfg.geometry) for im in images], device, high)
+
+    def square(a: np.ndarray | None, s: int = size) -> np.ndarray | None:
+        return None if a is None else cv2.resize(a, (s, s), interpolation=cv2.INTER_LINEAR)
+
+    def column(i: int, s: int = size) -> np.ndarray | None:
+        if per[0][i] is None:
+            return None
+        return np.stack([square(p[i], s) for p in per])  # type: ignore[arg-type]
+
+    patch = per[0][3]
+    return ImageParts(column(0), column(1), column(2),  # type: ignore[arg-type]
+                      None if patch is None else column(3, size // 8), column(4), column(5),  # type: ignore
+                      np.array([p[6] for p in per], np.float32))
+
+
+@torch.inference_mode()
+def predict_working(model: DiffusionAD, works: Sequence[np.ndarray], device: torch.device,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`predict_batch` of working images (training's held-out and preview images, already at the model's
+    geometry: ``core.common.geometry.to_working``), as arrays: a tiling model's stitched reconstructions and maps
+    are resized to S x S, its scores are the stitched maps'."""
+    if not tiled(model):
+        return predict_batch(model, works, device)
+    size = model.config.image_size
+    per = _stitched_parts(model.eval(), works, device, None)
+
+    def square(a: np.ndarray) -> np.ndarray:
+        return a if a.shape[:2] == (size, size) else cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
+
+    return (np.stack([square(p[0]) for p in per]), np.stack([square(p[5]) for p in per]),  # type: ignore[arg-type]
+            np.array([p[6] for p in per], np.float32))

@@ -21,7 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from core.common.config import FeatureConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from core.common.config import FeatureConfig, GeometryConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from core.common.fileio import atomic_write_bytes
 from core.model.network import check_model_size
 
@@ -117,15 +117,20 @@ def _model_config_dict(cfg: ModelConfig) -> dict:
     """``input_max`` is written only when it is not the 8-bit default, so that builds from before it existed still
     open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly. For the same
     reason a model without encoder features (``paper``, ``fast``) is written without ``features`` and
-    ``denoiser_size``, and the encoder's ``encoder`` and ``input_scaling`` only when they are not lite0 and
-    imagenet."""
+    ``denoiser_size``, and the encoder's ``encoder`` , ``input_scaling`` and ``block_weighting`` only when they
+    are not lite0, imagenet and none; ``score_area`` and ``geometry`` likewise only when not their defaults."""
     data = to_dict(cfg)
     if data.get("input_max") == ModelConfig.input_max:
         data.pop("input_max")
     features = data.get("features", {})
-    for name, default in (("encoder", FeatureConfig.encoder), ("input_scaling", FeatureConfig.input_scaling)):
+    for name, default in (("encoder", FeatureConfig.encoder), ("input_scaling", FeatureConfig.input_scaling),
+                          ("block_weighting", FeatureConfig.block_weighting)):
         if features.get(name) == default:
             features.pop(name)
+    if data.get("score_area") == ModelConfig.score_area:
+        data.pop("score_area")
+    if cfg.geometry == GeometryConfig():
+        data.pop("geometry", None)
     if not cfg.features.enabled:
         data.pop("features", None)
         if not cfg.denoiser_size:

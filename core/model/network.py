@@ -46,9 +46,21 @@ def top_k_for(cfg: ModelConfig, h: int, w: int) -> int:
     return max(1, round(cfg.score_top_k * h * w / 256**2))
 
 
-def image_score(anomaly_map: Tensor, k: int) -> Tensor:
-    """Mean of the k highest pixels of each map: [N, 1, H, W] -> [N]."""
-    return anomaly_map.flatten(1).topk(k, dim=1).values.mean(1)
+def image_score(anomaly_map: Tensor, k: int, area_k: int = 0) -> Tensor:
+    """Mean of the k highest pixels of each map: [N, 1, H, W] -> [N]; with ``area_k`` > 0 the mean of that and of
+    the ``area_k`` highest pixels (small spots and large faint areas both count)."""
+    flat = anomaly_map.flatten(1)
+    k, area_k = min(k, flat.shape[1]), min(area_k, flat.shape[1])
+    top = flat.topk(max(k, area_k), dim=1).values
+    score = top[:, :k].mean(1)
+    return 0.5 * (score + top[:, :area_k].mean(1)) if area_k else score
+
+
+def score_of(cfg: ModelConfig, anomaly_map: Tensor) -> Tensor:
+    """The image score of maps [N, 1, H, W] of any size by the model's rule (``score_top_k``, ``score_area``)."""
+    h, w = anomaly_map.shape[-2:]
+    area_k = max(1, round(cfg.score_area * h * w)) if cfg.score_area else 0
+    return image_score(anomaly_map, top_k_for(cfg, h, w), area_k)
 
 
 class DiffusionAD(nn.Module):
@@ -88,6 +100,8 @@ class DiffusionAD(nn.Module):
             self.register_buffer("distance_scale", torch.ones(()))
             if fc.fusion != "none":
                 self.register_buffer("distance_high", torch.full((), 2.0))
+            if fc.block_weighting != "none":  # per channel: its block's weight in the memory distance (training)
+                self.register_buffer("feature_weight", torch.ones(dim))
         else:
             self.segmenter = SegmentationUNet(config.segmenter.base_width, config.channels)
 
@@ -129,8 +143,7 @@ class DiffusionAD(nn.Module):
         amap = self._join(p_seg, p_dist)
         recon = self.reconstruction(x0_hat, x).float()
         difference = (x.float() - recon).abs().mean(1, keepdim=True)
-        k = top_k_for(self.config, amap.shape[-2], amap.shape[-1])
-        return MapParts(recon, p_seg, p_dist, dist, difference, amap, image_score(amap, k))
+        return MapParts(recon, p_seg, p_dist, dist, difference, amap, score_of(self.config, amap))
 
     def reconstruct(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Tensor:
         """The norm-guided one-step x0 estimate (model range, the denoiser's resolution) of images x in [0, 1]."""
@@ -212,13 +225,19 @@ class DiffusionAD(nn.Module):
         """Distance of each patch feature to its nearest normal one, over the typical normal distance:
         [N, D, h, w] -> [N, 1, h, w]."""
         n, d, h, w = feats.shape
-        queries = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        queries = self.weigh(feats.permute(0, 2, 3, 1).reshape(-1, d))
         exclude = None
         if tags is not None:
             exclude = (self.memory_tags, tags.to(self.memory_tags).repeat_interleave(h * w))
         dist = nearest_distances(queries, self.memory, exclude=exclude)[:, 0]
         dist = torch.nan_to_num(dist, posinf=0.0)  # a query with no memory entry left (tiny memories only)
         return (dist / self.distance_scale).view(n, 1, h, w).to(feats.dtype)
+
+    def weigh(self, patches: Tensor) -> Tensor:
+        """Patch features [M, D] as the memory holds them: each block's channels times its weight (``block_weighting``
+        "equal"), else as they are."""
+        weight = getattr(self, "feature_weight", None)
+        return patches if weight is None else patches * weight.to(patches.dtype)
 
     def segmenter_input(self, x0_hat: Tensor) -> Tensor:
         """The reconstruction as the segmenter sees it: [0, 1] scale, clamped only to [-1, 1].

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.common.config import ModelConfig, TrainConfig
+from core.common.config import GeometryConfig, ModelConfig, TrainConfig, from_dict, replace
 from core.common.datasets import load_images, split_train_val
-from core.common.images import is_grey
+from core.common.images import header_size, is_grey
 from core.model.checkpoint import (
     CheckpointError,
     read_header,
@@ -57,11 +57,12 @@ class TrainData:
 
     @classmethod
     def from_paths(cls, paths: Sequence[str | Path], size: int, val_fraction: float, seed: int,
-                   input_max: float | None = None) -> TrainData:
-        """Images read with the range ``input_max``, or without one the range of the images themselves."""
+                   input_max: float | None = None, geometry: GeometryConfig | None = None) -> TrainData:
+        """Images read with the range ``input_max``, or without one the range of the images themselves; with a
+        ``geometry``, as its working images (a tiling model's: scaled, aspect ratio kept)."""
         if not paths:
             raise TrainingError("no image files found in the training folder(s)")
-        report = load_images(paths, size, input_max)
+        report = load_images(paths, size, input_max, geometry if geometry and geometry.mode == "tiles" else None)
         if not report.images:
             raise TrainingError("no readable training image: " + "; ".join(str(e) for e in report.errors[:5]))
         tr, va = split_train_val(len(report.images), val_fraction, seed)
@@ -99,6 +100,38 @@ def working_size(preset_size: int, base: str | Path | None) -> int:
     return size if isinstance(size, int) and size > 0 else preset_size
 
 
+def working_scale(paths: Sequence[str | Path], size: int) -> float:
+    """The rule for a tiling model's scale: the median shorter side of the training images becomes one square
+    (``size``), and images are never magnified (at most 1, the camera's own pixels). Sides come from the file
+    headers; files whose header gives none are left out (1 when none gives one)."""
+    sides = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                dims = header_size(f.read(65536))
+        except OSError:
+            continue
+        if dims and min(dims) > 0:
+            sides.append(min(dims))
+    return round(min(1.0, size / float(np.median(sides))), 4) if sides else 1.0
+
+
+def working_geometry(model_cfg: ModelConfig, paths: Sequence[str | Path], base: str | Path | None,
+                     ) -> tuple[ModelConfig, GeometryConfig]:
+    """The model config with its scale set by rule where it says 0 (:func:`working_scale`), and the geometry to
+    load the training images with: a base model's own when fine-tuning or resuming."""
+    if base is not None:
+        try:
+            return model_cfg, from_dict(GeometryConfig, read_header(base)["model_config"].get("geometry", {}))
+        except (CheckpointError, KeyError, TypeError, ValueError, AttributeError):
+            return model_cfg, model_cfg.geometry  # an unreadable base is left to the trainer
+    geometry = model_cfg.geometry
+    if geometry.mode == "tiles" and not geometry.scale:
+        geometry = replace(geometry, scale=working_scale(paths, model_cfg.image_size))
+        model_cfg = replace(model_cfg, geometry=geometry)
+    return model_cfg, geometry
+
+
 def model_channels(data: TrainData, forced: int | None = None, base: ModelConfig | None = None,
                    base_path: str | Path = "") -> int:
     """The channels of the model to train. A base model (fine-tuning, resuming) keeps its own, and a grey one
@@ -130,7 +163,8 @@ def check_trainable(data: TrainData, model_config: ModelConfig, train_config: Tr
     BatchNorm (``ValueError``): it needs two values per channel, so at a size where the segmenter's deepest level
     is 1 x 1 each batch or micro-batch needs 2 images at least."""
     size = model_config.image_size
-    if any(im.shape[:2] != (size, size) for im in data.train[:1] + data.val[:1]):
+    if model_config.geometry.mode == "stretch" and any(im.shape[:2] != (size, size)
+                                                      for im in data.train[:1] + data.val[:1]):
         h, w = (data.train or data.val)[0].shape[:2]
         raise TrainingError(f"the training images were loaded at {w} x {h} px, but the model works at {size} px "
                             "(load them at the base model's size: core.train.data.working_size)")

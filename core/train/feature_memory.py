@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from core.common.config import SynthesisConfig, replace
+from core.common.config import FeatureConfig, SynthesisConfig, replace
+from core.common.geometry import squares
 from core.model.checkpoint import (
     Checkpoint,
     CheckpointError,
 )
 from core.model.devices import to_tensor
+from core.model.encoder import block_channels
 from core.model.memory import Cancelled, greedy_coreset, nearest_distances, nearest_neighbors
 from core.model.network import DiffusionAD
 from core.train.data import TrainData, TrainingError
@@ -88,6 +90,38 @@ def distance_calibration(model: DiffusionAD, train_images: Sequence[np.ndarray],
     return float(torch.quantile(d.float(), DISTANCE_HIGH_QUANTILE)) / median, median / float(model.distance_scale)
 
 
+def block_weights(patches: torch.Tensor, fc: FeatureConfig) -> torch.Tensor:
+    """[D] weights that give each encoder block's channels the same total variance over ``patches`` [M, D]."""
+    var = patches.float().var(0)
+    weight = torch.empty_like(var)
+    start = 0
+    for block in fc.blocks:
+        width = block_channels(block, fc.encoder)
+        weight[start:start + width] = var[start:start + width].sum().clamp_min(1e-12).rsqrt()
+        start += width
+    return weight
+
+
+def training_squares(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
+                     cancel: Callable[[], bool] | None = None,
+                     ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """The patch features of training images (uint8 working images), 8 squares at a time: (images done, images,
+    features [B, D, h, w] on the CPU, the index of each square's image [B]). A stretching model's images are its
+    squares; a tiling model's are cut into them (``core.common.geometry.squares``)."""
+    cfg = model.config
+    pending: list[tuple[np.ndarray, int]] = []
+    for idx, im in enumerate(images):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        cut = squares(im, cfg.image_size, cfg.geometry.overlap)[0] if cfg.geometry.mode == "tiles" else [im]
+        pending.extend((sq, idx) for sq in cut)
+        while len(pending) >= 8 or (idx == len(images) - 1 and pending):
+            batch, pending = pending[:8], pending[8:]
+            x = to_tensor([sq.astype(np.float32) / 255.0 for sq, _ in batch], device, cfg.channels)
+            yield idx + 1, len(images), model.embed(x).float().cpu(), torch.tensor([o for _, o in batch],
+                                                                                    dtype=torch.int32)
+
+
 @torch.no_grad()
 def build_memory(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device, seed: int,
                  keep_old: bool = False, cancel: Callable[[], bool] | None = None) -> Iterator[str]:
@@ -108,20 +142,19 @@ def build_memory(model: DiffusionAD, images: Sequence[np.ndarray], device: torch
     if n < 2:
         raise TrainingError("the feature memory needs at least 2 training images (a training image's distances "
                             "leave its own patches out)")
-
-
-    feats = []
-    for i in range(0, n, 8):
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
-        x = to_tensor([im.astype(np.float32) / 255.0 for im in images[i:i + 8]], device,
-                      model.config.channels)
-        feats.append(model.embed(x).float().cpu())
-        yield (f"feature memory: {min(i + 8, n)} / {n} training images")
-    f = torch.cat(feats)  # [n, D, h, w]
+    feats, owners = [], []
+    for done, total, batch, owner in training_squares(model, images, device, cancel):
+        feats.append(batch)
+        owners.append(owner)
+        yield f"feature memory: {done} / {total} training images"
+    f = torch.cat(feats)  # [squares, D, h, w]
     dim, per_image = f.shape[1], f.shape[2] * f.shape[3]
     patches = f.permute(0, 2, 3, 1).reshape(-1, dim)
-    tags = torch.arange(n, dtype=torch.int32).repeat_interleave(per_image)
+    tags = torch.cat(owners).repeat_interleave(per_image)
+    patches_raw = patches  # the head's statistics are of the features as they are
+    if hasattr(model, "feature_weight") and not keep_old:  # a fine-tuned model keeps its weights with its memory
+        model.feature_weight.copy_(block_weights(patches, fc))
+    patches = model.weigh(patches)
     g = torch.Generator().manual_seed(seed)
     pool = min(len(patches), MEMORY_POOL * fc.memory_size)
     pick = torch.randperm(len(patches), generator=g)[:pool]
@@ -139,8 +172,8 @@ def build_memory(model: DiffusionAD, images: Sequence[np.ndarray], device: torch
         tags = torch.cat([old_tags, tags])
         pool = len(pick)
     else:
-        model.feature_mean.copy_(patches.mean(0))
-        model.feature_std.copy_(patches.std(0).clamp_min(1e-3))
+        model.feature_mean.copy_(patches_raw.mean(0))
+        model.feature_std.copy_(patches_raw.std(0).clamp_min(1e-3))
     size = min(fc.memory_size, pool)
     yield (f"feature memory: choosing {size} of {len(patches)} patch features")
     chosen = pick[greedy_coreset(patches[pick], size, seed=seed, cancel=cancel)]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from core.common.config import SynthesisConfig
+from core.common.config import ModelConfig, SynthesisConfig
+from core.common.geometry import random_square
 from core.common.images import luminance
 from core.model.distributed import shard
 from core.train.synthesis import AnomalySynthesizer
@@ -49,12 +50,14 @@ def _torch_generator(seed: int, step: int, j: int) -> torch.Generator:
 
 
 def make_sample(images: Sequence[np.ndarray], synth: AnomalySynthesizer, draws: Draws | None, seed: int,
-                step: int, j: int) -> tuple:
+                step: int, j: int, size: int = 0) -> tuple:
     """Sample ``j`` of step ``step``: (image float32 [S, S, 3], mask [S, S], image index, and with ``draws`` the
-    timesteps and noises)."""
+    timesteps and noises). ``size``: the images are a tiling model's working images, and the sample is a random
+    ``size`` square of one (``core.common.geometry.random_square``); 0: they are squares already."""
     rng = np.random.default_rng(sample_seed(seed, step, j))
     i = int(rng.integers(0, len(images)))
-    aug, mask = synth(images[i].astype(np.float32) / 255.0, rng)
+    image = random_square(images[i], size, rng) if size else images[i]
+    aug, mask = synth(image.astype(np.float32) / 255.0, rng)
     if draws is None:
         return aug, mask, i
     g = _torch_generator(seed, step, j)
@@ -86,8 +89,9 @@ class TrainingBatches(IterableDataset):
 
     def __init__(self, images: Sequence[np.ndarray], synthesis: SynthesisConfig, textures: Sequence[np.ndarray],
                  batch_size: int, seed: int, first_step: int, last_step: int, channels: int = 3,
-                 draws: Draws | None = None, rank: int = 0, world: int = 1):
+                 draws: Draws | None = None, rank: int = 0, world: int = 1, size: int = 0):
         super().__init__()
+        self.size = size  # > 0: random squares of this size from working images (make_sample)
         self.images, self.synthesis, self.textures = list(images), synthesis, list(textures)
         self.samples = shard(range(batch_size), rank, world)
         self.seed, self.first_step, self.last_step = seed, first_step, last_step
@@ -95,7 +99,7 @@ class TrainingBatches(IterableDataset):
 
     def batch(self, step: int, synth: AnomalySynthesizer | None = None) -> Batch:
         synth = synth or AnomalySynthesizer(self.synthesis, self.textures)
-        return collate([make_sample(self.images, synth, self.draws, self.seed, step, j) for j in self.samples],
+        return collate([make_sample(self.images, synth, self.draws, self.seed, step, j, self.size) for j in self.samples],
                        self.channels)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -104,6 +108,11 @@ class TrainingBatches(IterableDataset):
         synth = AnomalySynthesizer(self.synthesis, self.textures)
         for step in range(self.first_step + 1 + worker, self.last_step + 1, workers):
             yield self.batch(step, synth)
+
+
+def square_size(config: ModelConfig) -> int:
+    """``TrainingBatches``'s ``size`` for a model: its squares' size when it tiles working images, else 0."""
+    return config.image_size if config.geometry.mode == "tiles" else 0
 
 
 def default_workers(device: torch.device) -> int:

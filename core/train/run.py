@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.common.config import FOREGROUNDS, ModelConfig, SynthesisConfig, TrainConfig
+from core.common.config import FOREGROUNDS, GEOMETRIES, ModelConfig, SynthesisConfig, TrainConfig
 from core.common.presets import DEFAULT_PRESET, PRESETS, get_preset
 
 if TYPE_CHECKING:
@@ -65,6 +65,10 @@ class RunSpec:
     image_size: int | None = None  # the model's input size instead of the preset's (see :func:`at_image_size`)
     val_fraction: float | None = None  # held-out share of the good images
     learning_rate: float | None = None  # Adam's rate for both networks
+    geometry: str | None = None  # stretch or tiles (core.common.geometry); None: the preset's
+    scale: float | None = None  # tiles: working pixels per image pixel; 0: by rule from the images (working_scale)
+    # further ModelConfig settings: top-level values, or for "features" / "geometry" a mapping of their settings
+    model: Mapping[str, Any] = field(default_factory=dict)
     synthesis: Mapping[str, Any] = field(default_factory=dict)  # further SynthesisConfig settings
     info: Mapping[str, Any] = field(default_factory=dict)  # entries for the checkpoint header (name, benchmark)
 
@@ -107,6 +111,12 @@ class RunSpec:
                 _refuse(name, getattr(self, name), "a path")
         if not isinstance(self.synthesis, Mapping) or not set(self.synthesis) <= SYNTHESIS_SETTINGS:
             _refuse("synthesis", self.synthesis, "SynthesisConfig settings: " + ", ".join(sorted(SYNTHESIS_SETTINGS)))
+        if self.geometry is not None and self.geometry not in GEOMETRIES:
+            _refuse("geometry", self.geometry, "one of " + ", ".join(GEOMETRIES))
+        if self.scale is not None and not (_is_number(self.scale) and 0 <= self.scale <= 8):
+            _refuse("scale", self.scale, "a number from 0 (by rule) to 8")
+        if not isinstance(self.model, Mapping):
+            _refuse("model", self.model, "a mapping of ModelConfig settings")
         if not isinstance(self.info, Mapping):
             _refuse("info", self.info, "a mapping")
         if self.init and self.resume:
@@ -126,6 +136,7 @@ class RunSpec:
         try:
             if self.image_size is not None:
                 model_cfg = at_image_size(model_cfg, self.image_size)
+            model_cfg = with_model_settings(model_cfg, self.model, self.geometry, self.scale)
             train_cfg = replace(train_cfg, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
             synthesis = {k: v for k, v in synthesis.items() if v is not None}
             if synthesis:
@@ -151,6 +162,20 @@ class RunSpec:
 
         folders = [str(p) for d in self.data_dirs for p in list_images(train_folder(d))]
         return folders + [str(p) for p in self.extra_images]
+
+
+def with_model_settings(model_cfg: ModelConfig, settings: Mapping[str, Any], geometry: str | None = None,
+                        scale: float | None = None) -> ModelConfig:
+    """``model_cfg`` with further settings (``RunSpec.model``) and the geometry options."""
+    changes = dict(settings)
+    for name in ("features", "geometry"):
+        if isinstance(changes.get(name), Mapping):
+            changes[name] = replace(getattr(model_cfg, name), **changes[name])
+    geo = changes.get("geometry", model_cfg.geometry)
+    if geometry is not None or scale is not None:
+        geo = replace(geo, **{k: v for k, v in (("mode", geometry), ("scale", scale)) if v is not None})
+    changes["geometry"] = geo
+    return replace(model_cfg, **changes)
 
 
 def at_image_size(model_cfg: ModelConfig, size: int) -> ModelConfig:
@@ -185,9 +210,7 @@ def build_trainer(spec: RunSpec, *, world: World | None = None, device: str | No
     be trained further), :class:`~core.model.checkpoint.CheckpointError` or ``ValueError``, each naming the cause.
     """
     from core.model.distributed import SINGLE
-    from core.train.data import TrainData, TrainingError, working_size
-    from core.train.synthesis import load_textures
-    from core.train.trainer import Trainer
+    from core.train.data import TrainData, TrainingError, working_geometry, working_size
 
     model_cfg, train_cfg = spec.configs()
     size = working_size(model_cfg.image_size, spec.resume or spec.init)
@@ -196,7 +219,13 @@ def build_trainer(spec: RunSpec, *, world: World | None = None, device: str | No
             paths = spec.image_paths()
         except FileNotFoundError as exc:
             raise TrainingError(str(exc)) from None
-        data = TrainData.from_paths(paths, size, train_cfg.val_fraction, train_cfg.seed)
+        model_cfg, geometry = working_geometry(model_cfg, paths, spec.resume or spec.init)
+        data = TrainData.from_paths(paths, size, train_cfg.val_fraction, train_cfg.seed, geometry=geometry)
+    elif model_cfg.geometry.mode == "tiles" and not model_cfg.geometry.scale:
+        raise TrainingError("a tiling run on images already loaded needs its scale (the rule reads the image files)")
+    from core.train.synthesis import load_textures
+    from core.train.trainer import Trainer
+
     if textures is None:
         try:
             textures = load_textures(spec.textures, size) if spec.textures else []

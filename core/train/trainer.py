@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from core.common.config import ModelConfig, TrainConfig, replace
-from core.inference.predict import predict_batch
+from core.inference.predict import predict_working
 from core.model.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint
 from core.model.devices import seed_everything
 from core.model.distributed import SINGLE, World, rank_device
@@ -39,7 +39,7 @@ from core.train.data import (
 )
 from core.train.feature_memory import build_memory
 from core.train.losses import DiffusionADLoss
-from core.train.pipeline import Batch, Draws, TrainingBatches, batch_loader, default_workers
+from core.train.pipeline import Batch, Draws, TrainingBatches, batch_loader, default_workers, square_size
 from core.train.ranks import TrainForward, distributed, global_sum, no_sync, share_memory, world_info
 from core.train.validation import held_out_validation
 
@@ -146,7 +146,7 @@ class Trainer:
                 self.data.train, self.train_config.synthesis, self.textures, self.train_config.batch_size,
                 self.train_config.seed, self.step, 2**62, self.model_config.channels,
                 Draws(dc.num_timesteps, dc.train_t_split, (self.model_config.channels, r, r)),
-                self.world.rank, self.world.world_size)
+                self.world.rank, self.world.world_size, square_size(self.model_config))
         return self._batches
 
     def _on_device(self, batch: Batch) -> list[torch.Tensor]:
@@ -270,7 +270,7 @@ class Trainer:
     # ---- validation, preview, checkpoint -------------------------------------------------
     def _predict(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Reconstructions, maps and scores of the live model, 8 images at a time, by the Inspector's path."""
-        parts = [predict_batch(self.model, images[i : i + 8], self.device) for i in range(0, len(images), 8)]
+        parts = [predict_working(self.model, images[i : i + 8], self.device) for i in range(0, len(images), 8)]
         recons, maps, scores = zip(*parts)
         return np.concatenate(recons), np.concatenate(maps), np.concatenate(scores)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
 from core.common.config import SynthesisConfig, replace
 from core.common.metrics import image_auroc, pixel_auroc, threshold_gap, threshold_robust
-from core.inference.predict import predict_batch
+from core.inference.predict import predict_working
 from core.model.network import DiffusionAD
 from core.train.synthesis import AnomalySynthesizer
 
@@ -29,11 +30,15 @@ def synthetic_defect_auroc(
 
 
 def synthetic_defects(
-    good: list[np.ndarray], synthesis: SynthesisConfig, textures: Sequence[np.ndarray],
+    good: list[np.ndarray], synthesis: SynthesisConfig, textures: Sequence[np.ndarray], size: int = 0,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """One synthetic defect made from each good image (fixed seed): the images and their boolean masks."""
+    """One synthetic defect made from each good image (fixed seed): the images and their boolean masks (resized to
+    ``size`` x ``size`` where given and they differ)."""
     synth = AnomalySynthesizer(replace(synthesis, anomaly_prob=1.0), textures, seed=VALIDATION_SEED)
     bad, masks = zip(*(synth(g) for g in good))
+    if size:  # the maps' size (a tiling model's working images differ in size; their maps come resized to it)
+        masks = tuple(m if m.shape == (size, size) else cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
+                      for m in masks)
     return list(bad), np.stack(masks) > 0.5
 
 
@@ -55,11 +60,11 @@ def held_out_validation(model: DiffusionAD, val: Sequence[np.ndarray], device: t
     good = [im.astype(np.float32) / 255.0 for im in val]
 
     def predict(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        parts = [predict_batch(model, images[i:i + 8], device) for i in range(0, len(images), 8)]
+        parts = [predict_working(model, images[i:i + 8], device) for i in range(0, len(images), 8)]
         return np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts])
 
     good_scores, good_maps = predict(good)
-    bad, masks = synthetic_defects(good, synthesis, textures)
+    bad, masks = synthetic_defects(good, synthesis, textures, model.config.image_size)
     bad_scores, bad_maps = predict(bad)
     i_auroc, p_auroc = defect_aurocs(good_scores, good_maps, bad_scores, bad_maps, masks)
     threshold = threshold_robust(good_scores)
