@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.common.config import GeometryConfig, ModelConfig, TrainConfig, from_dict, replace
+from core.common.config import GeometryConfig, ModelConfig, TrainConfig, from_dict
 from core.common.datasets import load_images, split_train_val
 from core.common.images import header_size, is_grey
 from core.model.checkpoint import (

@@ -99,8 +99,8 @@ class TrainingBatches(IterableDataset):
 
     def batch(self, step: int, synth: AnomalySynthesizer | None = None) -> Batch:
         synth = synth or AnomalySynthesizer(self.synthesis, self.textures)
-        return collate([make_sample(self.images, synth, self.draws, self.seed, step, j, self.size) for j in self.samples],
-                       self.channels)
+        samples = [make_sample(self.images, synth, self.draws, self.seed, step, j, self.size) for j in self.samples]
+        return collate(samples, self.channels)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
