@@ -58,7 +58,7 @@ DATA_RANGES = ("unit", "symmetric")
 FOREGROUNDS = ("none", "region", "auto")
 GREY_SOURCES = ("auto", "always", "never")
 CHANNELS = (1, 3)  # grey, colour
-FUSIONS = ("none", "mean", "or")  # core.model.features.fuse
+FUSIONS = ("none", "mean", "or", "distance")  # core.model.features.fuse
 BLOCK_WEIGHTINGS = ("none", "equal")  # how the encoder blocks' features weigh in the memory distance
 GEOMETRIES = ("stretch", "tiles")  # core.common.geometry
 
@@ -164,7 +164,8 @@ class FeatureConfig:
     head_width: int = 64  # width of the segmentation head over the features
     recon_features: bool = True  # the head also compares the input's features with the reconstruction's
     # how the shown map joins the head's probability with the calibrated memory distance (core.model.features.fuse):
-    # "none" (the head's map alone; checkpoints without the field), "mean" or "or"
+    # "none" (the head's map alone; checkpoints without the field), "mean", "or" or "distance" (the memory distance's
+    # alone: a model whose memory is all it needs, e.g. to compare memories without training a head)
     fusion: str = "none"
     # the EfficientNet-Lite variant ("lite0", "lite1", "lite2") and how its input is scaled: "imagenet" (ImageNet
     # mean / std) or "lite" ((x * 255 - 127) / 128, as its weights were trained). Checkpoints without them: lite0,

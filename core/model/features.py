@@ -91,10 +91,12 @@ def distance_probability(dist: Tensor, distance_high: float | Tensor) -> Tensor:
 
 
 def fuse(p_seg: Tensor, p_dist: Tensor, kind: str) -> Tensor:
-    """The shown map from the head's probability and the distance's: "none" (the head's), "mean" or "or"
-    (the probability that either sees a defect, as if independent)."""
+    """The shown map from the head's probability and the distance's: "none" (the head's), "mean", "or" (the
+    probability that either sees a defect, as if independent) or "distance" (the memory distance's alone)."""
     if kind == "none":
         return p_seg
+    if kind == "distance":
+        return p_dist
     if kind == "mean":
         return 0.5 * (p_seg + p_dist)
     if kind == "or":
