@@ -18,6 +18,7 @@ The rule, fixed before any candidate was scored:
      stretch to 256 px;
   4. encoder: lite0 | lite1 | lite2 (blocks at stride 8 and 16);
   5. image score: top-k mean | with the mean of the top 2 % of the map (``score_area`` 0.02);
+  6. memory turns: none | the training squares' flips and 90-degree turns in the memory (``memory_turns``);
 - a candidate replaces the incumbent when its figure is at least 0.005 higher; one that costs more than twice the
   incumbent's inspection time per image (``ms_per_image_incl_io`` of the same evaluation) must be 0.01 higher;
 - ``magnetic_tile/test`` is scored only after every stage is decided (stage ``test``), for the ablation table.
@@ -50,18 +51,20 @@ MARGIN, COSTLY_MARGIN = 0.005, 0.01
 BLOCKS = {"lite0": (4, 10), "lite1": (6, 14), "lite2": (6, 14)}  # stride 8 and 16 ends of each encoder
 
 BASE: dict[str, Any] = {"input_scaling": "imagenet", "block_weighting": "none", "geometry": "stretch128",
-                        "encoder": "lite0", "score_area": 0.0}
+                        "encoder": "lite0", "score_area": 0.0, "memory_turns": False}
 STAGES: list[tuple[str, list[Any]]] = [
     ("input_scaling", ["imagenet", "lite"]),
     ("block_weighting", ["none", "equal"]),
     ("geometry", ["stretch128", "tiles128", "stretch256"]),
     ("encoder", ["lite0", "lite1", "lite2"]),
     ("score_area", [0.0, 0.02]),
+    ("memory_turns", [False, True]),
 ]
 
 
 def name_of(c: dict[str, Any]) -> str:
-    return "-".join(f"{c[k]}" for k in BASE)
+    """The candidate's run folder and record key (a candidate without memory turns keeps its earlier name)."""
+    return "-".join(f"{c[k]}" for k in BASE if k != "memory_turns") + ("-turns" if c.get("memory_turns") else "")
 
 
 def spec_of(c: dict[str, Any], train: str) -> Any:
@@ -69,7 +72,7 @@ def spec_of(c: dict[str, Any], train: str) -> Any:
 
     geometry, size = c["geometry"][:-3], int(c["geometry"][-3:])
     features = {"fusion": "distance", "input_scaling": c["input_scaling"], "block_weighting": c["block_weighting"],
-                "encoder": c["encoder"], "blocks": BLOCKS[c["encoder"]]}
+                "encoder": c["encoder"], "blocks": BLOCKS[c["encoder"]], "memory_turns": c.get("memory_turns", False)}
     return RunSpec([train], RUNS / name_of(c), steps=1, seed=0, image_size=size, geometry=geometry,
                    scale=0 if geometry == "tiles" else None,
                    model={"features": features, "score_area": c["score_area"]}, info={"benchmark": "choices"})
@@ -127,7 +130,7 @@ def test(train: str, test_root: str) -> None:
     """The chosen memory, the base, and each change alone on the base, scored on test (the ablation rows)."""
     data = json.loads(RECORD.read_text())
     records, chosen = data["records"], data["chosen"]
-    rows = [BASE, chosen] + [{**BASE, k: chosen[k]} for k in BASE if chosen[k] != BASE[k]]
+    rows = [BASE, chosen] + [{**BASE, k: chosen[k]} for k in BASE if chosen.get(k) != BASE[k]]
     for c in rows:
         run_candidate(c, train, test_root, records)
     data["records"] = records

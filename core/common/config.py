@@ -176,11 +176,16 @@ class FeatureConfig:
     # checkpoints without the field); "equal": each block's features are scaled so that every block has the same
     # total variance over the training patches (the model's ``feature_weight``), as PatchCore pools each to one size
     block_weighting: str = "none"
+    # the memory also holds the training squares' flips and 90-degree turns (for a product with no orientation:
+    # a part may lie turned on the line); off in checkpoints without the field
+    memory_turns: bool = False
 
     def __post_init__(self) -> None:
         _check_choice(self, "encoder", tuple(ENCODER_BLOCKS))
         _check_choice(self, "input_scaling", INPUT_SCALINGS)
         _check_choice(self, "block_weighting", BLOCK_WEIGHTINGS)
+        if not isinstance(self.memory_turns, bool):
+            _refuse(self, "memory_turns", "true or false")
         _check_int_tuple(self, "blocks", 0, ENCODER_BLOCKS[self.encoder] - 1, 0, 4)
         if len(set(self.blocks)) != len(self.blocks):
             _refuse(self, "blocks", "distinct encoder blocks")

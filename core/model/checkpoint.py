@@ -117,14 +117,16 @@ def _model_config_dict(cfg: ModelConfig) -> dict:
     """``input_max`` is written only when it is not the 8-bit default, so that builds from before it existed still
     open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly. For the same
     reason a model without encoder features (``paper``, ``fast``) is written without ``features`` and
-    ``denoiser_size``, and the encoder's ``encoder`` , ``input_scaling`` and ``block_weighting`` only when they
-    are not lite0, imagenet and none; ``score_area`` and ``geometry`` likewise only when not their defaults."""
+    ``denoiser_size``, and the encoder's ``encoder``, ``input_scaling``, ``block_weighting`` and ``memory_turns``
+    only when they are not lite0, imagenet, none and false; ``score_area`` and ``geometry`` likewise only when not
+    their defaults."""
     data = to_dict(cfg)
     if data.get("input_max") == ModelConfig.input_max:
         data.pop("input_max")
     features = data.get("features", {})
     for name, default in (("encoder", FeatureConfig.encoder), ("input_scaling", FeatureConfig.input_scaling),
-                          ("block_weighting", FeatureConfig.block_weighting)):
+                          ("block_weighting", FeatureConfig.block_weighting),
+                          ("memory_turns", FeatureConfig.memory_turns)):
         if features.get(name) == default:
             features.pop(name)
     if data.get("score_area") == ModelConfig.score_area:

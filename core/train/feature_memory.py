@@ -107,14 +107,17 @@ def training_squares(model: DiffusionAD, images: Sequence[np.ndarray], device: t
                      ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """The patch features of training images (uint8 working images), 8 squares at a time: (images done, images,
     features [B, D, h, w] on the CPU, the index of each square's image [B]). A stretching model's images are its
-    squares; a tiling model's are cut into them (``core.common.geometry.squares``)."""
+    squares; a tiling model's are cut into them (``core.common.geometry.squares``); with ``memory_turns`` each square
+    comes in its 8 flips and quarter turns."""
     cfg = model.config
     pending: list[tuple[np.ndarray, int]] = []
     for idx, im in enumerate(images):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         cut = squares(im, cfg.image_size, cfg.geometry.overlap)[0] if cfg.geometry.mode == "tiles" else [im]
-        pending.extend((sq, idx) for sq in cut)
+        if cfg.features.memory_turns:  # the 8 flips and quarter turns of each square
+            cut = [np.rot90(t, k) for sq in cut for t in (sq, sq[:, ::-1]) for k in range(4)]
+        pending.extend((np.ascontiguousarray(sq), idx) for sq in cut)
         while len(pending) >= 8 or (idx == len(images) - 1 and pending):
             batch, pending = pending[:8], pending[8:]
             x = to_tensor([sq.astype(np.float32) / 255.0 for sq, _ in batch], device, cfg.channels)
