@@ -67,7 +67,8 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, bf16=args.bf16,
         textures=args.textures, foreground=args.foreground, brightness_defects=args.brightness_defects,
         large_brightness=args.large_brightness, channels=None if args.channels == "auto" else int(args.channels),
-        init=args.init, resume=args.resume, device=args.device, workers=args.workers)
+        init=args.init, resume=args.resume, device=args.device, workers=args.workers, image_size=args.image_size,
+        geometry=args.geometry, scale=args.scale)
 
 
 def _train(args: argparse.Namespace, world: World, device: str) -> int:
@@ -164,6 +165,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="model input channels: auto (1, a grey model, when every training image is grey; else 3), "
                         "1 (grey: colour images enter as their luminance) or 3 (colour). Fine-tuning and resuming "
                         "keep the base model's")
+    t.add_argument("--image-size", type=positive_int_arg, metavar="PX",
+                   help="the model's square size in pixels, a multiple of 32 (default: the preset's)")
+    t.add_argument("--geometry", choices=["stretch", "tiles"],
+                   help="stretch: each image resized to one square; tiles: aspect ratio kept, the image scaled by "
+                        "--scale and cut into overlapping squares whose maps are stitched (default: the preset's)")
+    t.add_argument("--scale", type=non_negative_arg, metavar="FACTOR",
+                   help="tiles: working pixels per image pixel (1: the camera's own, for defects a few pixels "
+                        "wide on large images); 0: by rule, the training images' median shorter side becomes one "
+                        "square (default: the preset's)")
     t.add_argument("--init", help="fine-tune from this checkpoint")
     t.add_argument("--resume", help="resume this checkpoint (same step, optimizer state)")
     t.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
