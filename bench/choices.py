@@ -19,6 +19,8 @@ The rule, fixed before any candidate was scored:
   4. encoder: lite0 | lite1 | lite2 (blocks at stride 8 and 16);
   5. image score: top-k mean | with the mean of the top 2 % of the map (``score_area`` 0.02);
   6. memory turns: none | the training squares' flips and 90-degree turns in the memory (``memory_turns``);
+  7. (added after stage 3 was decided, before any of its candidates was scored) the size next to the winning
+     geometry's: for stretch128, stretch96 | stretch160 (the multiples of 32 on either side);
 - a candidate replaces the incumbent when its figure is at least 0.005 higher; one that costs more than twice the
   incumbent's inspection time per image (``ms_per_image_incl_io`` of the same evaluation) must be 0.01 higher;
 - ``magnetic_tile/test`` is scored only after every stage is decided (stage ``test``), for the ablation table.
@@ -59,6 +61,7 @@ STAGES: list[tuple[str, list[Any]]] = [
     ("encoder", ["lite0", "lite1", "lite2"]),
     ("score_area", [0.0, 0.02]),
     ("memory_turns", [False, True]),
+    ("geometry", ["stretch96", "stretch160"]),
 ]
 
 
@@ -70,7 +73,8 @@ def name_of(c: dict[str, Any]) -> str:
 def spec_of(c: dict[str, Any], train: str) -> Any:
     from core.train.run import RunSpec
 
-    geometry, size = c["geometry"][:-3], int(c["geometry"][-3:])
+    geometry = c["geometry"].rstrip("0123456789")
+    size = int(c["geometry"][len(geometry):])
     features = {"fusion": "distance", "input_scaling": c["input_scaling"], "block_weighting": c["block_weighting"],
                 "encoder": c["encoder"], "blocks": BLOCKS[c["encoder"]], "memory_turns": c.get("memory_turns", False)}
     return RunSpec([train], RUNS / name_of(c), steps=1, seed=0, image_size=size, geometry=geometry,
@@ -120,7 +124,7 @@ def choose(train: str, val: str) -> None:
             need = COSTLY_MARGIN if costly else MARGIN
             if merit(fig) >= merit(inc) + need:
                 best, inc = cand, fig
-        decisions.append({"stage": stage, "chosen": best[stage], "merit": merit(inc)})
+        decisions.append({"stage": stage, "options": options, "chosen": best[stage], "merit": merit(inc)})
         print("stage", stage, "->", best[stage], f"{merit(inc):.4f}", flush=True)
     save_json(RECORD, {"machine": machine(), "git": git_rev(), "records": records, "decisions": decisions,
                        "chosen": best})
