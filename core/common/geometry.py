@@ -25,6 +25,13 @@ from core.common.images import resize
 from core.common.tiling import Stitcher, TilePlan, cut, plan_tiles
 
 
+def describe(size: int, geometry: GeometryConfig) -> str:
+    """How a model sees an image, in a few words: "128 px" (stretched) or "tiles of 256 px at x1" (tiles)."""
+    if geometry.mode == "stretch":
+        return f"{size} px"
+    return f"tiles of {size} px at x{geometry.scale:g}"
+
+
 def working_shape(height: int, width: int, size: int, geometry: GeometryConfig) -> tuple[int, int]:
     """The working image's (height, width) for an image of ``height`` x ``width``: ``size`` x ``size`` when
     stretched, else the image scaled by ``geometry.scale`` (at least 1 pixel a side)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel
 
+from core.common.geometry import describe
 from core.common.metrics import threshold_warning
 from core.inference.inspector import Inspector
 from core.model.devices import device_name, inference_device
@@ -109,7 +110,8 @@ class ModelsController(QObject):
         preset = (ckpt.info.get("preset", "") if ckpt else "") or (version.preset if version else "")
         warning = threshold_warning(ckpt.metrics) if ckpt else None
         info = ModelInfo(path, name, preset, device_name(inspector.device), inspector.config.image_size, vid,
-                         inspector.threshold, warning, label)
+                         inspector.threshold, warning, label,
+                         describe(inspector.config.image_size, inspector.config.geometry))
         threshold = version.threshold if version and version.threshold is not None else inspector.threshold
         pixel = version.pixel_threshold if version else 0.5
         if thresholds is not None:
@@ -214,7 +216,8 @@ class ModelsController(QObject):
         m = self.state.model
         if m:
             whose = {True: " (model's own)", False: " (set by a person)"}.get(self.state.threshold_is_own(), "")
-            self.model_label.setText(f"Model: {m.name} · {m.preset or 'custom'} · {m.image_size} px · "
+            seen = m.geometry or f"{m.image_size} px"
+            self.model_label.setText(f"Model: {m.name} · {m.preset or 'custom'} · {seen} · "
                                      f"threshold {self.state.threshold:.4f}{whose}")
 
     def _save_thresholds(self) -> None:
