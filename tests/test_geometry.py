@@ -12,7 +12,7 @@ import torch
 
 from core.cli.main import main
 from core.common.config import FeatureConfig, GeometryConfig, ModelConfig, replace
-from core.common.geometry import layout, pad_to, random_square, squares, stitch, to_working, working_shape
+from core.common.geometry import describe, layout, pad_to, random_square, squares, stitch, to_working, working_shape
 from core.common.presets import get_preset
 from core.inference.inspector import Inspector
 from core.inference.predict import _stitched_parts, predict_batch, predict_working
@@ -175,6 +175,26 @@ def test_training_squares_tags_each_square_with_its_image():
     with torch.no_grad():
         squares_only = list(training_squares(stretch, [np.zeros((64, 64, 3), np.uint8)] * 3, CPU))
     assert torch.cat([o for *_, o in squares_only]).tolist() == [0, 1, 2]
+
+
+def test_memory_turns_put_the_eight_flips_and_turns_of_each_square_in():
+    cfg = get_preset("tiny-pretrained")[0]
+    cfg = replace(cfg, features=replace(cfg.features, memory_turns=True))
+    model = DiffusionAD(cfg).eval()
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    with torch.no_grad():
+        out = list(training_squares(model, [image, image[::-1].copy()], CPU))
+        owners = torch.cat([o for *_, o in out]).tolist()
+        feats = torch.cat([f for _, _, f, _ in out])
+        turned = model.embed(to_tensor([np.rot90(image, 1).astype(np.float32) / 255], CPU, 3))
+    assert owners == [0] * 8 + [1] * 8
+    assert min(float((feats[i] - turned[0]).abs().max()) for i in range(8)) < 1e-5  # a quarter turn is among them
+
+
+def test_describe_says_how_a_model_sees_an_image():
+    assert describe(128, GeometryConfig()) == "128 px"
+    assert describe(256, GeometryConfig("tiles", 1.0)) == "tiles of 256 px at x1"
+    assert describe(128, GeometryConfig("tiles", 0.4871)) == "tiles of 128 px at x0.4871"
 
 
 def test_make_sample_draws_random_squares_of_working_images():
