@@ -156,6 +156,7 @@ def test_fusions_join_the_two_probabilities():
     assert torch.equal(fuse(seg, dist, "none"), seg)
     assert torch.allclose(fuse(seg, dist, "mean"), torch.tensor([0.0, 0.4, 0.5]))
     assert torch.allclose(fuse(seg, dist, "or"), torch.tensor([0.0, 0.68, 0.91]))
+    assert torch.equal(fuse(seg, dist, "distance"), dist)
     with pytest.raises(ValueError, match="fusion"):
         fuse(seg, dist, "max")
 
@@ -194,6 +195,18 @@ def test_a_fused_model_calibrates_the_distance_and_its_map_joins_both(data, conf
     assert torch.allclose(fused, 1 - (1 - seg) * (1 - p_dist))
     with pytest.raises(ValueError, match="FeatureConfig.fusion"):
         FeatureConfig(blocks=(4,), fusion="max")
+
+
+def test_a_distance_model_shows_its_memory_distance_whatever_its_head_says(data, configs, tmp_path):
+    model_cfg = replace(configs[0], features=replace(configs[0].features, fusion="distance"))
+    trainer = Trainer(model_cfg, replace(configs[1], steps=1), data, tmp_path, device="cpu")
+    list(trainer.run())
+    insp = Inspector.from_checkpoint(tmp_path / "last.safetensors", device="cpu")
+    images = [im.astype(np.float32) / 255 for im in data.val]
+    parts = insp.predict_parts(images)
+    np.testing.assert_allclose(parts.anomaly_map, parts.distance, atol=1e-6)
+    assert not np.allclose(parts.anomaly_map, parts.head, atol=1e-3)  # the head plays no part in it
+    np.testing.assert_allclose([r.score for r in insp.predict(images)], parts.score, rtol=1e-5)
 
 
 def test_models_saved_before_fusion_load_with_the_segmenters_map(data, configs, tmp_path):
