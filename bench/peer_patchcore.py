@@ -89,7 +89,7 @@ class Settings:
 
     image_size: int = 128
     input_scaling: str = "lite"
-    encoder: str = "lite0"
+    encoder: str = "lite1"  # the pretrained preset's
     geometry: str = "stretch"
 
     @property
