@@ -54,7 +54,7 @@ def defect_aurocs(good_scores: np.ndarray, good_maps: np.ndarray, bad_scores: np
 def held_out_validation(model: DiffusionAD, val: Sequence[np.ndarray], device: torch.device,
                         synthesis: SynthesisConfig, textures: Sequence[np.ndarray]) -> tuple[dict[str, float], float]:
     """A model's figures on held-out good images (uint8) and on synthetic defects made from them (fixed seed), and
-    the threshold it suggests: the median of the good images' scores + 3 robust standard deviations
+    the threshold it suggests: the median of the good images' scores + ROBUST_K (2) robust standard deviations
     (``core.common.metrics.threshold_robust``: one odd good image does not decide it), with the share of good images it
     calls NG and of synthetic defects it calls OK (``threshold_warning`` reads them)."""
     good = [im.astype(np.float32) / 255.0 for im in val]
