@@ -27,6 +27,7 @@ The rule, fixed before any candidate was scored:
 
     python bench/choices.py choose --train ../shared/data/magnetic_tile --val ../shared/data/magnetic_tile_val
     python bench/choices.py test --test ../shared/data/magnetic_tile     # the chosen and each change, on test
+    python bench/choices.py speed      # every candidate's ms per image at batch 8, in one run, nothing else running
     python bench/choices.py report
 """
 
@@ -141,16 +142,37 @@ def test(train: str, test_root: str) -> None:
     save_json(RECORD, data)
 
 
+def speed() -> None:
+    """Every candidate's inspection time, in one run (compare as ratios): batch 8 of Magnetic-Tile-sized inputs."""
+    data = json.loads(RECORD.read_text())
+    for key, rec in data["records"].items():
+        rec["ms_batch8"] = inspection_ms(RUNS / key / "last.safetensors")
+        print(key, f"{rec['ms_batch8']:.1f} ms per image at batch 8", flush=True)
+    save_json(RECORD, data)
+
+
+def inspection_ms(ckpt: Path) -> float:
+    import numpy as np
+
+    from core.inference.inspector import Inspector
+    from core.inference.latency import measure_latency
+
+    insp = Inspector.from_checkpoint(ckpt, "cpu")
+    images = [np.random.default_rng(i).random((331, 296, 3), dtype=np.float32) for i in range(8)]
+    return measure_latency(lambda: insp.predict(images), 8).ms_per_image
+
+
 def report() -> None:
     data = json.loads(RECORD.read_text())
     rows = ["| candidate (scaling-weighting-geometry-encoder-score area) | val I / P / AUPRO | val mean | "
-            "test I / P / AUPRO | test caught at 1 % / 5 % false NG | ms / image |", "|---|---|---|---|---|---|"]
+            "test I / P / AUPRO | test caught at 1 % / 5 % false NG | ms / image |",
+            "|---|---|---|---|---|---|"]
     for key, rec in data["records"].items():
         v, t = rec.get("magnetic_tile_val"), rec.get("magnetic_tile")
         val = f"{v['image_auroc']:.3f} / {v['pixel_auroc']:.3f} / {v['aupro']:.3f}" if v else "-"
         tst = f"{t['image_auroc']:.3f} / {t['pixel_auroc']:.3f} / {t['aupro']:.3f}" if t else "-"
         caught = f"{t['caught_at_1pct_false_ng']:.0%} / {t['caught_at_5pct_false_ng']:.0%}" if t else "-"
-        ms = (v or t)["ms_per_image_incl_io"]
+        ms = rec["ms_batch8"]
         rows.append(f"| {key} | {val} | {merit(v):.4f} | {tst} | {caught} | {ms:.0f} |" if v else
                     f"| {key} | - | - | {tst} | {caught} | {ms:.0f} |")
     decisions = "\n".join(f"- {d['stage']}: **{d['chosen']}** (val mean {d['merit']:.4f})"
@@ -164,7 +186,7 @@ def report() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["choose", "test", "report"])
+    ap.add_argument("stage", choices=["choose", "test", "speed", "report"])
     ap.add_argument("--train", default=str(ROOT.parent / "shared/data/magnetic_tile"))
     ap.add_argument("--val", default=str(ROOT.parent / "shared/data/magnetic_tile_val"))
     ap.add_argument("--test", default=str(ROOT.parent / "shared/data/magnetic_tile"))
@@ -174,6 +196,8 @@ def main() -> None:
         choose(args.train, args.val)
     elif args.stage == "test":
         test(args.train, args.test)
+    elif args.stage == "speed":
+        speed()
     report()
 
 
