@@ -176,3 +176,25 @@ def test_the_stitcher_refuses_bad_maps_and_missing_tiles():
         stitcher.result()
     with pytest.raises(ValueError, match=r"the image has shape \(90, 80\) but the plan is for 100x80"):
         cut(np.zeros((90, 80)), plan)
+
+
+def test_a_margin_leaves_each_tiles_border_ring_to_its_neighbour():
+    plan = plan_tiles(100, 164, 64, 24)
+    clean = np.random.default_rng(0).random((100, 164)).astype(np.float32)
+    for margin, leaks in ((0, True), (8, False)):
+        st = Stitcher(plan, margin=margin)
+        for i, (y, x) in enumerate(plan.boxes):
+            m = clean[y:y + 64, x:x + 64].copy()
+            ring = np.zeros_like(m, bool)
+            ring[:8], ring[-8:], ring[:, :8], ring[:, -8:] = True, True, True, True
+            m[ring] += 5.0  # what a network does near its input's border
+            st.add(i, m)
+        out = st.result()
+        inner = np.zeros_like(out, bool)
+        inner[8:-8, 8:-8] = True  # away from the image's own border, which no neighbour covers
+        assert (np.abs(out - clean)[inner].max() > 0.5) == leaks
+    w = blend_weights(64, 24, (False, False, True, True), 8)
+    assert w[0, :8].max() < 1e-3 and np.allclose(w[0, 16:48], 1.0)
+    np.testing.assert_allclose(w[0, -24:] + w[0, :24], 1.0, atol=1e-3)  # two neighbours' weights still sum to 1
+    with pytest.raises(ValueError, match="margin"):
+        blend_weights(64, 24, margin=12)

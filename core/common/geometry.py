@@ -89,9 +89,11 @@ def squares(work: np.ndarray, size: int, overlap: int) -> tuple[np.ndarray, Layo
 
 def stitch(maps: np.ndarray, where: Layout, scale: float = 1.0) -> np.ndarray:
     """The squares' maps [N, s, s(, C)] (s = size x ``scale``) blended into one map of the working image (padding
-    cut off): [height x scale, width x scale(, C)]."""
+    cut off): [height x scale, width x scale(, C)]. In each overlap the outer third of either square is left to its
+    neighbour (``core.common.tiling.blend_weights``' margin): the encoder's features are least like the training
+    squares' middle near a square's border, which would otherwise show as a grid of seams."""
     channels = None if maps.ndim == 3 else maps.shape[-1]
-    stitcher = Stitcher(where.plan, channels, scale)
+    stitcher = Stitcher(where.plan, channels, scale, margin=where.plan.overlap // 3)
     for i, m in enumerate(maps):
         stitcher.add(i, m)
     out = stitcher.result()

@@ -55,8 +55,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> TilePlan:
     return TilePlan(int(height), int(width), int(tile), int(overlap), boxes)
 
 
-def blend_weights(tile: int, overlap: int, sides: tuple[bool, bool, bool, bool] = (True, True, True, True)
-                  ) -> np.ndarray:
+def blend_weights(tile: int, overlap: int, sides: tuple[bool, bool, bool, bool] = (True, True, True, True),
+                  margin: int = 0) -> np.ndarray:
     """[tile, tile] float32 weights: 1 inside, a linear ramp over the ``overlap`` pixels at each of the ``sides``
     (top, bottom, left, right) that ramp; the Stitcher ramps only the sides that face a neighbouring tile.
 
@@ -64,11 +64,21 @@ def blend_weights(tile: int, overlap: int, sides: tuple[bool, bool, bool, bool] 
     the two tiles' weights sum to 1 and the blended value moves from one tile to the other in equal steps (no
     seam). It is never zero, so every pixel a tile covers gets a share of it and no weight sum is 0 (0/0). A side
     on the image border keeps weight 1: no other tile is there to blend with, and a ramp there would let a flush
-    tile that starts a few pixels further in (with its own low ramp) take a large share at once, a visible step."""
+    tile that starts a few pixels further in (with its own low ramp) take a large share at once, a visible step.
+
+    ``margin`` (< overlap / 2): the ``margin`` pixels at a side that ramps get almost no weight (1e-3 of the ramp's
+    first step), and the ramp runs over the ``overlap - 2 margin`` pixels between the two tiles' margins, where the
+    weights again sum to 1. A network's map is least like the rest near its input's border (the padding of its
+    convolutions): each overlap then shows the neighbour's interior instead."""
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"blend weights: need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+    if not 0 <= 2 * margin <= max(overlap - 1, 0):
+        raise ValueError(f"blend weights: need 0 <= 2 margin < overlap, got margin={margin}, overlap={overlap}")
     i = np.arange(tile, dtype=np.float64)
-    up, down = (i + 1) / (overlap + 1), (tile - i) / (overlap + 1)  # rising from the start, falling to the end
+    span = overlap - 2 * margin + 1
+    up, down = (i - margin + 1) / span, (tile - margin - i) / span  # rising from the start, falling to the end
+    floor = 1e-3 / span
+    up, down = np.maximum(up, floor), np.maximum(down, floor)
 
     def ramp(first: bool, last: bool) -> np.ndarray:
         r = np.ones(tile)
@@ -98,7 +108,7 @@ class Stitcher:
     ``round(H * scale)`` x ``round(W * scale)``. Scaled tile positions are rounded to the nearest map pixel and the
     last tile stays flush with the border; the overlap is scaled likewise."""
 
-    def __init__(self, plan: TilePlan, channels: int | None = None, scale: float = 1.0):
+    def __init__(self, plan: TilePlan, channels: int | None = None, scale: float = 1.0, margin: int = 0):
         size = plan.tile * scale
         if not scale > 0 or abs(size - round(size)) > 1e-6 or round(size) < 1:
             raise ValueError(f"stitching: tile {plan.tile} x scale {scale} must be a whole number of pixels (>= 1)")
@@ -111,6 +121,7 @@ class Stitcher:
         # keeps the last tile flush with the map's border.
         self.boxes = [(min(int(round(y * scale)), h - s), min(int(round(x * scale)), w - s)) for y, x in plan.boxes]
         self.overlap = min(int(round(plan.overlap * scale)), s - 1)
+        self.margin = min(int(round(margin * scale)), max(self.overlap - 1, 0) // 2)  # blend_weights' margin
         self._windows: dict[tuple[bool, ...], np.ndarray] = {}
         extra = () if channels is None else (channels,)
         self._sum = np.zeros(self.shape + extra, np.float32)
@@ -130,7 +141,7 @@ class Stitcher:
         y, x = self.boxes[index]
         sides = (y > 0, y + s < self.shape[0], x > 0, x + s < self.shape[1])  # the sides that face another tile
         if sides not in self._windows:  # at most 16 kinds of tile (corner, edge, inner...)
-            self._windows[sides] = blend_weights(s, self.overlap, sides)
+            self._windows[sides] = blend_weights(s, self.overlap, sides, self.margin)
         window = self._windows[sides]
         w = window if self.channels is None else window[..., None]
         self._sum[y:y + s, x:x + s] += w * tile_map
