@@ -267,7 +267,8 @@ def test_checkpoint_writes_new_fields_only_when_set(tmp_path):
 def test_cli_trains_a_tiling_model_at_the_scale_of_the_rule(trained, tmp_path, capsys):
     cfg = load_checkpoint(trained).model_config
     median = float(np.median([min(s) for s in SIZES]))
-    assert cfg.geometry == GeometryConfig("tiles", round(min(1.0, 64 / median), 4), 32) and cfg.geometry.scale < 1
+    # the overlap by default: a quarter of the 64 px square, held in the model as a number
+    assert cfg.geometry == GeometryConfig("tiles", round(min(1.0, 64 / median), 4), 16) and cfg.geometry.scale < 1
     with pytest.raises(SystemExit) as exc:
         main(["train", str(tmp_path), "--preset", "tiny-pretrained", "--geometry", "tiles", "--scale", "-1",
               "--out", str(tmp_path / "r")])

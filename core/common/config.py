@@ -211,14 +211,18 @@ class GeometryConfig:
     ``stretch`` (checkpoints without the field): the whole image resized to one square, its aspect ratio lost.
     ``tiles``: the image scaled by ``scale`` with its aspect ratio kept, then cut into squares of ``image_size``
     that overlap by at least ``overlap`` working pixels, the last one flush with the border; a side shorter than a
-    square is padded by reflection. Maps are stitched back into one map of the whole image.
+    square is padded by reflection. Maps are stitched back into one map of the whole image. ``overlap`` 0 is a
+    quarter of ``image_size`` (``core.common.geometry.overlap_px``).
     """
 
     mode: str = "stretch"
     # tiles: working pixels per image pixel (1: the camera's own pixels); 0 in a preset: training sets it by rule
     # from the training images (core.train.data.working_scale), and a saved model always holds its number
     scale: float = 1.0
-    overlap: int = 32  # tiles: at least this many working pixels shared by neighbouring squares
+    # tiles: at least this many working pixels shared by neighbouring squares; 0: a quarter of the square (the
+    # default: the outer third of each overlap is left to the neighbour when maps are stitched, and the encoder's
+    # features stay unlike the middle's for about 3 patches in from a square's border)
+    overlap: int = 0
 
     def __post_init__(self) -> None:
         _check_choice(self, "mode", GEOMETRIES)

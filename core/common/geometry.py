@@ -6,8 +6,8 @@ A model works on squares of ``image_size`` pixels. Its ``GeometryConfig`` says h
   existed);
 - ``tiles``: the image scaled by ``scale`` with its aspect ratio kept (the *working image*), padded by reflection
   where a side is shorter than a square, and cut into overlapping squares, the last one flush with the border
-  (``core.common.tiling``). The squares' maps are blended back into one map of the working image; the padding is cut
-  off again, so a map always covers exactly the image.
+  (``core.common.tiling``); by default they overlap by a quarter of a square. The squares' maps are blended back
+  into one map of the working image; the padding is cut off again, so a map always covers exactly the image.
 
 Training sees the same working images (random squares of them), so inspection never meets a scale or a padding that
 training did not show. numpy and OpenCV only: every backend shares it.
@@ -30,6 +30,11 @@ def describe(size: int, geometry: GeometryConfig) -> str:
     if geometry.mode == "stretch":
         return f"{size} px"
     return f"tiles of {size} px at x{geometry.scale:g}"
+
+
+def overlap_px(size: int, geometry: GeometryConfig) -> int:
+    """The working pixels neighbouring squares share: the geometry's ``overlap``, or with 0 a quarter of ``size``."""
+    return geometry.overlap or size // 4
 
 
 def working_shape(height: int, width: int, size: int, geometry: GeometryConfig) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from core.common.geometry import squares, stitch, to_working
+from core.common.geometry import overlap_px, squares, stitch, to_working
 from core.model.devices import fixed_noise, to_tensor
 from core.model.network import DiffusionAD, MapParts, score_of
 
@@ -52,7 +52,7 @@ def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: tor
     shown map) and its score: every square of every image goes through ``map_parts`` (batches of at least 8
     squares), and each image's squares are blended back (``core.common.geometry``)."""
     cfg = model.config
-    cuts = [squares(w, cfg.image_size, cfg.geometry.overlap) for w in works]
+    cuts = [squares(w, cfg.image_size, overlap_px(cfg.image_size, cfg.geometry)) for w in works]
     all_squares = np.concatenate([c[0] for c in cuts])
     chunk = max(8, len(works))
     planes: list[list[np.ndarray | None]] = []

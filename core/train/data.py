@@ -11,6 +11,7 @@ import numpy as np
 
 from core.common.config import GeometryConfig, ModelConfig, TrainConfig, from_dict
 from core.common.datasets import load_images, split_train_val
+from core.common.geometry import overlap_px
 from core.common.images import header_size, is_grey
 from core.model.checkpoint import (
     CheckpointError,
@@ -118,7 +119,8 @@ def working_scale(paths: Sequence[str | Path], size: int) -> float:
 
 def working_geometry(model_cfg: ModelConfig, paths: Sequence[str | Path], base: str | Path | None,
                      ) -> tuple[ModelConfig, GeometryConfig]:
-    """The model config with its scale set by rule where it says 0 (:func:`working_scale`), and the geometry to
+    """The model config with its scale set by rule where it says 0 (:func:`working_scale`) and its overlap in pixels
+    where it says 0 (``core.common.geometry.overlap_px``), and the geometry to
     load the training images with: a base model's own when fine-tuning or resuming."""
     if base is not None:
         try:
@@ -126,8 +128,9 @@ def working_geometry(model_cfg: ModelConfig, paths: Sequence[str | Path], base: 
         except (CheckpointError, KeyError, TypeError, ValueError, AttributeError):
             return model_cfg, model_cfg.geometry  # an unreadable base is left to the trainer
     geometry = model_cfg.geometry
-    if geometry.mode == "tiles" and not geometry.scale:
-        geometry = replace(geometry, scale=working_scale(paths, model_cfg.image_size))
+    if geometry.mode == "tiles" and not (geometry.scale and geometry.overlap):  # a saved model holds its numbers
+        geometry = replace(geometry, scale=geometry.scale or working_scale(paths, model_cfg.image_size),
+                           overlap=overlap_px(model_cfg.image_size, geometry))
         model_cfg = replace(model_cfg, geometry=geometry)
     return model_cfg, geometry
 

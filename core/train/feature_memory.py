@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.common.config import FeatureConfig, SynthesisConfig, replace
-from core.common.geometry import squares
+from core.common.geometry import overlap_px, squares
 from core.model.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -114,7 +114,8 @@ def training_squares(model: DiffusionAD, images: Sequence[np.ndarray], device: t
     for idx, im in enumerate(images):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
-        cut = squares(im, cfg.image_size, cfg.geometry.overlap)[0] if cfg.geometry.mode == "tiles" else [im]
+        tiles = cfg.geometry.mode == "tiles"
+        cut = squares(im, cfg.image_size, overlap_px(cfg.image_size, cfg.geometry))[0] if tiles else [im]
         if cfg.features.memory_turns:  # the 8 flips and quarter turns of each square
             cut = [np.rot90(t, k) for sq in cut for t in (sq, sq[:, ::-1]) for k in range(4)]
         pending.extend((np.ascontiguousarray(sq), idx) for sq in cut)
