@@ -9,15 +9,16 @@ the surface by 22-38 grey levels: thin scratches (6-12 px wide, 60-300 px long) 
 Two models, each built by training's own code (``build_trainer``, one step) with ``fusion`` "distance", so the shown
 map is the memory distance alone and the two differ only in geometry:
 
-- ``tiles``: squares of 256 px of the plate at scale 1 (its own pixels), overlapping by 32 px, stitched back;
+- ``tiles``: squares of 256 px of the plate at scale 1 (its own pixels), overlapping by the library's default
+  (``core.common.geometry.overlap_px``), stitched back;
 - ``stretch``: the whole plate resized to one 256 x 256 square.
 
 Each is scored by ``dad eval``'s function (``core.inference.evaluation.evaluate``) on its saved checkpoint. Pixel
 metrics are computed there at 256 x 256 for every model: a ground-truth mask shrunk by nearest neighbour may lose a
 6 px pit altogether, and such an image then counts for the image metrics only (``pixel_images`` says how many
-count). Each model's evaluation is kept in bench/results/tiles.json and reused by a rerun on the same commit; the
-fastest of 3 inspections of one plate is timed on every run, as other jobs on the same cores slow a whole
-evaluation's wall clock.
+count). A rerun on the same commit (without uncommitted changes) reuses the models and their evaluations (kept in
+bench/results/tiles.json), else builds and scores them again; the fastest of 3 inspections of one plate is timed
+on every run, as other jobs on the same cores slow a whole evaluation's wall clock.
 
 The stitched map of a good plate is checked for seams: the mean absolute step between neighbouring pixels across
 the lines where squares start or end and in the bands where they overlap, and the map's level in those bands, each
@@ -122,22 +123,25 @@ def make_plates(root: Path, n_train: int, n_good: int, n_defect: int, seed: int 
     return recipe
 
 
-def build(geometry: str) -> tuple[Path, float]:
-    """The model of one geometry (built once: a later run reuses it) and the seconds its building took."""
+def build(geometry: str, git: str) -> tuple[Path, dict[str, Any]]:
+    """The model of one geometry and how it was built (seconds, commit): reused by a rerun on the same commit
+    without uncommitted changes, else built again (the library's defaults may have changed)."""
     from core.train.run import RunSpec, build_trainer
     from core.train.trainer import fit
 
     out = RUNS / geometry
-    ckpt, took = out / "last.safetensors", out / "build_seconds.txt"
-    if not ckpt.exists() or not took.exists():
+    ckpt, info = out / "last.safetensors", out / "build.json"
+    built = json.loads(info.read_text()) if info.exists() and ckpt.exists() else {}
+    if built.get("git") != git or "uncommitted" in git:
         t0 = time.perf_counter()
         spec = RunSpec([DATA], out, preset="pretrained", steps=1, seed=0, image_size=SIZE, geometry=geometry,
                        scale=1.0 if geometry == "tiles" else None, model={"features": {"fusion": "distance"}},
                        info={"benchmark": "tiles"})
         fit(build_trainer(spec).trainer)
-        took.write_text(f"{time.perf_counter() - t0:.1f}")
-        print(f"{geometry}: built in {took.read_text()} s", flush=True)
-    return ckpt, float(took.read_text())
+        built = {"seconds": time.perf_counter() - t0, "git": git}
+        save_json(info, built)
+        print(f"{geometry}: built in {built['seconds']:.0f} s", flush=True)
+    return ckpt, built
 
 
 def border_patches(insp: Any, image: np.ndarray, depths: int = 4) -> tuple[list[float], float]:
@@ -249,7 +253,7 @@ def best_ms(insp: Any, image: np.ndarray, repeats: int = 3) -> float:
 
 
 def run(n_train: int, n_good: int, n_defect: int) -> dict[str, Any]:
-    from core.common.geometry import layout
+    from core.common.geometry import layout, overlap_px
     from core.inference.evaluation import evaluate
     from core.inference.inspector import Inspector
 
@@ -260,24 +264,23 @@ def run(n_train: int, n_good: int, n_defect: int) -> dict[str, Any]:
     before = json.loads(RECORD.read_text()) if RECORD.exists() else {}
     inspectors = {}
     for geometry in ("tiles", "stretch"):
-        ckpt, build_s = build(geometry)
+        ckpt, built = build(geometry, record["git"])
         insp = Inspector.from_checkpoint(ckpt, "cpu")
         inspectors[geometry] = insp
         stamp = [ckpt.stat().st_size, ckpt.stat().st_mtime]
         fig = before.get("models", {}).get(geometry, {}) if before.get("data") == recipe else {}
-        same_code = fig.get("evaluated_git") == record["git"] and "uncommitted" not in record["git"]
-        if fig.get("checkpoint") != stamp or not same_code:  # a rerun on the same commit reuses the figures
+        if fig.get("checkpoint") != stamp:  # a model that is reused keeps its figures
             # other jobs on the same cores slow evaluate's wall clock: the load average says how busy they were
             load = os.getloadavg()[0]
             rep = evaluate(insp, DATA)
             fig = {k: rep[k] for k in KEYS}
             fig.update(checkpoint=stamp, evaluated_git=record["git"], load_before_eval=load,
                        load_after_eval=os.getloadavg()[0])
-        fig["build_s"] = build_s
+        fig["build_s"] = built["seconds"]
         good = insp.read_image(DATA / "test" / "good" / "000.png")
         fig["best_ms_one_plate"] = best_ms(insp, good)
         if geometry == "tiles":
-            overlap = insp.config.geometry.overlap
+            overlap = overlap_px(SIZE, insp.config.geometry)
             fig["squares_per_plate"] = len(layout(HEIGHT, WIDTH, SIZE, overlap))
             fig["overlap"] = overlap
             fig["seam"] = seam_check(insp.predict([good])[0].anomaly_map, overlap)
@@ -336,10 +339,7 @@ def report(record: dict[str, Any]) -> None:
         f"{seam['level_overlap_bands']:.3f} in the overlap bands and {seam['level_elsewhere']:.3f} elsewhere (ratio "
         f"{seam['level_ratio']:.2f}). Patches 0, 1, 2 and 3 patches ({seam['patch_px']:.0f} px each) in from a "
         "square's border lie " + ", ".join(f"{r:.2f}" for r in seam["border_patch_distance"]) + " times as far "
-        "from the memory as the patches deeper in"
-        + ("" if seamless else f": every pixel of a {t['overlap']} px overlap is within {t['overlap'] // 2} px of "
-           f"one square's border and within {t['overlap']} px of the other's, so blending the two cannot hide it")
-        + ".\n\n"
+        f"from the memory as the patches deeper in; neighbouring squares overlap by {t['overlap']} px.\n\n"
         "![plate, tiles map, stretched map](screenshots/tiles_map.png)\n\n"
         "`docs/screenshots/tiles_map.png`: a pit test plate shrunk and the camera's pixels around the pit; its map "
         "by the tiling model and by the stretched one (0 blue to 1 red); a white box around the ground truth.\n")
