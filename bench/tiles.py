@@ -313,7 +313,8 @@ def report(record: dict[str, Any]) -> None:
     masked = t["pixel_images"] - (t["images"] - t["defective"])
     seamless = max(seam["edge_ratio"], seam["band_ratio"], seam["level_ratio"]) < SEAMLESS
     verdict = ("no seam shows" if seamless else
-               "the squares' borders show as a grid of raised distance (the picture's middle panel)")
+               "the overlap bands stay a little above the rest of the map (the ratios below; faint in the "
+               "picture's middle panel)")
     body = (
         "## Large images in tiles (`bench/tiles.py`)\n\n"
         f"Machine: {record['machine']}; git {record['git']}.\n\n"
