@@ -18,14 +18,15 @@ metrics are computed there at 256 x 256 for every model: a ground-truth mask shr
 6 px pit altogether, and such an image then counts for the image metrics only (``pixel_images`` says how many
 count). A rerun on the same commit (without uncommitted changes) reuses the models and their evaluations (kept in
 bench/results/tiles.json), else builds and scores them again; the fastest of 3 inspections of one plate is timed
-on every run, as other jobs on the same cores slow a whole evaluation's wall clock.
+on every run (other jobs on the same cores slow the wall clock of both).
 
 The stitched map of a good plate is checked for seams: the mean absolute step between neighbouring pixels across
 the lines where squares start or end and in the bands where they overlap, and the map's level in those bands, each
 against the rest of the map; and the memory distance of patches near each square's border against its middle's.
 One pit plate and its maps by both models go to docs/screenshots/tiles_map.png.
 
-    python bench/tiles.py        (runs, prints, writes the docs section "tiles")
+    python bench/tiles.py            (runs, prints, writes the docs section "tiles")
+    python bench/tiles.py --report   (the section again from bench/results/tiles.json)
 """
 
 from __future__ import annotations
@@ -330,8 +331,9 @@ def report(record: dict[str, Any]) -> None:
         f"{t['squares_per_plate']} squares through the model per plate); other jobs shared the two cores (load "
         f"average {t['load_before_eval']:.1f} before and {t['load_after_eval']:.1f} after the tiles' evaluation, "
         f"{s['load_before_eval']:.1f} and {s['load_after_eval']:.1f} around the stretched one's), so it is rough. "
-        "Best ms, one plate: the fastest of 3 inspections of one plate already in memory, which other jobs slow "
-        f"less. Building the model (the memory) took {t['build_s']:.0f} s (tiles) and {s['build_s']:.0f} s "
+        "Best ms, one plate: the fastest of 3 inspections of one plate already in memory, timed after the "
+        "evaluation, under whatever load the other jobs made then. Building the model (the memory) took "
+        f"{t['build_s']:.0f} s (tiles) and {s['build_s']:.0f} s "
         "(stretch).\n\n"
         f"Seams, on a good test plate's stitched map (mean {seam['map_mean']:.3f}): {verdict}. The mean absolute step "
         f"between neighbouring pixels is {seam['step_square_edges']:.4f} across the squares' edges and "
@@ -352,7 +354,11 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=12, help="good training plates")
     ap.add_argument("--good", type=int, default=6, help="good test plates")
     ap.add_argument("--per-defect", type=int, default=6, help="test plates of each defect")
+    ap.add_argument("--report", action="store_true", help="only write the docs section from the saved record")
     args = ap.parse_args()
+    if args.report:
+        report(json.loads(RECORD.read_text()))
+        return
     tune_cpu()
     report(run(args.train, args.good, args.per_defect))
 
