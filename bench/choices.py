@@ -51,7 +51,6 @@ from core.common.cpu import tune_cpu  # noqa: E402
 RUNS = ROOT / "bench" / "runs" / "choices"
 RECORD = ROOT / "bench" / "results" / "choices.json"
 MARGIN, COSTLY_MARGIN = 0.005, 0.01
-BLOCKS = {"lite0": (4, 10), "lite1": (6, 14), "lite2": (6, 14)}  # stride 8 and 16 ends of each encoder
 
 BASE: dict[str, Any] = {"input_scaling": "imagenet", "block_weighting": "none", "geometry": "stretch128",
                         "encoder": "lite0", "score_area": 0.0, "memory_turns": False}
@@ -72,12 +71,14 @@ def name_of(c: dict[str, Any]) -> str:
 
 
 def spec_of(c: dict[str, Any], train: str) -> Any:
+    from core.model.encoder import stride_ends
     from core.train.run import RunSpec
 
     geometry = c["geometry"].rstrip("0123456789")
     size = int(c["geometry"][len(geometry):])
     features = {"fusion": "distance", "input_scaling": c["input_scaling"], "block_weighting": c["block_weighting"],
-                "encoder": c["encoder"], "blocks": BLOCKS[c["encoder"]], "memory_turns": c.get("memory_turns", False)}
+                "encoder": c["encoder"], "blocks": stride_ends(c["encoder"]),
+                "memory_turns": c.get("memory_turns", False)}
     return RunSpec([train], RUNS / name_of(c), steps=1, seed=0, image_size=size, geometry=geometry,
                    scale=0 if geometry == "tiles" else None,
                    model={"features": features, "score_area": c["score_area"]}, info={"benchmark": "choices"})

@@ -64,7 +64,7 @@ from core.common.cpu import tune_cpu
 from core.common.datasets import LoadReport, list_images, load_images, mvtec_test_samples, train_folder
 from core.inference.evaluation import score_report
 from core.inference.latency import measure_latency
-from core.model.encoder import SCALINGS, EfficientNetLiteFeatures, block_channels
+from core.model.encoder import SCALINGS, VARIANTS, EfficientNetLiteFeatures, block_channels, stride_ends
 from core.model.features import smooth_distance
 from core.model.memory import greedy_coreset, nearest_neighbors
 
@@ -72,7 +72,7 @@ CACHE = ROOT / "bench" / "runs" / "peer_patchcore"
 RECORD = ROOT / "bench" / "results" / "peer_patchcore.json"
 SECTION = "peer-patchcore"
 
-ENCODER_PAIRS = {"lite0": (4, 10), "lite1": (6, 14), "lite2": (6, 14)}  # the blocks ending stride 8 and 16
+ENCODER_PAIRS = {name: stride_ends(name) for name in VARIANTS}  # the blocks ending stride 8 and 16
 PATCH = 3  # neighbourhood of the locally aware features
 NUM_NEIGHBORS = 9  # b of the image-score reweighting
 PROJECTION_DIM = 128  # random projection of the greedy coreset selection

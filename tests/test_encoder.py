@@ -251,3 +251,17 @@ def test_a_lite_scaled_model_inspects_the_same_after_loading(tmp_path):
     imagenet.load_state_dict(model.state_dict())
     other = Inspector(imagenet, torch.device("cpu")).predict(images)
     assert any(not np.allclose(a.anomaly_map, b.anomaly_map, atol=1e-4) for a, b in zip(live, other))
+
+
+def test_stride_ends_are_the_last_blocks_at_stride_8_and_16_and_the_preset_reads_them():
+    from core.common.presets import get_preset
+    from core.model.encoder import block_stride, stride_ends
+
+    assert {n: stride_ends(n) for n in ("lite0", "lite1", "lite2")} == {
+        "lite0": (4, 10), "lite1": (6, 14), "lite2": (6, 14)}
+    for name in ("lite0", "lite1"):
+        a, b = stride_ends(name)
+        assert (block_stride(a, name), block_stride(a + 1, name)) == (8, 16)
+        assert (block_stride(b, name), block_stride(b + 1, name)) == (16, 32)
+    features = get_preset("pretrained")[0].features
+    assert features.blocks == stride_ends(features.encoder)

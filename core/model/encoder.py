@@ -132,6 +132,13 @@ def block_stride(block: int, encoder: str = DEFAULT_VARIANT) -> int:
     return stride
 
 
+def stride_ends(encoder: str = DEFAULT_VARIANT, strides: tuple[int, ...] = (8, 16)) -> tuple[int, ...]:
+    """The last block at each of ``strides`` (the mid-level features memory-bank detectors read): (4, 10) for
+    Lite0, (6, 14) for Lite1 and Lite2."""
+    n = len(variant(encoder).blocks)
+    return tuple(max(b for b in range(n) if block_stride(b, encoder) == s) for s in strides)
+
+
 def block_channels(block: int, encoder: str = DEFAULT_VARIANT) -> int:
     return variant(encoder).blocks[block][1]
 
