@@ -122,23 +122,22 @@ def predict_parts_batch(
                       plane(parts.difference), plane(parts.anomaly_map), parts.score.cpu().numpy())
 
 
+def _column(per: list[list], i: int, size: int) -> np.ndarray | None:
+    """Part ``i`` of every image's stitched parts (:func:`_stitched_parts`), each resized to ``size`` x ``size``,
+    stacked; None where the model has no such part."""
+    if per[0][i] is None:
+        return None
+    return np.stack([p[i] if p[i].shape[:2] == (size, size) else
+                     cv2.resize(p[i], (size, size), interpolation=cv2.INTER_LINEAR) for p in per])
+
+
 def _tiled_parts(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
                  high: float | None) -> ImageParts:
     cfg = model.config
     size = cfg.image_size
     per = _stitched_parts(model.eval(), [to_working(im, size, cfg.geometry) for im in images], device, high)
-
-    def square(a: np.ndarray | None, s: int = size) -> np.ndarray | None:
-        return None if a is None else cv2.resize(a, (s, s), interpolation=cv2.INTER_LINEAR)
-
-    def column(i: int, s: int = size) -> np.ndarray | None:
-        if per[0][i] is None:
-            return None
-        return np.stack([square(p[i], s) for p in per])  # type: ignore[arg-type]
-
-    patch = per[0][3]
-    return ImageParts(column(0), column(1), column(2),  # type: ignore[arg-type]
-                      None if patch is None else column(3, size // 8), column(4), column(5),  # type: ignore
+    return ImageParts(_column(per, 0, size), _column(per, 1, size), _column(per, 2, size),  # type: ignore[arg-type]
+                      _column(per, 3, size // 8), _column(per, 4, size), _column(per, 5, size),  # type: ignore
                       np.array([p[6] for p in per], np.float32))
 
 
@@ -152,9 +151,5 @@ def predict_working(model: DiffusionAD, works: Sequence[np.ndarray], device: tor
         return predict_batch(model, works, device)
     size = model.config.image_size
     per = _stitched_parts(model.eval(), works, device, None)
-
-    def square(a: np.ndarray) -> np.ndarray:
-        return a if a.shape[:2] == (size, size) else cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
-
-    return (np.stack([square(p[0]) for p in per]), np.stack([square(p[5]) for p in per]),  # type: ignore[arg-type]
+    return (_column(per, 0, size), _column(per, 5, size),  # type: ignore[return-value]
             np.array([p[6] for p in per], np.float32))

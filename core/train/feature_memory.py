@@ -110,11 +110,11 @@ def training_squares(model: DiffusionAD, images: Sequence[np.ndarray], device: t
     squares; a tiling model's are cut into them (``core.common.geometry.squares``); with ``memory_turns`` each square
     comes in its 8 flips and quarter turns."""
     cfg = model.config
+    tiles = cfg.geometry.mode == "tiles"
     pending: list[tuple[np.ndarray, int]] = []
     for idx, im in enumerate(images):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
-        tiles = cfg.geometry.mode == "tiles"
         cut = squares(im, cfg.image_size, overlap_px(cfg.image_size, cfg.geometry))[0] if tiles else [im]
         if cfg.features.memory_turns:  # the 8 flips and quarter turns of each square
             cut = [np.rot90(t, k) for sq in cut for t in (sq, sq[:, ::-1]) for k in range(4)]
