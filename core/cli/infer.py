@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.cli.common import ProgressBar, finite_arg, positive_int_arg, run_as_rank
@@ -11,6 +12,7 @@ from core.common.fileio import atomic_write_text
 from core.model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
+    from core.common.results import InspectionResult
     from core.model.distributed import World
 
 
@@ -20,12 +22,33 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.resume and not args.csv:
         print("error: --resume needs --csv (the results to go on from)", file=sys.stderr)
         return 2
+    if args.reconstructions and Path(args.reconstructions).resolve() == Path(args.folder).resolve():
+        print("error: --reconstructions must not be the image folder (its PNGs would be overwritten)", file=sys.stderr)
+        return 2
     return run_as_rank(args, _infer)
+
+
+def _write_pngs(args: argparse.Namespace, path: Path, result: InspectionResult, input_max: float) -> None:
+    """The --overlays and --reconstructions PNGs of one inspected image; a write that fails is one line, and
+    inspection goes on."""
+    from core.common.overlay import overlay_path, overlay_png, reconstruction_path, reconstruction_png
+
+    jobs = []
+    if args.overlays:
+        jobs.append(("overlay", overlay_path(path, args.folder, args.overlays),
+                     lambda out: overlay_png(path, result, out, input_max)))
+    if args.reconstructions:
+        jobs.append(("reconstruction", reconstruction_path(path, args.folder, args.reconstructions),
+                     lambda out: reconstruction_png(result, out, input_max)))
+    for what, out, write in jobs:
+        try:
+            write(out)
+        except OSError as exc:
+            print(f"\ncould not write {what} {out} for {path}: {exc}", file=sys.stderr)
 
 
 def _infer(args: argparse.Namespace, world: World, device: str) -> int:
     from core.common.datasets import folder_samples, list_images
-    from core.common.overlay import overlay_path, overlay_png
     from core.common.results_csv import (
         ERROR,
         ResultsError,
@@ -105,12 +128,8 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
                 rows.append(file_row(fr.path, score, fr.error, threshold, model=state["model"]))
                 if journal:
                     journal.add(rows[-1])
-                if args.overlays and fr.result is not None:
-                    try:
-                        overlay_png(fr.path, fr.result, overlay_path(fr.path, args.folder, args.overlays),
-                                    insp.config.input_max)
-                    except OSError as exc:
-                        print(f"\ncould not write overlay for {fr.path}: {exc}", file=sys.stderr)
+                if fr.result is not None:
+                    _write_pngs(args, fr.path, fr.result, insp.config.input_max)
         finally:
             if show:
                 bar.close()
@@ -179,6 +198,11 @@ several processes (torchrun):
     i.add_argument("--csv", help="write results here (default: print to stdout)")
     i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder, the image folder's sub-folders "
                                       "mirrored (FOLDER/crack/000.png -> OVERLAYS/crack/000_overlay.png)")
+    i.add_argument("--reconstructions", metavar="DIR",
+                   help="write the model's reconstruction of every image as a PNG at the image's size into this "
+                        "folder, sub-folders mirrored (FOLDER/crack/000.png -> DIR/crack/000.png, FOLDER/a/001.jpg "
+                        "-> DIR/a/001.jpg.png); grey models: 1 channel; models of images deeper than 8 bits: "
+                        "16-bit, in the input's units")
     i.add_argument("--threshold", type=finite_arg, help="NG when score >= threshold (default: the model's)")
     i.add_argument("--recursive", action="store_true")
     i.add_argument("--batch-size", type=positive_int_arg, default=8)

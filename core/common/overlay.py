@@ -51,12 +51,40 @@ def overlay_path(image: str | Path, folder: str | Path, out: str | Path) -> Path
     folder, sub-folders mirrored (``FOLDER/crack/000.png`` -> ``OUT/crack/000_overlay.png``), so that images of
     one name in different sub-folders (an MVTec layout's ``good/000.png`` and ``crack/000.png``) keep an overlay
     each. Used by ``dad infer --overlays`` and the app's export; an image outside ``folder`` goes by its name."""
+    rel = _relative(image, folder)
+    return Path(out) / rel.parent / f"{rel.stem}_overlay.png"
+
+
+def reconstruction_path(image: str | Path, folder: str | Path, out: str | Path) -> Path:
+    """Where the reconstruction PNG of ``image``, found in ``folder``, goes in ``out``: its path relative to the
+    folder, sub-folders mirrored as :func:`overlay_path` mirrors them, under its own name when that is a PNG's
+    (``FOLDER/crack/000.png`` -> ``OUT/crack/000.png``) and its full name plus ``.png`` otherwise
+    (``FOLDER/a/001.jpg`` -> ``OUT/a/001.jpg.png``), so that ``000.png`` and ``000.jpg`` of one folder keep one
+    each. Used by ``dad infer --reconstructions``."""
+    rel = _relative(image, folder)
+    return Path(out) / (rel if rel.suffix.lower() == ".png" else rel.with_name(f"{rel.name}.png"))
+
+
+def _relative(image: str | Path, folder: str | Path) -> Path:
+    """``image``'s path relative to ``folder``; an image outside it: its name."""
     image = Path(image)
     try:
-        rel = image.relative_to(folder)
+        return image.relative_to(folder)
     except ValueError:
-        rel = Path(image.name)
-    return Path(out) / rel.parent / f"{rel.stem}_overlay.png"
+        return Path(image.name)
+
+
+def reconstruction_png(result: InspectionResult, out: str | Path, input_max: float | None = None) -> None:
+    """Write the model's reconstruction of an image at the image's own size (``reconstruction_full``) as a PNG
+    (atomically): 1 channel for a grey model's (3 equal channels), else colour; 8-bit (0..255) for a model of 8-bit
+    images, and for a model of deeper ones (``input_max`` above 255, e.g. 4095 or 65535: ``ModelConfig.input_max``)
+    16-bit with the reconstruction times ``input_max``, in the input's own units. Values clipped and rounded."""
+    rec = result.reconstruction
+    grey = bool((rec[..., 0] == rec[..., 1]).all() and (rec[..., 1] == rec[..., 2]).all())
+    scale, dtype = (input_max, np.uint16) if input_max is not None and input_max > 255 else (255.0, np.uint8)
+    top = min(scale, np.iinfo(dtype).max)
+    pixels = np.clip(np.rint(result.reconstruction_full() * scale), 0, top).astype(dtype)
+    write_png(out, pixels[..., 0] if grey else pixels[..., ::-1])
 
 
 def threshold_contours(values: np.ndarray, level: float) -> list[np.ndarray]:
