@@ -163,6 +163,10 @@ class FeatureConfig:
     memory_size: int = 6000  # normal patch features kept from the training images (greedy coreset)
     head_width: int = 64  # width of the segmentation head over the features
     recon_features: bool = True  # the head also compares the input's features with the reconstruction's
+    # the head sees the reconstruction (its pixels; with ``recon_features`` its features too): true in checkpoints
+    # without the field. False: the head sees the input, its features and their memory distance only; the
+    # reconstruction is made for what is shown (the panel, --reconstructions), not for the score
+    head_reconstruction: bool = True
     # how the shown map joins the head's probability with the calibrated memory distance (core.model.features.fuse):
     # "none" (the head's map alone; checkpoints without the field), "mean", "or" or "distance" (the memory distance's
     # alone: a model whose memory is all it needs, e.g. to compare memories without training a head)
@@ -193,6 +197,10 @@ class FeatureConfig:
         _check_int(self, "head_width", 4, 1024)
         if not isinstance(self.recon_features, bool):
             _refuse(self, "recon_features", "true or false")
+        if not isinstance(self.head_reconstruction, bool):
+            _refuse(self, "head_reconstruction", "true or false")
+        if self.recon_features and not self.head_reconstruction:
+            _refuse(self, "recon_features", "false when the head does not see the reconstruction (head_reconstruction)")
         if self.fusion not in FUSIONS:
             _refuse(self, "fusion", " or ".join(repr(f) for f in FUSIONS))
         if not self.blocks and (self.encoder, self.input_scaling) != ("lite0", "imagenet"):
@@ -305,6 +313,11 @@ class TrainConfig:
     # norm is at most this (0 = off, as in the official code). Guards a high learning rate against the rare
     # step that blows up the weights.
     grad_clip: float = 0.0
+    # > 0: the denoiser's noise loss is taken on a random square of this many pixels of each working image (the
+    # same network reconstructs whole images: it is convolutional), a fraction of the whole image's cost per step;
+    # 0: on the whole image, as the official code. A head that sees the reconstruction then gets the whole image's,
+    # made without gradient
+    denoiser_crop: int = 0
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def __post_init__(self) -> None:
@@ -312,7 +325,7 @@ class TrainConfig:
         _check_int(self, "steps", 0, 10**9)
         for name in ("lr_denoiser", "lr_segmenter", "focal_weight", "grad_clip"):
             _check_number(self, name, 0.0)
-        for name in ("checkpoint_every", "validate_every", "micro_batch"):
+        for name in ("checkpoint_every", "validate_every", "micro_batch", "denoiser_crop"):
             _check_int(self, name, 0, 10**9)
         _check_number(self, "val_fraction", 0.0, 1.0, hi_open=True)
         _check_int(self, "seed", 0, 2**63 - 1)

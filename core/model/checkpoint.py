@@ -117,16 +117,17 @@ def _model_config_dict(cfg: ModelConfig) -> dict:
     """``input_max`` is written only when it is not the 8-bit default, so that builds from before it existed still
     open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly. For the same
     reason a model without encoder features (``paper``, ``fast``) is written without ``features`` and
-    ``denoiser_size``, and the encoder's ``encoder``, ``input_scaling``, ``block_weighting`` and ``memory_turns``
-    only when they are not lite0, imagenet, none and false; ``score_area`` and ``geometry`` likewise only when not
-    their defaults."""
+    ``denoiser_size``, and the encoder's ``encoder``, ``input_scaling``, ``block_weighting``, ``memory_turns`` and
+    ``head_reconstruction`` only when they are not lite0, imagenet, none, false and true; ``score_area`` and
+    ``geometry`` likewise only when not their defaults."""
     data = to_dict(cfg)
     if data.get("input_max") == ModelConfig.input_max:
         data.pop("input_max")
     features = data.get("features", {})
     for name, default in (("encoder", FeatureConfig.encoder), ("input_scaling", FeatureConfig.input_scaling),
                           ("block_weighting", FeatureConfig.block_weighting),
-                          ("memory_turns", FeatureConfig.memory_turns)):
+                          ("memory_turns", FeatureConfig.memory_turns),
+                          ("head_reconstruction", FeatureConfig.head_reconstruction)):
         if features.get(name) == default:
             features.pop(name)
     if data.get("score_area") == ModelConfig.score_area:
@@ -141,11 +142,12 @@ def _model_config_dict(cfg: ModelConfig) -> dict:
 
 
 def _train_config_dict(cfg: TrainConfig) -> dict:
-    """``micro_batch`` (a memory setting, not part of the maths) is written only when used, so that builds
-    from before it existed still open checkpoints trained without it."""
+    """``micro_batch`` (a memory setting, not part of the maths) and ``denoiser_crop`` are written only when used, so
+    that builds from before them still open checkpoints trained without them."""
     data = to_dict(cfg)
-    if not data.get("micro_batch"):
-        data.pop("micro_batch", None)
+    for name in ("micro_batch", "denoiser_crop"):
+        if not data.get(name):
+            data.pop(name, None)
     return data
 
 

@@ -11,7 +11,9 @@ Per stride-8 patch the head sees three things:
   one-step reconstruction.
 
 A coarse branch turns these into a logit per patch; a fine branch at full resolution refines it from the
-input, the reconstruction and their difference, so that thin cracks and small pits keep their shape.
+input, the reconstruction and their difference, so that thin cracks and small pits keep their shape. A head
+built without the reconstruction (``FeatureConfig.head_reconstruction`` false) refines from the input alone: the
+reconstruction is then only shown.
 """
 
 from __future__ import annotations
@@ -44,21 +46,25 @@ class FeatureSegmenter(nn.Module):
     """(x, reconstruction, features, reconstruction features, memory distance) -> anomaly logits [N, 1, H, W]."""
 
     def __init__(self, channels: int, feature_dim: int, width: int = 64, recon_features: bool = True,
-                 fine_width: int = 16):
+                 fine_width: int = 16, reconstruction: bool = True):
         super().__init__()
         self.recon_features = recon_features
+        self.reconstruction = reconstruction  # False: no reconstruction in (the fine branch sees the input alone)
         cin = feature_dim * (2 if recon_features else 1) + 1
         self.coarse = nn.Sequential(
             *_conv_bn_relu(cin, width, 1), *_conv_bn_relu(width, width), *_conv_bn_relu(width, width),
         )
         self.coarse_head = nn.Conv2d(width, 1, 1)
-        # fine branch: input, reconstruction, |difference|, the upsampled coarse logit
+        # fine branch: input, reconstruction, |difference|, the upsampled coarse logit (without the reconstruction:
+        # the input and the coarse logit)
         self.fine = nn.Sequential(
-            *_conv_bn_relu(3 * channels + 1, fine_width), *_conv_bn_relu(fine_width, fine_width),
+            *_conv_bn_relu((3 if reconstruction else 1) * channels + 1, fine_width),
+            *_conv_bn_relu(fine_width, fine_width),
             nn.Conv2d(fine_width, 1, 3, padding=1),
         )
 
-    def forward(self, x: Tensor, recon: Tensor, feats: Tensor, recon_feats: Tensor | None, dist: Tensor) -> Tensor:
+    def forward(self, x: Tensor, recon: Tensor | None, feats: Tensor, recon_feats: Tensor | None,
+                dist: Tensor) -> Tensor:
         parts = [feats, dist]
         if self.recon_features:
             if recon_feats is None:
@@ -66,6 +72,10 @@ class FeatureSegmenter(nn.Module):
             parts.insert(1, feats - recon_feats)
         coarse = self.coarse_head(self.coarse(torch.cat(parts, 1)))
         up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if not self.reconstruction:
+            return up + self.fine(torch.cat([x, up], 1))
+        if recon is None:
+            raise ValueError("this head compares the input with its reconstruction; none given")
         return up + self.fine(torch.cat([x, recon, (x - recon).abs(), up], 1))
 
 

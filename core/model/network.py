@@ -91,7 +91,8 @@ class DiffusionAD(nn.Module):
                 encoder.load_pretrained()
             object.__setattr__(self, "encoder", encoder)  # not a submodule: kept out of state_dict
             dim = self.feature_dim
-            self.segmenter: nn.Module = FeatureSegmenter(config.channels, dim, fc.head_width, fc.recon_features)
+            self.segmenter: nn.Module = FeatureSegmenter(config.channels, dim, fc.head_width, fc.recon_features,
+                                                         reconstruction=fc.head_reconstruction)
             # memory of normal patch features and the statistics the head standardises with (set by training)
             self.register_buffer("memory", torch.zeros(fc.memory_size, dim))
             self.register_buffer("memory_tags", torch.full((fc.memory_size,), -1, dtype=torch.int32))
@@ -189,7 +190,7 @@ class DiffusionAD(nn.Module):
             return img
         return F.interpolate(img, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
-    def anomaly_logits(self, x: Tensor, x0_hat: Tensor, tags: Tensor | None = None) -> Tensor:
+    def anomaly_logits(self, x: Tensor, x0_hat: Tensor | None, tags: Tensor | None = None) -> Tensor:
         """The segmenter's logits [N, 1, H, W] for images x [N, C, H, W] in [0, 1] and the denoiser's x0 estimate.
 
         ``tags`` (training only): each image's index among the training images, so that its distance to the
@@ -197,19 +198,30 @@ class DiffusionAD(nn.Module):
         """
         return self._head(x, x0_hat, tags)[0]
 
-    def _head(self, x: Tensor, x0_hat: Tensor, tags: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """The segmenter's logits and, with the pretrained encoder, the patch distances [N, 1, h, w] it saw."""
-        recon = self.segmenter_input(x0_hat).to(x.dtype)
+    @property
+    def head_sees_reconstruction(self) -> bool:
+        """Whether the segmenter takes the reconstruction (always for the image U-Net; a feature head may not)."""
+        return self.encoder is None or self.config.features.head_reconstruction
+
+    def _head(self, x: Tensor, x0_hat: Tensor | None, tags: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The segmenter's logits and, with the pretrained encoder, the patch distances [N, 1, h, w] it saw.
+        ``x0_hat`` may be None for a head that does not see the reconstruction."""
         if self.encoder is None:
-            return self.segmenter(x, recon), None
-        recon = self.full_size(recon, x).clamp(0.0, 1.0)
+            assert x0_hat is not None
+            return self.segmenter(x, self.segmenter_input(x0_hat).to(x.dtype)), None
+        recon = None
+        if self.head_sees_reconstruction:
+            if x0_hat is None:
+                raise ValueError("this head compares the input with its reconstruction; none given")
+            recon = self.full_size(self.segmenter_input(x0_hat).to(x.dtype), x).clamp(0.0, 1.0)
         # the encoder is frozen; the head learns, the denoiser learns through the fine branch. Features and distances
         # in float32 also under bf16 autocast, as at inference
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            recon = recon.float()
             feats = self.embed(x.float())
             dist = self.memory_distance(feats, tags)
-            recon_feats = self.standardise(self.embed(recon)) if self.config.features.recon_features else None
+            recon_feats = None
+            if recon is not None and self.config.features.recon_features:
+                recon_feats = self.standardise(self.embed(recon.float()))
             feats = self.standardise(feats)
         return self.segmenter(x, recon, feats, recon_feats, dist), dist
 

@@ -171,6 +171,10 @@ def check_trainable(data: TrainData, model_config: ModelConfig, train_config: Tr
         h, w = (data.train or data.val)[0].shape[:2]
         raise TrainingError(f"the training images were loaded at {w} x {h} px, but the model works at {size} px "
                             "(load them at the base model's size: core.train.data.working_size)")
+    crop, step = train_config.denoiser_crop, 2 ** (len(model_config.denoiser.channel_mults) - 1)
+    if 0 < crop < model_config.denoiser_resolution and crop % step:
+        raise ValueError(f"TrainConfig.denoiser_crop: {crop} is not a multiple of {step} (the denoiser's "
+                         f"{len(model_config.denoiser.channel_mults)} levels)")
     deepest = model_config.image_size // DOWNSAMPLING
     smallest = min(b - a for a, b in pairwise(chunk_bounds(train_config.batch_size, train_config.micro_batch)))
     if deepest < 2 and smallest < 2:

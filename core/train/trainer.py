@@ -40,7 +40,7 @@ from core.train.data import (
 from core.train.feature_memory import build_memory
 from core.train.losses import DiffusionADLoss
 from core.train.pipeline import Batch, Draws, TrainingBatches, batch_loader, default_workers, square_size
-from core.train.ranks import TrainForward, distributed, global_sum, no_sync, share_memory, world_info
+from core.train.ranks import TrainForward, distributed, global_sum, no_sync, share_memory, train_square, world_info
 from core.train.validation import held_out_validation
 
 
@@ -111,7 +111,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if world.world_size > 1 and self.device.type == "cuda":  # one set of batch statistics over all ranks
             self.model.segmenter = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model.segmenter)
-        self._forward: torch.nn.Module = TrainForward(self.model)
+        self._forward: torch.nn.Module = TrainForward(self.model, train_square(model_config, self.train_config))
         self.opt_denoiser = torch.optim.Adam(self.model.denoiser.parameters(), lr=train_config.lr_denoiser)
         self.opt_segmenter = torch.optim.Adam(self.model.segmenter.parameters(), lr=train_config.lr_segmenter)
         if self._opt_state:
@@ -141,7 +141,7 @@ class Trainer:
     def _training_batches(self) -> TrainingBatches:
         if self._batches is None:
             dc = self.model_config.diffusion
-            r = self.model_config.denoiser_resolution
+            r = train_square(self.model_config, self.train_config)
             self._batches = TrainingBatches(
                 self.data.train, self.train_config.synthesis, self.textures, self.train_config.batch_size,
                 self.train_config.seed, self.step, 2**62, self.model_config.channels,
@@ -225,7 +225,7 @@ class Trainer:
             split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
             t_s = torch.randint(0, split, (n,), device=dev)
             t_b = torch.randint(split, T, (n,), device=dev)
-            shape = self.model.noise_shape(x)
+            shape = (n, x.shape[1], *[train_square(self.model_config, self.train_config)] * 2)
             noise_s = torch.randn(shape, device=dev)
             noise_b = torch.randn(shape, device=dev)
         use_amp = self.train_config.amp and dev.type == "cuda"
