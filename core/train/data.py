@@ -162,9 +162,9 @@ def chunk_bounds(n: int, micro: int) -> list[int]:
 
 
 def check_trainable(data: TrainData, model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """Refuse images loaded at another size than the model's (:class:`TrainingError`), and batches too small for
-    BatchNorm (``ValueError``): it needs two values per channel, so at a size where the segmenter's deepest level
-    is 1 x 1 each batch or micro-batch needs 2 images at least."""
+    """Refuse images loaded at another size than the model's (:class:`TrainingError`), a denoiser crop off the
+    denoiser's grid and batches too small for BatchNorm (``ValueError``): it needs two values per channel, so at a
+    size where the segmenter's deepest level is 1 x 1 each batch or micro-batch needs 2 images at least."""
     size = model_config.image_size
     if model_config.geometry.mode == "stretch" and any(im.shape[:2] != (size, size)
                                                       for im in data.train[:1] + data.val[:1]):
