@@ -106,7 +106,7 @@ def measure(inspector: Any, data: Path, limit: int = 0) -> dict[str, Any]:
         masks = [read_mask(s.mask_path, (size, size)) for s in items]
         keep = [(s, m) for s, m in zip(items, masks) if m.any() and not m.all()]
         c_in, c_rec, outside = [], [], []
-        for (s, m), (inp, rec) in zip(keep, working_pairs(inspector, [s.path for s, _ in keep])):
+        for (_, m), (inp, rec) in zip(keep, working_pairs(inspector, [s.path for s, _ in keep])):
             a, b, o = defect_figures(inp, rec, m)
             c_in.append(a)
             c_rec.append(b)
@@ -121,3 +121,20 @@ def measure(inspector: Any, data: Path, limit: int = 0) -> dict[str, Any]:
                       "mean_removed": float(np.mean([out[t]["removed"] for t in types])),
                       "outside": float(np.mean([out[t]["outside"] for t in types]))}
     return out
+
+
+GOAL_RMS, GOAL_GRAIN, GOAL_REMOVED = 0.5, 1.0, 0.7
+
+
+def shortfall(rms: float, grain: float, removed: dict[str, float], outside: float) -> float:
+    """How far figures are from the goal (0: met; see bench/reconstruction.py)."""
+    return (max(0.0, rms - GOAL_RMS) / GOAL_RMS + max(0.0, grain - GOAL_GRAIN)
+            + sum(max(0.0, GOAL_REMOVED - r) / GOAL_REMOVED for r in removed.values())
+            + max(0.0, outside - rms) / GOAL_RMS)
+
+
+def shortfall_of(fig: dict[str, Any]) -> float:
+    """:func:`shortfall` of a :func:`measure` record."""
+    types = [k for k in fig if k not in ("good", "summary")]
+    return shortfall(fig["good"]["rms"], fig["good"]["grain"], {t: fig[t]["removed"] for t in types},
+                     float(np.mean([fig[t]["outside"] for t in types])))

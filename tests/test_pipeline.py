@@ -20,7 +20,7 @@ def _images(n=6, size=32):
 
 def _batches(**kw):
     args = {"images": _images(), "synthesis": SynthesisConfig(anomaly_prob=0.7), "textures": (), "batch_size": 5,
-            "seed": 3, "first_step": 0, "last_step": 4, "draws": Draws(1000, 250, (3, 16, 16))}
+            "seed": 3, "first_step": 0, "last_step": 4, "draws": Draws((0, 250), (250, 1000), (3, 16, 16))}
     return TrainingBatches(**{**args, **kw})
 
 

@@ -29,8 +29,10 @@ def data(good_folder, configs):
 
 def test_pretrained_is_the_default_preset():
     assert DEFAULT_PRESET == "pretrained"
-    model_cfg, _ = get_preset(DEFAULT_PRESET)
-    assert model_cfg.features.enabled and model_cfg.denoiser_resolution < model_cfg.image_size
+    model_cfg, train_cfg = get_preset(DEFAULT_PRESET)
+    assert model_cfg.features.enabled
+    # the reconstruction is made at the working resolution; the denoiser trains on crops of it
+    assert model_cfg.denoiser_resolution == model_cfg.image_size > train_cfg.denoiser_crop > 0
 
 
 def test_encoder_weights_stay_out_of_the_checkpoint_and_the_memory_goes_in(configs):

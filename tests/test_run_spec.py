@@ -103,8 +103,12 @@ def test_a_size_override_keeps_the_denoisers_shape():
     fast, pretrained = get_preset("fast")[0], get_preset("pretrained")[0]
     big = at_image_size(fast, 256)
     assert big.image_size == 256 and big.denoiser.attention_resolutions == (256 // 8,)
-    small = at_image_size(pretrained, 128)
-    assert small.image_size == 128 and small.denoiser == pretrained.denoiser and small.denoiser_size == 64
+    from core.common.config import replace
+
+    own = replace(pretrained, denoiser_size=64)  # a denoiser with a resolution of its own keeps it
+    small = at_image_size(own, 256)
+    assert small.image_size == 256 and small.denoiser == own.denoiser and small.denoiser_size == 64
+    assert at_image_size(pretrained, 256).denoiser.attention_resolutions == (256 // 8,)
     assert at_image_size(fast, fast.image_size) == fast
 
 

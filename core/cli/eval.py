@@ -22,6 +22,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
+        insp.reconstruct = False  # the metrics need scores and maps only
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -74,6 +74,7 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
 
     def setup() -> None:  # every rank loads the model; rank 0 lists the folder and reads what is done
         state["insp"] = Inspector.from_checkpoint(args.checkpoint, device=device)
+        state["insp"].reconstruct = bool(args.overlays or args.reconstructions)  # made only for the PNGs
         state["model"] = model_label(args.checkpoint, state["insp"].checkpoint)  # the rows' model column
         if not world.is_main:
             return

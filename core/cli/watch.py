@@ -30,6 +30,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             rotate=args.rotate, poll_s=args.poll, settle_s=args.settle, error_after_s=args.error_after,
             batch_size=args.batch_size, max_images=args.max_images, exit_when_idle_s=args.exit_when_idle)
         insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
+        insp.reconstruct = False  # the log holds scores and verdicts only
         station = Station(insp, args.folder, args.log, model_label(args.checkpoint, insp.checkpoint), options)
         opened = station.open()
     except (CheckpointError, StationError, ValueError, OSError) as exc:

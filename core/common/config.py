@@ -72,6 +72,10 @@ class DiffusionConfig:
     t_big: int = 400  # inference large scale t_b (the "norm")
     guidance_w: float = 1.0  # norm-guidance weight w
     train_t_split: int = 300  # training: t_s ~ U{0..split-1}, t_b ~ U{split..T-1}
+    # training draws nearer the inference scales: t_s ~ U{train_t_small_from..split-1} and t_b ~ U{split..
+    # train_t_big_to - 1}; 0 and 0 (the official draws; checkpoints without the fields): from 0 and up to T
+    train_t_small_from: int = 0
+    train_t_big_to: int = 0
     # "unit": images enter the diffusion in [0, 1] and x0 estimates are clamped to [-1, 1],
     # exactly as the official code does. "symmetric": images are mapped to [-1, 1].
     data_range: str = "unit"
@@ -86,8 +90,16 @@ class DiffusionConfig:
             _refuse(self, "t_small", f"an integer from 0 to below t_big ({self.t_big!r})")
         _check_int(self, "t_big", self.t_small + 1, self.num_timesteps - 1)
         _check_int(self, "train_t_split", 1, self.num_timesteps - 1)
+        _check_int(self, "train_t_small_from", 0, self.train_t_split - 1)
+        if self.train_t_big_to:
+            _check_int(self, "train_t_big_to", self.train_t_split + 1, self.num_timesteps)
         _check_number(self, "guidance_w", 0.0)
         _check_choice(self, "data_range", DATA_RANGES)
+
+    def train_ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The training draws' half-open ranges: (t_s from, to), (t_b from, to)."""
+        return ((self.train_t_small_from, self.train_t_split),
+                (self.train_t_split, self.train_t_big_to or self.num_timesteps))
 
 
 @dataclass(frozen=True)

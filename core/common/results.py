@@ -15,7 +15,9 @@ class InspectionResult:
     """Result for one image. Arrays are float32; maps in [0, 1]."""
 
     score: float
-    reconstruction: np.ndarray  # [S, S, 3] at model resolution (a grey model's: grey, 3 equal channels)
+    # [S, S, 3] at model resolution (a grey model's: grey, 3 equal channels); None from an inspector asked for no
+    # reconstruction (``Inspector.reconstruct``) whose score does not need one
+    reconstruction: np.ndarray | None
     anomaly_map: np.ndarray  # [S, S] at model resolution
     input_size: tuple[int, int]  # (H, W) of the original image
 
@@ -25,6 +27,8 @@ class InspectionResult:
         return cv2.resize(self.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def reconstruction_full(self) -> np.ndarray:
+        if self.reconstruction is None:
+            raise ValueError("this result was made without its reconstruction (Inspector.reconstruct is off)")
         h, w = self.input_size
         return cv2.resize(self.reconstruction, (w, h), interpolation=cv2.INTER_LINEAR)
 

@@ -26,6 +26,9 @@ class Inspector:
         self.checkpoint = checkpoint
         self.config = model.config
         self.threshold = checkpoint.threshold if checkpoint else None
+        # False: results carry no reconstruction (None) where the score does not need one (a head that does not
+        # see it): for callers that only judge (dad eval, dad infer without image outputs). Scores are the same
+        self.reconstruct = True
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Inspector:
@@ -52,15 +55,18 @@ class Inspector:
         model = model.to(dev)
         if dev.type == "cpu":
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        return Inspector(model, dev, self.checkpoint)
+        moved = Inspector(model, dev, self.checkpoint)
+        moved.reconstruct = self.reconstruct
+        return moved
 
     def predict(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
         """Inspect float32 RGB [H, W, 3] images in [0, 1] of any size, as one batch."""
         if not images:
             return []
-        recon, maps, scores = predict_batch(self.model, images, self.device)
+        recon, maps, scores = predict_batch(self.model, images, self.device, self.reconstruct)
+        recons = recon if recon is not None else [None] * len(images)
         return [
-            InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recon, maps, images)
+            InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recons, maps, images)
         ]
 
     def predict_parts(self, images: Sequence[np.ndarray], batch_size: int = 8,

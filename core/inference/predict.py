@@ -47,7 +47,7 @@ def tiled(model: DiffusionAD) -> bool:
 
 
 def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: torch.device,
-                    high: float | None) -> list[list[np.ndarray | None]]:
+                    high: float | None, reconstruct: bool = True) -> list[list[np.ndarray | None]]:
     """Per working image, its stitched parts (reconstruction [h, w, 3], head, distance, patch distance, difference,
     shown map) and its score: every square of every image goes through ``map_parts`` (batches of at least 8
     squares), and each image's squares are blended back (``core.common.geometry``)."""
@@ -58,7 +58,8 @@ def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: tor
     planes: list[list[np.ndarray | None]] = []
     for i in range(0, len(all_squares), chunk):
         x = to_tensor(list(all_squares[i:i + chunk]), device, cfg.channels)
-        p: MapParts = model.map_parts(x, *fixed_noise(model.noise_shape(x), device), high=high)
+        p: MapParts = model.map_parts(x, *fixed_noise(model.noise_shape(x), device), high=high,
+                                      reconstruct=reconstruct)
         planes.append([_rgb(p.reconstruction)] + [None if t is None else t[:, 0].float().cpu().numpy()
                                                   for t in (p.head, p.distance, p.patch_distance, p.difference)])
     joined = [None if col[0] is None else np.concatenate(col) for col in zip(*planes)]
@@ -76,28 +77,32 @@ def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: tor
     return out
 
 
-def _rgb(recon: torch.Tensor) -> np.ndarray:
+def _rgb(recon: torch.Tensor | None) -> np.ndarray | None:
+    if recon is None:
+        return None
     out = recon.permute(0, 2, 3, 1).cpu().numpy()
     return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out  # a grey model's reconstruction, shown as RGB
 
 
 @torch.inference_mode()
 def predict_batch(
-    model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device, reconstruct: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Reconstructions [N, S, S, 3], anomaly maps [N, S, S] and scores [N] of float32 RGB images in [0, 1]
     (any size; resized to the model's S), as one batch with the fixed noise. A grey model (``channels`` 1)
     sees every image as its luminance; its reconstruction comes back grey, in 3 equal channels.
+    ``reconstruct`` False: no reconstructions (None) where the maps do not need them; maps and scores the same.
 
     The one inference path: :class:`Inspector` and the trainer's validation and previews both go through it.
     """
     if tiled(model):  # maps at each image's working geometry, so lists of arrays of different shapes
         cfg = model.config
         works = [to_working(im, cfg.image_size, cfg.geometry) for im in images]
-        per = _stitched_parts(model.eval(), works, device, None)
-        return [p[0] for p in per], [p[5] for p in per], np.array([p[6] for p in per], np.float32)  # type: ignore
+        per = _stitched_parts(model.eval(), works, device, None, reconstruct)
+        recons = [p[0] for p in per] if per[0][0] is not None else None
+        return recons, [p[5] for p in per], np.array([p[6] for p in per], np.float32)  # type: ignore
     x = model_input(model, images, device)
-    pred = model.eval()(x, *fixed_noise(model.noise_shape(x), device))
+    pred = model.eval()(x, *fixed_noise(model.noise_shape(x), device), reconstruct=reconstruct)
     return _rgb(pred.reconstruction), pred.anomaly_map[:, 0].cpu().numpy(), pred.score.cpu().numpy()
 
 

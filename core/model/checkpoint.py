@@ -118,8 +118,9 @@ def _model_config_dict(cfg: ModelConfig) -> dict:
     open 8-bit models, and refuse (unknown key) a model whose images they would scale wrongly. For the same
     reason a model without encoder features (``paper``, ``fast``) is written without ``features`` and
     ``denoiser_size``, and the encoder's ``encoder``, ``input_scaling``, ``block_weighting``, ``memory_turns`` and
-    ``head_reconstruction`` only when they are not lite0, imagenet, none, false and true; ``score_area`` and
-    ``geometry`` likewise only when not their defaults."""
+    ``head_reconstruction`` only when they are not lite0, imagenet, none, false and true; ``score_area``,
+    ``geometry`` and the diffusion's ``train_t_small_from`` and ``train_t_big_to`` likewise only when not their
+    defaults."""
     data = to_dict(cfg)
     if data.get("input_max") == ModelConfig.input_max:
         data.pop("input_max")
@@ -130,6 +131,9 @@ def _model_config_dict(cfg: ModelConfig) -> dict:
                           ("head_reconstruction", FeatureConfig.head_reconstruction)):
         if features.get(name) == default:
             features.pop(name)
+    for name in ("train_t_small_from", "train_t_big_to"):
+        if not data["diffusion"].get(name):
+            data["diffusion"].pop(name, None)
     if data.get("score_area") == ModelConfig.score_area:
         data.pop("score_area")
     if cfg.geometry == GeometryConfig():

@@ -18,9 +18,10 @@ from core.model.segmenter import SegmentationUNet
 
 
 class Prediction(NamedTuple):
-    """Batch output at model resolution: reconstruction [N, C, H, W] in [0, 1], map [N, 1, H, W]."""
+    """Batch output at model resolution: reconstruction [N, C, H, W] in [0, 1] (None when not asked for and the map
+    does not need it), map [N, 1, H, W]."""
 
-    reconstruction: Tensor
+    reconstruction: Tensor | None
     anomaly_map: Tensor
     score: Tensor  # [N]
 
@@ -32,11 +33,11 @@ class MapParts(NamedTuple):
     ``distance`` also for one saved without the distance's calibration (``features.fusion`` none) unless one is given.
     """
 
-    reconstruction: Tensor  # [N, C, H, W] in [0, 1]
+    reconstruction: Tensor | None  # [N, C, H, W] in [0, 1]; None: not made (``map_parts(reconstruct=False)``)
     head: Tensor  # [N, 1, H, W] the segmentation head's probability
     distance: Tensor | None  # [N, 1, H, W] the memory distance's probability (smoothed, calibrated)
     patch_distance: Tensor | None  # [N, 1, h, w] each patch's distance to the memory, over the typical one
-    difference: Tensor  # [N, 1, H, W] |image - reconstruction|, mean over the channels
+    difference: Tensor | None  # [N, 1, H, W] |image - reconstruction|, mean over the channels (None: no reconstruction)
     anomaly_map: Tensor  # [N, 1, H, W] the shown map: the head's, or its join with the distance's
     score: Tensor  # [N] the image score: top-k mean of the shown map
 
@@ -127,23 +128,31 @@ class DiffusionAD(nn.Module):
         r = self.config.denoiser_resolution
         return x if x.shape[-1] == r and x.shape[-2] == r else F.interpolate(x, size=(r, r), mode="area")
 
-    def forward(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Prediction:
-        """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range, ``noise_shape``)."""
-        parts = self.map_parts(x, noise_s, noise_b)
+    def forward(self, x: Tensor, noise_s: Tensor, noise_b: Tensor, reconstruct: bool = True) -> Prediction:
+        """Inspect images x [N, C, H, W] in [0, 1] with the given noises (model range, ``noise_shape``).
+        ``reconstruct`` False: no reconstruction where the map does not need it (a head that does not see it)."""
+        parts = self.map_parts(x, noise_s, noise_b, reconstruct=reconstruct)
         return Prediction(parts.reconstruction, parts.anomaly_map, parts.score)
 
-    def map_parts(self, x: Tensor, noise_s: Tensor, noise_b: Tensor, high: float | None = None) -> MapParts:
+    def map_parts(self, x: Tensor, noise_s: Tensor, noise_b: Tensor, high: float | None = None,
+                  reconstruct: bool = True) -> MapParts:
         """:meth:`forward` with the parts its map is made of. ``high``: the distance's calibration to use instead of
         the model's own (``distance_high``), for a model saved without one or to try another; a fused map then
-        joins that distance. Without ``high`` the map and score are those of :meth:`forward` (the same code)."""
-        return self.parts_of(x, self.reconstruct(x, noise_s, noise_b), high)
+        joins that distance. Without ``high`` the map and score are those of :meth:`forward` (the same code).
+        ``reconstruct`` False: the reconstruction and difference are None where the map does not need them; the map
+        and score are the same either way."""
+        needed = reconstruct or self.head_sees_reconstruction
+        return self.parts_of(x, self.reconstruct(x, noise_s, noise_b) if needed else None, high)
 
-    def parts_of(self, x: Tensor, x0_hat: Tensor, high: float | None = None) -> MapParts:
-        """:meth:`map_parts` of images x given their reconstruction x0_hat (model range, e.g. an iterative one)."""
+    def parts_of(self, x: Tensor, x0_hat: Tensor | None, high: float | None = None) -> MapParts:
+        """:meth:`map_parts` of images x given their reconstruction x0_hat (model range, e.g. an iterative one;
+        None for a head that does not see it: no reconstruction and no difference then)."""
         p_seg, p_dist, dist = self._probabilities(x, x0_hat, high)
         amap = self._join(p_seg, p_dist)
-        recon = self.reconstruction(x0_hat, x).float()
-        difference = (x.float() - recon).abs().mean(1, keepdim=True)
+        recon = difference = None
+        if x0_hat is not None:
+            recon = self.reconstruction(x0_hat, x).float()
+            difference = (x.float() - recon).abs().mean(1, keepdim=True)
         return MapParts(recon, p_seg, p_dist, dist, difference, amap, score_of(self.config, amap))
 
     def reconstruct(self, x: Tensor, noise_s: Tensor, noise_b: Tensor) -> Tensor:
@@ -155,12 +164,12 @@ class DiffusionAD(nn.Module):
         """The x0 estimate as a displayable [0, 1] image at the size of ``like``."""
         return self.full_size(self.diffusion.from_model_range(x0_hat), like)
 
-    def anomaly_map(self, x: Tensor, x0_hat: Tensor) -> Tensor:
+    def anomaly_map(self, x: Tensor, x0_hat: Tensor | None) -> Tensor:
         """The anomaly probability map [N, 1, H, W] of images x given their reconstruction (model range): the
         segmenter's, or with ``features.fusion`` its join with the calibrated memory distance."""
         return self._join(*self._probabilities(x, x0_hat)[:2])
 
-    def _probabilities(self, x: Tensor, x0_hat: Tensor,
+    def _probabilities(self, x: Tensor, x0_hat: Tensor | None,
                        high: float | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The head's probability, the distance's (None without a memory or a calibration) and the patch distances."""
         logits, dist = self._head(x, x0_hat)

@@ -28,8 +28,8 @@ from core.train.synthesis import AnomalySynthesizer
 class Draws:
     """What the diffusion needs beside the images: per sample a small and a big timestep and their noises."""
 
-    num_timesteps: int
-    t_split: int
+    small: tuple[int, int]  # t_s's half-open range (DiffusionConfig.train_ranges)
+    big: tuple[int, int]  # t_b's
     noise_shape: tuple[int, int, int]  # (C, r, r): the denoiser's view
 
 
@@ -61,8 +61,8 @@ def make_sample(images: Sequence[np.ndarray], synth: AnomalySynthesizer, draws: 
     if draws is None:
         return aug, mask, i
     g = _torch_generator(seed, step, j)
-    t_s = torch.randint(0, draws.t_split, (1,), generator=g)
-    t_b = torch.randint(draws.t_split, draws.num_timesteps, (1,), generator=g)
+    t_s = torch.randint(*draws.small, (1,), generator=g)
+    t_b = torch.randint(*draws.big, (1,), generator=g)
     return aug, mask, i, t_s, t_b, torch.randn(draws.noise_shape, generator=g), torch.randn(draws.noise_shape,
                                                                                              generator=g)
 

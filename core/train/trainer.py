@@ -145,7 +145,7 @@ class Trainer:
             self._batches = TrainingBatches(
                 self.data.train, self.train_config.synthesis, self.textures, self.train_config.batch_size,
                 self.train_config.seed, self.step, 2**62, self.model_config.channels,
-                Draws(dc.num_timesteps, dc.train_t_split, (self.model_config.channels, r, r)),
+                Draws(*dc.train_ranges(), (self.model_config.channels, r, r)),
                 self.world.rank, self.world.world_size, square_size(self.model_config))
         return self._batches
 
@@ -222,9 +222,9 @@ class Trainer:
         if draws:
             t_s, t_b, noise_s, noise_b = draws
         else:
-            split, T = self.model_config.diffusion.train_t_split, self.model_config.diffusion.num_timesteps
-            t_s = torch.randint(0, split, (n,), device=dev)
-            t_b = torch.randint(split, T, (n,), device=dev)
+            (s0, s1), (b0, b1) = self.model_config.diffusion.train_ranges()
+            t_s = torch.randint(s0, s1, (n,), device=dev)
+            t_b = torch.randint(b0, b1, (n,), device=dev)
             shape = (n, x.shape[1], *[train_square(self.model_config, self.train_config)] * 2)
             noise_s = torch.randn(shape, device=dev)
             noise_b = torch.randn(shape, device=dev)
