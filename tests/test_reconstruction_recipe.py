@@ -243,3 +243,69 @@ def test_random_crops_are_windows_of_their_own_image_at_varying_places():
     assert torch.equal(*same)
     square = x[:, :, :, :h].contiguous()
     assert torch.equal(random_crops(square, h, gen), square)  # a crop of the whole image is the image
+
+
+def perturbed_model(head: bool, seed: int = 0) -> DiffusionAD:
+    torch.manual_seed(seed)
+    model = DiffusionAD(model_config(head))
+    for p in model.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("head", [False, True])
+def test_an_inspector_asked_for_no_reconstruction_scores_the_same(head):
+    """dad eval, dad watch and dad infer without image outputs inspect with ``reconstruct`` off: a head that does not
+    see the reconstruction then runs no denoiser (results without one), with the same maps and scores; a head that
+    sees it still gets it (and the results keep it)."""
+    images = random_images(2, 5) + random_images(1, 6, (50, 40))
+    insp = Inspector(perturbed_model(head), torch.device("cpu"))
+    full = insp.predict(images)
+    calls = []
+    insp.model.denoiser.register_forward_hook(lambda *_: calls.append(1))
+    insp.reconstruct = False
+    lean = insp.predict(images)
+    assert all(r.reconstruction is not None for r in full)
+    assert [r.score for r in lean] == [r.score for r in full]
+    assert all(np.array_equal(a.anomaly_map, b.anomaly_map) for a, b in zip(lean, full))
+    if head:
+        assert calls and all(np.array_equal(a.reconstruction, b.reconstruction) for a, b in zip(lean, full))
+    else:
+        assert not calls and all(r.reconstruction is None for r in lean)
+        with pytest.raises(ValueError, match="without its reconstruction"):
+            lean[0].reconstruction_full()
+    assert insp.on_device("cpu").reconstruct is False
+
+
+def test_train_draws_follow_the_diffusion_ranges():
+    from core.common.config import DiffusionConfig
+    from core.train.pipeline import Draws, make_sample
+    from core.train.synthesis import AnomalySynthesizer
+
+    dc = DiffusionConfig(train_t_small_from=100, train_t_big_to=600)
+    assert dc.train_ranges() == ((100, 300), (300, 600))
+    assert DiffusionConfig().train_ranges() == ((0, 300), (300, 1000))
+    with pytest.raises(ValueError, match="train_t_small_from"):
+        DiffusionConfig(train_t_small_from=300)
+    with pytest.raises(ValueError, match="train_t_big_to"):
+        DiffusionConfig(train_t_big_to=300)
+    draws = Draws(*dc.train_ranges(), (3, 8, 8))
+    synth = AnomalySynthesizer(get_preset("tiny")[1].synthesis)
+    images = [(im * 255).astype(np.uint8) for im in random_images(2, 1, (16, 16))]
+    ts = [make_sample(images, synth, draws, 0, step, 0)[3:5] for step in range(40)]
+    small, big = [int(t[0]) for t in ts], [int(t[1]) for t in ts]
+    assert 100 <= min(small) and max(small) < 300 and 300 <= min(big) and max(big) < 600
+
+
+def test_the_narrow_draws_are_saved_only_when_used(tmp_path):
+    from core.common.config import DiffusionConfig
+
+    base = model_config(True)
+    save_checkpoint(Checkpoint(base, {}), tmp_path / "a.safetensors")
+    assert "train_t_small_from" not in read_header(tmp_path / "a.safetensors")["model_config"]["diffusion"]
+    narrow = replace(base, diffusion=DiffusionConfig(data_range="symmetric", train_t_small_from=100,
+                                                     train_t_big_to=600))
+    save_checkpoint(Checkpoint(narrow, {}), tmp_path / "b.safetensors")
+    saved = read_header(tmp_path / "b.safetensors")["model_config"]["diffusion"]
+    assert (saved["train_t_small_from"], saved["train_t_big_to"]) == (100, 600)
+    assert load_checkpoint(tmp_path / "b.safetensors").model_config == narrow
