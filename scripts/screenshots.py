@@ -5,6 +5,13 @@
 Shots: the main window, the compare view zoomed on a defect, the threshold panel with its
 histogram, the training panel in the middle of a fine-tuning job, and the Station view watching a folder
 that the demo test images are dropped into. ``--only station`` makes the Station view's shot alone.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py --only real \
+        --model MODEL.safetensors --images IMAGE [IMAGE ...]
+
+``--only real``: the compare view (input | reconstruction | heatmap) of the first of these images, inspected with
+that model, saved as ``compare_real.png`` (e.g. a Magnetic Tile test image with a blowhole and the benchmark's model;
+the images are copied to a neutral folder first).
 """
 
 from __future__ import annotations
@@ -68,8 +75,12 @@ def station_shot(w, settle, process_events_until) -> None:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["station"], help="make only this shot")
+    parser.add_argument("--only", choices=["station", "real"], help="make only this shot")
+    parser.add_argument("--model", help="--only real: the model to inspect with")
+    parser.add_argument("--images", nargs="*", default=[], help="--only real: images; the first one is shown")
     args = parser.parse_args(argv)
+    if args.only == "real" and (not args.model or not args.images):
+        parser.error("--only real needs --model and --images")
     from PySide6.QtCore import Qt
 
     from dad_gui.app import create_app
@@ -91,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     w.registry_changed()
     w.resize(1560, 940)
     w.show()
+    if args.only == "real":
+        real_shot(w, args.model, args.images, settle, process_events_until)
+        return finish(w, errors)
     w.open_model_file(str(resource_path("demo", "model.safetensors")))
     process_events_until(lambda: w.models.inspector is not None, 30)
     if args.only == "station":
@@ -139,6 +153,24 @@ def main(argv: list[str] | None = None) -> int:
     station_shot(w, settle, process_events_until)
     print(f"current image {idx}")
     return finish(w, errors)
+
+
+def real_shot(w, model: str, images: list[str], settle, process_events_until) -> None:  # noqa: ANN001
+    """The compare view of a real image inspected with a real model (``--only real``)."""
+    folder = Path(tempfile.mkdtemp(prefix="dad-real-")) / "images"
+    folder.mkdir()
+    for i, src in enumerate(images):
+        shutil.copyfile(src, folder / f"{i:02d}{Path(src).suffix}")
+    ins = w.inspection
+    w.open_model_file(str(Path(model).resolve()))
+    process_events_until(lambda: w.models.inspector is not None, 60)
+    w.open_folder(str(folder))
+    process_events_until(lambda: not ins.folder_pending() and w.state.counts()["pending"] == 0
+                         and not ins.inspecting, 120)
+    ins.table.selectRow(0)
+    process_events_until(lambda: ins.compare._map is not None, 10)
+    settle()
+    ins.compare.grab().save(str(OUT / "compare_real.png"))
 
 
 def finish(w, errors) -> int:  # noqa: ANN001
