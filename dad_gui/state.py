@@ -22,7 +22,9 @@ CACHE_SIZE = 400  # images whose reconstruction and map stay in memory (about 80
 class ImageDetail:
     """What the compare view shows for one image (detached numpy, model resolution)."""
 
-    reconstruction: np.ndarray  # uint8 [S, S, 3]
+    # uint8 [S, S, 3]; None from a folder's inspection with a model whose score does not need it: made when the
+    # image is shown (TaskRunner.detail)
+    reconstruction: np.ndarray | None
     anomaly_map: np.ndarray  # float16 [S, S], fixed 0..1 scale
 
 

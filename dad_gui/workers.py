@@ -63,7 +63,8 @@ class _Task(QRunnable):
 
 
 def detail_from(result: Any) -> ImageDetail:
-    return ImageDetail((np.clip(result.reconstruction, 0, 1) * 255).astype(np.uint8),
+    recon = result.reconstruction
+    return ImageDetail(None if recon is None else (np.clip(recon, 0, 1) * 255).astype(np.uint8),
                        result.anomaly_map.astype(np.float16))
 
 
@@ -95,7 +96,8 @@ class TaskRunner(QObject):
         def work(task: _Task) -> None:
             total, done = len(paths), 0
             rows: list[ResultRow] = []
-            for fr in inspector.inspect_files(paths, batch_size=batch_size, cancel=task.cancelled):
+            # no reconstruction where the score does not need it: the image on screen gets its own (detail)
+            for fr in inspector.inspect_files(paths, batch_size=batch_size, cancel=task.cancelled, reconstruct=False):
                 idx = done
                 if fr.result is not None:
                     rows.append((idx, fr.result.score, None, detail_from(fr.result)))
@@ -113,9 +115,10 @@ class TaskRunner(QObject):
         self._start(_Task("inspect", generation, self.signals, work))
 
     def detail(self, generation: int, inspector: Inspector, idx: int, path: Path) -> None:
-        """Recompute one image's reconstruction and map (cache miss) on a separate thread."""
+        """Recompute one image's reconstruction and map (cache miss, or a folder's inspection that made no
+        reconstruction) on a separate thread."""
         def work(task: _Task) -> None:
-            fr = next(iter(inspector.inspect_files([path], batch_size=1)))
+            fr = next(iter(inspector.inspect_files([path], batch_size=1, reconstruct=True)))
             row = (idx, fr.result.score if fr.result else None, fr.error,
                    detail_from(fr.result) if fr.result else None)
             task.signals.results.emit(task.generation, [row])

@@ -75,7 +75,7 @@ def test_threshold_slider_updates_counts_without_the_model(window, qtbot, tiny_c
     load(qtbot, window, tiny_ckpt, mvtec_folder)
     calls = []
     original = Inspector.predict
-    monkeypatch.setattr(Inspector, "predict", lambda self, imgs: calls.append(1) or original(self, imgs))
+    monkeypatch.setattr(Inspector, "predict", lambda self, imgs, *a: calls.append(1) or original(self, imgs, *a))
     panel = window.inspection.threshold_panel
     scores = window.state.scores
     panel.slider.setValue(0)

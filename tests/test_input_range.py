@@ -52,7 +52,8 @@ def test_12_bit_images_keep_their_brightness_from_training_to_inference(tmp_path
 
     seen = []
     real = Inspector.predict
-    monkeypatch.setattr(Inspector, "predict", lambda self, images: seen.extend(images) or real(self, images))
+    monkeypatch.setattr(Inspector, "predict",
+                        lambda self, images, *a: seen.extend(images) or real(self, images, *a))
     insp = Inspector.from_checkpoint(ckpt)
     [fr] = insp.inspect_files([paths[0]])
     assert fr.result is not None

@@ -59,11 +59,13 @@ class Inspector:
         moved.reconstruct = self.reconstruct
         return moved
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[InspectionResult]:
-        """Inspect float32 RGB [H, W, 3] images in [0, 1] of any size, as one batch."""
+    def predict(self, images: Sequence[np.ndarray], reconstruct: bool | None = None) -> list[InspectionResult]:
+        """Inspect float32 RGB [H, W, 3] images in [0, 1] of any size, as one batch. ``reconstruct``: this call's
+        choice instead of the inspector's ``reconstruct`` (a caller sharing the inspector across threads)."""
         if not images:
             return []
-        recon, maps, scores = predict_batch(self.model, images, self.device, self.reconstruct)
+        recon, maps, scores = predict_batch(self.model, images, self.device,
+                                            self.reconstruct if reconstruct is None else reconstruct)
         recons = recon if recon is not None else [None] * len(images)
         return [
             InspectionResult(float(s), r, m, im.shape[:2]) for s, r, m, im in zip(scores, recons, maps, images)
@@ -85,7 +87,7 @@ class Inspector:
         """An image file as this model sees it: float32 RGB in [0, 1], scaled by the model's input range."""
         return read_image(path, self.config.input_max)
 
-    def judge(self, images: Sequence[np.ndarray]) -> list[Judged]:
+    def judge(self, images: Sequence[np.ndarray], reconstruct: bool | None = None) -> list[Judged]:
         """The result policy, used by every caller that gives a verdict (``dad infer``, ``dad eval``, the app, the
         station, the self-test): one ``(result, None)`` or ``(None, reason)`` per image, in order.
 
@@ -96,10 +98,10 @@ class Inspector:
         if not images:
             return []
         try:
-            results = self.predict(images)
+            results = self.predict(images, reconstruct)
         except (RuntimeError, ValueError) as exc:
             if len(images) > 1:
-                return [pair for image in images for pair in self.judge([image])]
+                return [pair for image in images for pair in self.judge([image], reconstruct)]
             return [(None, f"inference failed: {exc}")]
         judged: list[Judged] = []
         for r in results:
@@ -115,15 +117,16 @@ class Inspector:
 
     def inspect_files(
         self, paths: Sequence[str | Path], batch_size: int = 8, cancel: Callable[[], bool] | None = None,
+        reconstruct: bool | None = None,
     ) -> Iterator[FileResult]:
         """Yield one :class:`FileResult` per path, in order: unreadable files, and images the model gives no usable
-        result for (:meth:`judge`), become errors with their reason."""
+        result for (:meth:`judge`), become errors with their reason. ``reconstruct``: as in :meth:`predict`."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         pending: list[tuple[Path, np.ndarray | None, str | None]] = []
 
         def flush() -> list[FileResult]:
-            judged = iter(self.judge([im for _, im, _ in pending if im is not None]))
+            judged = iter(self.judge([im for _, im, _ in pending if im is not None], reconstruct))
             out = []
             for path, im, err in pending:
                 result, reason = (None, err) if im is None else next(judged)

@@ -294,8 +294,8 @@ class InspectionController(QObject):
         sample = self.state.samples[idx]
         detail = self.state.detail(idx)
         inspector = self.models.inspector
-        if detail is None and inspector is not None and idx not in self.state.errors \
-                and not np.isnan(self.state.scores[idx]):
+        if (detail is None or detail.reconstruction is None) and inspector is not None \
+                and idx not in self.state.errors and not np.isnan(self.state.scores[idx]):
             self.runner.detail(self.state.generation, inspector, idx, sample.path)
         gt = mask if sample.label == 1 else (np.zeros(image.shape[:2], bool) if sample.label == 0 else None)
         self.compare.set_images(image, detail.reconstruction if detail else None,
