@@ -68,20 +68,23 @@ def defect_figures(inp: np.ndarray, rec: np.ndarray, mask: np.ndarray) -> tuple[
 
 
 def working_pairs(inspector: Any, paths: list[Path], batch: int = 8):
-    """(grey input, grey reconstruction) at the working resolution of each image, through the library's path."""
+    """(grey input, grey reconstruction) at the working resolution of each image, through the library's path: the
+    inspector's reading and resize (``model_input``), its fixed noise, and the model's reconstruction as
+    ``DiffusionAD.map_parts`` makes it (the map, which these figures do not need, is not computed)."""
     import torch
 
-    from core.inference.predict import model_input, predict_parts_batch
+    from core.inference.predict import model_input
+    from core.model.devices import fixed_noise
 
-    model = inspector.model
+    model = inspector.model.eval()
     for i in range(0, len(paths), batch):
         images = [inspector.read_image(p) for p in paths[i:i + batch]]
         with torch.inference_mode():
-            x = model_input(model, images, inspector.device).float().cpu().numpy()
-        parts = predict_parts_batch(model, images, inspector.device)
+            x = model_input(model, images, inspector.device)
+            rec = model.reconstruction(model.reconstruct(x, *fixed_noise(model.noise_shape(x), inspector.device)), x)
+            x, rec = x.float().cpu().numpy(), rec.float().cpu().numpy()
         for j in range(len(images)):
-            inp = x[j].mean(0)
-            yield inp, grey(parts.reconstruction[j])
+            yield x[j].mean(0), rec[j].mean(0)
 
 
 def measure(inspector: Any, data: Path, limit: int = 0) -> dict[str, Any]:
