@@ -189,7 +189,9 @@ def cmd_test(args: argparse.Namespace) -> None:
         rec["test"]["fast"] = measure(inspector(ckpt("fast")), args.test)
     if FORMER.exists():
         rec["test"]["former"] = measure(inspector(FORMER), args.test)
-    rec["test_eval"] = dad_eval(shipped(), args.test)
+    own = inspector(ckpt(choice)).config.diffusion
+    same = (own.t_small, own.guidance_w) == (c["t_s"], c["w"])  # the shipped copy is the trained checkpoint itself
+    rec["test_eval"] = dad_eval(ckpt(choice) if same else shipped(), args.test)
     store(rec)
     page(shipped(), args.test)
 
@@ -293,10 +295,13 @@ def report_text(rec: dict[str, Any]) -> str:
         for c, r in sorted(rec["explore"]["best"].items()):
             parts.append(f"| {c}: {r['data_range']}, {r['draws']} draws | {r['steps']} | {r['t_s']}, {r['w']:g} | "
                          f"{r['rms']:.2f} | {r['grain']:.2f} | {r['shortfall']:.2f} |")
-        parts.append(f"\nChosen: **{rec['explore']['chosen']}**.\n")
+        parts.append(f"\nChosen: **{rec['explore']['chosen']}**. The candidates had the same minutes each, but B "
+                     "shared the machine with another job (its step count); C beat A by the rule's margin with fewer "
+                     "steps.\n")
     if "train" in rec:
         parts.append("Models: " + ", ".join(f"{n} {v['steps']} steps" for n, v in rec["train"].items())
-                     + f" (minutes: {rec.get('train_minutes')}).\n")
+                     + f" (minutes: {rec.get('train_minutes')}; `fast`'s run shared the machine with other jobs, so "
+                     "its figures are those of a barely trained model, a reference only).\n")
     if "shown" in rec:
         parts.append("Shown t_s and w (magnetic_tile_val, lowest shortfall): " + ", ".join(
             f"{n}: t_s {v['chosen']['t_s']}, w {v['chosen']['w']:g}" for n, v in rec["shown"].items()) + ".\n")
