@@ -394,10 +394,10 @@ def test_a_model_that_gives_nan_for_one_image_of_a_batch_logs_that_image_as_erro
     bad = inspector.read_image(folder / "n5.png")
     real_predict, batches = inspector.predict, []
 
-    def broken(images):  # noqa: ANN001 - weights gone bad, an fp16 overflow: NaN score and map for one image
+    def broken(images, reconstruct=None):  # noqa: ANN001 - weights gone bad, an fp16 overflow: NaN for one image
         batches.append(len(images))
         return [replace(r, score=float("nan"), anomaly_map=np.full_like(r.anomaly_map, np.nan))
-                if np.array_equal(image, bad) else r for image, r in zip(images, real_predict(images))]
+                if np.array_equal(image, bad) else r for image, r in zip(images, real_predict(images, reconstruct))]
 
     inspector.predict = broken  # type: ignore[method-assign]
     time.sleep(0.3)  # all eight complete before the station looks: they are judged as one batch

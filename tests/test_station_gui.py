@@ -399,11 +399,11 @@ def test_a_restart_and_the_window_close_wait_for_a_slow_station_without_blocking
     assert process_events_until(lambda: any(s.kind == "start" for s in st.statuses), 30)
     judging, real_predict = threading.Event(), st.worker.inspector.predict
 
-    def slow(images):  # noqa: ANN001 - one judgement that takes 1.5 s
+    def slow(images, reconstruct=None):  # noqa: ANN001 - one judgement that takes 1.5 s
         if not judging.is_set():
             judging.set()
             threading.Event().wait(1.5)
-        return real_predict(images)
+        return real_predict(images, reconstruct)
 
     monkeypatch.setattr(st.worker.inspector, "predict", slow)
     _write(folder, "slow.png", make_good(np.random.default_rng(9)))
