@@ -52,7 +52,7 @@ def check_core() -> bool:
     if insp.model.encoder is not None:  # the pretrained preset: its ImageNet weights came from the bundle
         from core.model.encoder import weights_path
 
-        encoder = f"encoder weights verified ({weights_path().name})"
+        encoder = f"encoder weights verified ({weights_path(insp.config.features.encoder).name})"
     _print(f"self-test core {'passed' if ok else 'FAILED'}: {len(scores)} images, good mean "
            f"{np.nanmean(good):.4f}, defective mean {np.nanmean(bad):.4f}, model {model} "
            f"(preset {preset}, {encoder})")
