@@ -70,6 +70,30 @@ def save_json(path: Path, obj: object) -> None:
     tmp.replace(path)
 
 
+def load_record(path: Path) -> dict:
+    """A benchmark's JSON record, or {} before its first stage."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def store_record(path: Path, rec: dict) -> None:
+    """Stamp a record with this machine and commit, and write it (atomically)."""
+    rec.update(machine=machine(), git=git_rev())
+    save_json(path, rec)
+
+
+def dad(*args: str) -> None:
+    """Run the project's command line (``python -m core.cli ARGS``) from the repository root, as a user would."""
+    import sys
+
+    print("$ dad", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=DOC.parent.parent, check=True)
+
+
+def merit(fig: dict) -> float:
+    """The mean of image AUROC, pixel AUROC and AUPRO: the figure the choosing rules compare."""
+    return (fig["image_auroc"] + fig["pixel_auroc"] + fig["aupro"]) / 3
+
+
 def publish(name: str, body: str) -> None:
     """Print a benchmark's section and write it into docs/benchmarks.md."""
     print(body)

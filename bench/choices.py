@@ -44,7 +44,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _report import git_rev, machine, publish, save_json  # noqa: E402
+from _report import git_rev, machine, merit, publish, save_json  # noqa: E402
 
 from core.common.cpu import tune_cpu  # noqa: E402
 
@@ -105,10 +105,6 @@ def run_candidate(c: dict[str, Any], train: str, split: str, records: dict[str, 
         print(key, Path(split).name, json.dumps({k: v for k, v in rec[Path(split).name].items()
                                                  if k != "per_defect_image_auroc"}), flush=True)
     return rec[Path(split).name]
-
-
-def merit(fig: dict[str, Any]) -> float:
-    return (fig["image_auroc"] + fig["pixel_auroc"] + fig["aupro"]) / 3
 
 
 def choose(train: str, val: str) -> None:

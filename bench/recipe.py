@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _report import git_rev, machine, publish, save_json  # noqa: E402
+from _report import dad, load_record, merit, publish, store_record  # noqa: E402
 
 RUNS = ROOT / "bench" / "runs" / "recipe"
 FINAL = RUNS / "final" / "last.safetensors"
@@ -57,17 +56,11 @@ KEYS = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "caught_at_1pct_false
 
 
 def load() -> dict[str, Any]:
-    return json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    return load_record(RECORD)
 
 
 def store(rec: dict[str, Any]) -> None:
-    rec.update(machine=machine(), git=git_rev())
-    save_json(RECORD, rec)
-
-
-def dad(*args: str) -> None:
-    print("$ dad", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, check=True)
+    store_record(RECORD, rec)
 
 
 def dad_eval(ckpt: Path, root: Path) -> dict[str, Any]:
@@ -75,10 +68,6 @@ def dad_eval(ckpt: Path, root: Path) -> dict[str, Any]:
     dad("eval", str(ckpt), str(root), "--json", str(out), "--device", "cpu")
     rep = json.loads(out.read_text())
     return {k: rep.get(k) for k in KEYS}
-
-
-def merit(fig: dict[str, Any]) -> float:
-    return (fig["image_auroc"] + fig["pixel_auroc"] + fig["aupro"]) / 3
 
 
 def with_header(src: Path, dst: Path, fusion: str | None = None, threshold: float | None = None) -> None:

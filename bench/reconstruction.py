@@ -52,7 +52,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from _report import git_rev, machine, publish, save_json  # noqa: E402
+from _report import dad, load_record, merit, publish, store_record  # noqa: E402
 from recon_measure import measure, shortfall_of, working_pairs  # noqa: E402
 
 RUNS = ROOT / "bench" / "runs" / "reconstruction"
@@ -68,12 +68,11 @@ FORMER = ROOT / "bench" / "runs" / "recipe" / "shipped.safetensors"  # the defau
 
 
 def load() -> dict[str, Any]:
-    return json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    return load_record(RECORD)
 
 
 def store(rec: dict[str, Any]) -> None:
-    rec.update(machine=machine(), git=git_rev())
-    save_json(RECORD, rec)
+    store_record(RECORD, rec)
 
 
 def ckpt(name: str) -> Path:
@@ -111,13 +110,6 @@ def with_header(src: Path, dst: Path, t_s: int | None = None, w: float | None = 
     save_checkpoint(ck, dst)
 
 
-def dad(*args: str) -> None:
-    import subprocess
-
-    print("$ dad", " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, check=True)
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     """The three models: `dad train` as a new user types it, and the recipe whose head does not see the
     reconstruction (the same preset and options, one setting changed)."""
@@ -140,10 +132,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     rec["train"] = {n: {"steps": read_header(ckpt(n)).get("step")} for n in MODELS if ckpt(n).exists()}
     rec["train_minutes"] = {"default": args.minutes, "fast": args.fast_minutes}
     store(rec)
-
-
-def merit(fig: dict[str, Any]) -> float:
-    return (fig["image_auroc"] + fig["pixel_auroc"] + fig["aupro"]) / 3
 
 
 def dad_eval(path: Path, root: Path) -> dict[str, Any]:
