@@ -177,8 +177,10 @@ def cmd_test(args: argparse.Namespace) -> None:
         rec["test"]["fast"] = measure(inspector(ckpt("fast")), args.test)
     if FORMER.exists():
         rec["test"]["former"] = measure(inspector(FORMER), args.test)
-    own = inspector(ckpt(choice)).config.diffusion
-    same = (own.t_small, own.guidance_w) == (c["t_s"], c["w"])  # the shipped copy is the trained checkpoint itself
+    from core.model.checkpoint import read_header
+
+    own = read_header(ckpt(choice))["model_config"]["diffusion"]
+    same = (own["t_small"], own["guidance_w"]) == (c["t_s"], c["w"])  # the shipped copy is the trained checkpoint
     rec["test_eval"] = dad_eval(ckpt(choice) if same else shipped(), args.test)
     store(rec)
     page(shipped(), args.test)
