@@ -39,9 +39,10 @@ def measure(ckpt: Path, data: str, inputs: tuple) -> list[dict]:
 
     from core.common.datasets import mvtec_test_samples
     from core.common.images import resize
+    from core.common.prepare import top_k_for
     from core.inference.evaluation import predict_test, score_report
     from core.inference.inspector import Inspector
-    from core.model.network import image_score, top_k_for
+    from core.model.network import image_score
     from core.train.validation import defect_aurocs, synthetic_defects
 
     split, textures = inputs

@@ -62,13 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._report import git_rev, machine, publish, save_json  # noqa: E402
 from core.common.cpu import tune_cpu
 from core.common.datasets import list_images, mvtec_test_samples
+from core.common.prepare import fuse, top_k_for
 from core.common.presets import get_preset
 from core.inference.evaluation import EVAL_SIZE, SplitPrediction, predict_test, score_report
 from core.inference.inspector import Inspector
 from core.inference.latency import inspector_for, measure_latency
 from core.inference.predict import ImageParts
-from core.model.features import fuse
-from core.model.network import DiffusionAD, image_score, top_k_for
+from core.model.network import DiffusionAD, image_score
 from core.train.data import TrainData
 from core.train.feature_memory import distance_calibration
 from core.train.run import RunSpec, build_trainer

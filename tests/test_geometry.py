@@ -13,13 +13,14 @@ import torch
 from core.cli.main import main
 from core.common.config import FeatureConfig, GeometryConfig, ModelConfig, replace
 from core.common.geometry import describe, layout, pad_to, random_square, squares, stitch, to_working, working_shape
+from core.common.prepare import top_k_for
 from core.common.presets import get_preset
 from core.inference.inspector import Inspector
 from core.inference.predict import _stitched_parts, predict_batch, predict_working
 from core.model.checkpoint import Checkpoint, load_checkpoint, read_header, save_checkpoint
 from core.model.devices import to_tensor
 from core.model.encoder import block_channels
-from core.model.network import DiffusionAD, image_score, score_of, top_k_for
+from core.model.network import DiffusionAD, image_score, score_of
 from core.train.data import working_geometry, working_scale
 from core.train.feature_memory import block_weights, training_squares
 from core.train.pipeline import make_sample
@@ -304,5 +305,5 @@ def test_a_tiling_model_maps_the_working_image(trained):
     np.testing.assert_allclose(scores, predict_batch(insp.model, images, CPU)[2], rtol=1e-6)
     with torch.no_grad():
         stitched = _stitched_parts(insp.model, works[:1], CPU, None)[0]
-    assert stitched[5].shape == works[0].shape[:2] and stitched[0].shape == works[0].shape
-    assert stitched[6] == pytest.approx(results[0].score, rel=1e-6)
+    assert stitched.anomaly_map.shape == works[0].shape[:2] and stitched.reconstruction.shape == works[0].shape
+    assert stitched.score == pytest.approx(results[0].score, rel=1e-6)

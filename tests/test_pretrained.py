@@ -152,7 +152,7 @@ def test_distance_probability_is_zero_for_normal_patches_and_half_at_the_calibra
 
 
 def test_fusions_join_the_two_probabilities():
-    from core.model.features import fuse
+    from core.common.prepare import fuse
 
     seg, dist = torch.tensor([0.0, 0.2, 0.9]), torch.tensor([0.0, 0.6, 0.1])
     assert torch.equal(fuse(seg, dist, "none"), seg)

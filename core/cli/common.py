@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.model.distributed import World
+    from core.common.world import World
 
 
 class ProgressBar:
@@ -90,12 +90,14 @@ def positive_arg(text: str) -> float:
 def run_as_rank(args: argparse.Namespace, body: Callable[[argparse.Namespace, World, str], int]) -> int:
     """Run ``body(args, world, device)`` alone, or as one rank of a torchrun launch: on its own device (CPU ranks
     share the machine's cores), inside the run's process group."""
-    from core.model.distributed import DistributedError, cpu_threads, process_group, rank_device, world_from_env
+    from core.common.world import DistributedError, cpu_threads, world_from_env
 
     try:
         world = world_from_env()
-        if not world.launched:
+        if not world.launched:  # a single process: no torch.distributed (an exported model needs no torch at all)
             return body(args, world, args.device)
+        from core.model.distributed import process_group, rank_device
+
         device = rank_device(world, args.device)
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)

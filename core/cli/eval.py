@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from core.cli.common import ProgressBar, positive_int_arg
 from core.common.fileio import atomic_write_text
-from core.model.checkpoint import CheckpointError
+from core.common.modelfile import CheckpointError
 
 if TYPE_CHECKING:
     pass
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 # ---- eval -----------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     from core.inference.evaluation import evaluate, format_table
-    from core.inference.inspector import Inspector
+    from core.runtime.open import open_inspector
 
     try:
-        insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
+        insp = open_inspector(args.checkpoint, device=args.device)
         insp.reconstruct = False  # the metrics need scores and maps only
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="I-AUROC, P-AUROC, AUPRO@0.3, P-AP and F1-max on MVTEC_DIR/test; the "
                        "defective images caught at the thresholds that call 1 % and 5 % of the good ones NG; "
                        "and what the model's own threshold calls.")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (.safetensors) or an exported model (.onnx, .xml)")
     e.add_argument("data_dir", metavar="MVTEC_DIR")
     e.add_argument("--json", help="also write the metrics as JSON here")
     e.add_argument("--batch-size", type=positive_int_arg, default=8)

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 from core.cli.common import ProgressBar, finite_arg, positive_int_arg, run_as_rank
 from core.common.fileio import atomic_write_text
-from core.model.checkpoint import CheckpointError
+from core.common.modelfile import CheckpointError
 
 if TYPE_CHECKING:
     from core.common.results import InspectionResult
-    from core.model.distributed import World
+    from core.common.world import World
 
 
 # ---- infer ----------------------------------------------------------------------------------
@@ -49,6 +49,7 @@ def _write_pngs(args: argparse.Namespace, path: Path, result: InspectionResult, 
 
 def _infer(args: argparse.Namespace, world: World, device: str) -> int:
     from core.common.datasets import folder_samples, list_images
+    from core.common.modelfile import model_label
     from core.common.results_csv import (
         ERROR,
         ResultsError,
@@ -60,9 +61,8 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
         read_progress,
         start_run,
     )
-    from core.inference.inspector import Inspector
-    from core.model.checkpoint import model_label
-    from core.model.distributed import RankFailed, broadcast_from_main, run_on_every_rank, shard
+    from core.common.world import RankFailed, broadcast_from_main, run_on_every_rank, shard
+    from core.runtime.open import open_inspector
 
     def failed(exc: RankFailed, code: int) -> int:
         if world.is_main:
@@ -73,7 +73,7 @@ def _infer(args: argparse.Namespace, world: World, device: str) -> int:
     state: dict = {"files": [], "done": {}}
 
     def setup() -> None:  # every rank loads the model; rank 0 lists the folder and reads what is done
-        state["insp"] = Inspector.from_checkpoint(args.checkpoint, device=device)
+        state["insp"] = open_inspector(args.checkpoint, device=device)
         state["insp"].reconstruct = bool(args.overlays or args.reconstructions)  # made only for the PNGs
         state["model"] = model_label(args.checkpoint, state["insp"].checkpoint)  # the rows' model column
         if not world.is_main:
@@ -194,7 +194,8 @@ several processes (torchrun):
   Each process inspects a contiguous share of the sorted file list on its own device (cuda:LOCAL_RANK,
   or the CPU's cores shared out); rank 0 gathers the rows and writes the same CSV as a single process.
   A process that fails stops the run with its error; waits time out after 30 minutes.""")
-    i.add_argument("checkpoint")
+    i.add_argument("checkpoint", metavar="MODEL",
+                   help="a checkpoint (.safetensors) or an exported model (.onnx, OpenVINO .xml: `dad export`)")
     i.add_argument("folder", help="folder of images (an MVTec-layout folder: its test/ images)")
     i.add_argument("--csv", help="write results here (default: print to stdout)")
     i.add_argument("--overlays", help="write heatmap overlay PNGs into this folder, the image folder's sub-folders "

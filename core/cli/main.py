@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.cli import eval as evaluate
-from core.cli import infer, presets, train, watch
+from core.cli import export, infer, presets, train, watch
 from core.common.cpu import tune_cpu
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="dad", description="DiffusionAD anomaly detection: train, inspect, evaluate.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    for command in (train, infer, evaluate, watch, presets):
+    for command in (train, infer, evaluate, watch, export, presets):
         command.add_parser(sub)
     return p
 

@@ -19,8 +19,8 @@ from core.cli.common import (
     run_as_rank,
     share_arg,
 )
+from core.common.modelfile import CheckpointError
 from core.common.presets import DEFAULT_PRESET
-from core.model.checkpoint import CheckpointError
 
 if TYPE_CHECKING:
     from core.model.distributed import World

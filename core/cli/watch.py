@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from core.cli.common import finite_arg, non_negative_arg, positive_int_arg
-from core.model.checkpoint import CheckpointError
+from core.common.modelfile import CheckpointError
 
 if TYPE_CHECKING:
     pass
@@ -20,8 +20,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from core.inference.inspector import Inspector
-    from core.model.checkpoint import model_label
+    from core.common.modelfile import model_label
+    from core.runtime.open import open_inspector
     from core.station.station import Judgement, Station, StationError, StationOptions
 
     try:
@@ -29,7 +29,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             threshold=args.threshold, recursive=args.recursive, ng_dir=args.ng_dir, copy_ng=args.copy_ng,
             rotate=args.rotate, poll_s=args.poll, settle_s=args.settle, error_after_s=args.error_after,
             batch_size=args.batch_size, max_images=args.max_images, exit_when_idle_s=args.exit_when_idle)
-        insp = Inspector.from_checkpoint(args.checkpoint, device=args.device)
+        insp = open_inspector(args.checkpoint, device=args.device)
         insp.reconstruct = False  # the log holds scores and verdicts only
         station = Station(insp, args.folder, args.log, model_label(args.checkpoint, insp.checkpoint), options)
         opened = station.open()
@@ -92,7 +92,7 @@ complete files:
   when it changes, and logged as ERROR only when it stays so for --error-after seconds.
 
 Ctrl+C (or SIGTERM) stops cleanly: exit 130 (143), the log complete.""")
-    w.add_argument("checkpoint")
+    w.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (.safetensors) or an exported model (.onnx, .xml)")
     w.add_argument("folder", help="the folder to watch (it may vanish for a while, e.g. a network share)")
     w.add_argument("--log", required=True, help="the CSV log (appended to; created if missing)")
     w.add_argument("--threshold", type=finite_arg, help="NG when score >= threshold (default: the model's)")

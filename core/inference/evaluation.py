@@ -22,7 +22,7 @@ from core.common.metrics import (
     pixel_ap,
     pixel_auroc,
 )
-from core.inference.inspector import Inspector
+from core.runtime.base import InspectorBase as Inspector
 
 EVAL_SIZE = 256  # pixel metrics are computed at 256 x 256 whatever the model's resolution
 FALSE_NG_SHARES = {"1pct": 0.01, "5pct": 0.05}  # the operating points reported: good images allowed NG

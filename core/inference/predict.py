@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import torch
 
-from core.common.geometry import overlap_px, squares, stitch, to_working
-from core.model.devices import fixed_noise, to_tensor
-from core.model.network import DiffusionAD, MapParts, score_of
+from core.common.geometry import to_working
+from core.common.prepare import PLANES, Stitched, as_rgb, finish, prepare, prepare_working
+from core.model.devices import fixed_noise
+from core.model.network import DiffusionAD, MapParts
 
 
 class ImageParts(NamedTuple):
@@ -36,10 +37,15 @@ class ImageParts(NamedTuple):
 
 
 def model_input(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Float32 RGB images in [0, 1] of any size as a stretching model takes them: resized to its size by the
-    library's rule (``core.common.geometry.to_working``), its channels, on ``device``."""
-    cfg = model.config
-    return to_tensor([to_working(im, cfg.image_size, cfg.geometry) for im in images], device, cfg.channels)
+    """Float32 RGB images in [0, 1] of any size as a stretching model takes them: the shared pre-processing
+    (``core.common.prepare``), on ``device``."""
+    return batch_tensor(prepare(images, model.config).x, device)
+
+
+def batch_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A prepared batch [N, C, S, S] on ``device`` (channels_last on the CPU)."""
+    t = torch.from_numpy(x).to(device)
+    return t.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else t.contiguous()
 
 
 def tiled(model: DiffusionAD) -> bool:
@@ -47,41 +53,28 @@ def tiled(model: DiffusionAD) -> bool:
 
 
 def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: torch.device,
-                    high: float | None, reconstruct: bool = True) -> list[list[np.ndarray | None]]:
-    """Per working image, its stitched parts (reconstruction [h, w, 3], head, distance, patch distance, difference,
-    shown map) and its score: every square of every image goes through ``map_parts`` (batches of at least 8
-    squares), and each image's squares are blended back (``core.common.geometry``)."""
-    cfg = model.config
-    cuts = [squares(w, cfg.image_size, overlap_px(cfg.image_size, cfg.geometry)) for w in works]
-    all_squares = np.concatenate([c[0] for c in cuts])
+                    high: float | None, reconstruct: bool = True) -> list[Stitched]:
+    """Per working image, its stitched parts (``core.common.prepare.finish``): every square of every image goes
+    through ``map_parts`` (batches of at least 8 squares), and each image's squares are blended back, joined and
+    scored by the shared post-processing."""
+    prep = prepare_working(works, model.config)
     chunk = max(8, len(works))
     planes: list[list[np.ndarray | None]] = []
-    for i in range(0, len(all_squares), chunk):
-        x = to_tensor(list(all_squares[i:i + chunk]), device, cfg.channels)
+    for i in range(0, len(prep.x), chunk):
+        x = batch_tensor(prep.x[i:i + chunk], device)
         p: MapParts = model.map_parts(x, *fixed_noise(model.noise_shape(x), device), high=high,
                                       reconstruct=reconstruct)
         planes.append([_rgb(p.reconstruction)] + [None if t is None else t[:, 0].float().cpu().numpy()
                                                   for t in (p.head, p.distance, p.patch_distance, p.difference)])
     joined = [None if col[0] is None else np.concatenate(col) for col in zip(*planes)]
-    out, start = [], 0
-    for _, where in cuts:
-        sl = slice(start, start + len(where))
-        start += len(where)
-        parts = [None if a is None else stitch(a[sl], where, a.shape[-2 if a.ndim == 4 else -1] / cfg.image_size)
-                 for a in joined]
-        p_seg, p_dist = (torch.from_numpy(parts[i])[None, None] if parts[i] is not None else None for i in (1, 2))
-        amap = model._join(p_seg, p_dist)
-        parts.append(amap[0, 0].numpy())
-        parts.append(float(score_of(cfg, amap)[0]))
-        out.append(parts)
-    return out
+    assert prep.layouts is not None
+    return finish(model.config, prep.layouts, dict(zip(PLANES, joined)))
 
 
 def _rgb(recon: torch.Tensor | None) -> np.ndarray | None:
     if recon is None:
         return None
-    out = recon.permute(0, 2, 3, 1).cpu().numpy()
-    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out  # a grey model's reconstruction, shown as RGB
+    return as_rgb(recon.float().cpu().numpy())  # a grey model's reconstruction, shown as RGB
 
 
 @torch.inference_mode()
@@ -99,8 +92,8 @@ def predict_batch(
         cfg = model.config
         works = [to_working(im, cfg.image_size, cfg.geometry) for im in images]
         per = _stitched_parts(model.eval(), works, device, None, reconstruct)
-        recons = [p[0] for p in per] if per[0][0] is not None else None
-        return recons, [p[5] for p in per], np.array([p[6] for p in per], np.float32)  # type: ignore
+        recons = [p.reconstruction for p in per] if per[0].reconstruction is not None else None
+        return recons, [p.anomaly_map for p in per], np.array([p.score for p in per], np.float32)  # type: ignore
     x = model_input(model, images, device)
     pred = model.eval()(x, *fixed_noise(model.noise_shape(x), device), reconstruct=reconstruct)
     return _rgb(pred.reconstruction), pred.anomaly_map[:, 0].cpu().numpy(), pred.score.cpu().numpy()
@@ -127,13 +120,13 @@ def predict_parts_batch(
                       plane(parts.difference), plane(parts.anomaly_map), parts.score.cpu().numpy())
 
 
-def _column(per: list[list], i: int, size: int) -> np.ndarray | None:
-    """Part ``i`` of every image's stitched parts (:func:`_stitched_parts`), each resized to ``size`` x ``size``,
-    stacked; None where the model has no such part."""
-    if per[0][i] is None:
+def _column(per: list[Stitched], name: str, size: int) -> np.ndarray | None:
+    """Part ``name`` of every image's stitched parts (:func:`_stitched_parts`), each resized to ``size`` x
+    ``size``, stacked; None where the model has no such part."""
+    if getattr(per[0], name) is None:
         return None
-    return np.stack([p[i] if p[i].shape[:2] == (size, size) else
-                     cv2.resize(p[i], (size, size), interpolation=cv2.INTER_LINEAR) for p in per])
+    return np.stack([a if a.shape[:2] == (size, size) else cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR)
+                     for a in (getattr(p, name) for p in per)])
 
 
 def _tiled_parts(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.device,
@@ -141,9 +134,10 @@ def _tiled_parts(model: DiffusionAD, images: Sequence[np.ndarray], device: torch
     cfg = model.config
     size = cfg.image_size
     per = _stitched_parts(model.eval(), [to_working(im, size, cfg.geometry) for im in images], device, high)
-    return ImageParts(_column(per, 0, size), _column(per, 1, size), _column(per, 2, size),  # type: ignore[arg-type]
-                      _column(per, 3, size // 8), _column(per, 4, size), _column(per, 5, size),  # type: ignore
-                      np.array([p[6] for p in per], np.float32))
+    return ImageParts(_column(per, "reconstruction", size), _column(per, "head", size),  # type: ignore[arg-type]
+                      _column(per, "distance", size), _column(per, "patch_distance", size // 8),
+                      _column(per, "difference", size), _column(per, "anomaly_map", size),  # type: ignore[arg-type]
+                      np.array([p.score for p in per], np.float32))
 
 
 @torch.inference_mode()
@@ -156,5 +150,5 @@ def predict_working(model: DiffusionAD, works: Sequence[np.ndarray], device: tor
         return predict_batch(model, works, device)
     size = model.config.image_size
     per = _stitched_parts(model.eval(), works, device, None)
-    return (_column(per, 0, size), _column(per, 5, size),  # type: ignore[return-value]
-            np.array([p[6] for p in per], np.float32))
+    return (_column(per, "reconstruction", size), _column(per, "anomaly_map", size),  # type: ignore[return-value]
+            np.array([p.score for p in per], np.float32))

@@ -8,7 +8,6 @@ Files are written atomically: a temporary file in the same folder, fsync, then r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,14 +22,15 @@ from torch import Tensor
 
 from core.common.config import FeatureConfig, GeometryConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from core.common.fileio import atomic_write_bytes
+from core.common.modelfile import (  # noqa: F401 - torch-free, re-exported
+    FORMAT_VERSION,
+    META_KEY,
+    CheckpointError,
+    model_label,
+    read_file_header,
+    read_header,
+)
 from core.model.network import check_model_size
-
-FORMAT_VERSION = 1
-META_KEY = "dad"
-
-
-class CheckpointError(Exception):
-    """A checkpoint could not be used; the message names the file and the reason."""
 
 
 @dataclass
@@ -97,20 +97,6 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> None:
         atomic_write_bytes(path, to_bytes(ckpt))
     except OSError as exc:
         raise CheckpointError(f"{path}: could not write checkpoint ({exc.strerror or exc})") from exc
-
-
-def _sniff(path: Path, head: bytes) -> str | None:
-    """Name the file type when it is clearly not safetensors."""
-    if head[:2] == b"PK":
-        return "a zip archive (e.g. a torch.save file, which holds a pickle)"
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):
-        return "a Python pickle, which could run code when loaded"
-    return None
-
-
-def read_header(path: str | Path) -> dict[str, Any]:
-    """Read and validate only the JSON header (fast; for registries and listings)."""
-    return _load(Path(path), header_only=True)[0]
 
 
 def _model_config_dict(cfg: ModelConfig) -> dict:
@@ -205,35 +191,7 @@ def _check_header_values(header: dict[str, Any], path: str | Path) -> None:
 
 
 def _load(path: Path, header_only: bool) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
-    looks_safetensors = 0 < header_len <= len(data) - 8 and data[8:9] == b"{"
-    if not looks_safetensors:
-        kind = _sniff(path, data[:8])
-        if kind:
-            raise CheckpointError(f"{path}: refused: the file is {kind}; only .safetensors checkpoints are loaded")
-        if len(data) < 8:
-            raise CheckpointError(f"{path}: not a checkpoint (file too short)")
-        raise CheckpointError(f"{path}: not a checkpoint, or truncated (bad safetensors header)")
-    try:
-        meta_json = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}).get(META_KEY)
-        header = json.loads(meta_json) if meta_json else None
-    except (ValueError, AttributeError):
-        raise CheckpointError(f"{path}: not a checkpoint (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(
-            f"{path}: a safetensors file, but not a DiffusionAD checkpoint (no '{META_KEY}' metadata)")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version} is newer than this program supports "
-            f"({FORMAT_VERSION}); update the application"
-        )
+    header, data = read_file_header(path)
     if header_only:
         return header, {}
     try:
@@ -251,17 +209,6 @@ def load_weights(model: torch.nn.Module, ckpt: Checkpoint, path: str | Path = "c
         first = str(exc).strip().splitlines()
         detail = " ".join(first[:2])[:300]
         raise CheckpointError(f"{path}: weights do not match the model architecture ({detail})") from None
-
-
-def model_label(path: str | Path, checkpoint: Checkpoint | None = None) -> str:
-    """A model's name in every results file (the ``model`` column): its file name, training step and the start of
-    the file's SHA-256, e.g. ``last.safetensors step 4000 sha256 0123456789ab``. Reads the whole file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    step = f" step {checkpoint.step}" if checkpoint is not None else ""
-    return f"{Path(path).name}{step} sha256 {digest.hexdigest()[:12]}"
 
 
 def export_for_inference(src: str | Path, dst: str | Path, half: bool = True) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from core.common.images import luminance
+from core.common.prepare import model_batch
 
 NOISE_SEED = 20240131  # fixed inference noise: the same image always gets the same score
 
@@ -55,10 +55,7 @@ def seed_everything(seed: int) -> None:
 def to_tensor(images: Sequence[np.ndarray], device: torch.device, channels: int = 3) -> torch.Tensor:
     """float32 RGB [H, W, 3] arrays -> [N, channels, H, W] tensor (channels_last on CPU). With ``channels`` 1
     (a grey model) each image enters as its luminance (Rec. 601, as the synthesis' grey test and sources)."""
-    batch = np.stack(images)
-    if channels == 1:
-        batch = luminance(batch)[..., None]
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().to(device)
+    x = torch.from_numpy(model_batch(images, channels)).to(device)  # the shared pre-processing's channels
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x.contiguous()
 
 

@@ -10,67 +10,28 @@ that gave up.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from core.common.world import (  # noqa: F401 - the torch-free part, re-exported
+    SINGLE,
+    DistributedError,
+    RankFailed,
+    World,
+    available_cores,
+    cpu_threads,
+    shard,
+    world_from_env,
+)
 from core.model.devices import pick_device
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = timedelta(minutes=30)  # joining, and any one exchange (ranks' shares differ by one image at most)
-ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-
-
-class DistributedError(RuntimeError):
-    """The processes of a run could not start or keep working together; the message says which and why."""
-
-
-class RankFailed(DistributedError):
-    """The work of one or more ranks raised; ``failures`` holds (rank, message) of each, on every rank."""
-
-    def __init__(self, failures: Sequence[tuple[int, str]]):
-        self.failures = list(failures)
-        super().__init__("; ".join(f"rank {rank} failed: {message}" for rank, message in self.failures))
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place in a run: its rank among ``world_size`` processes and on its own machine."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-    launched: bool = False  # started by torchrun: the ranks exchange through a process group
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-SINGLE = World()
-
-
-def world_from_env(environ: Mapping[str, str] | None = None) -> World:
-    """The :class:`World` that torchrun's variables describe, or :data:`SINGLE` when they are not all set."""
-    env = os.environ if environ is None else environ
-    if not all(env.get(k) for k in ENV_VARS):
-        return SINGLE
-    try:
-        rank, size, local = (int(env[k]) for k in ENV_VARS)
-        local_size = int(env.get("LOCAL_WORLD_SIZE") or size)
-    except ValueError as exc:
-        raise DistributedError(f"torchrun's environment is not understood: {exc}") from None
-    if not (0 <= rank < size and 0 <= local < local_size <= size):
-        raise DistributedError(f"torchrun's environment is not consistent: RANK {rank}, WORLD_SIZE {size}, "
-                               f"LOCAL_RANK {local}, LOCAL_WORLD_SIZE {local_size}")
-    return World(rank, size, local, local_size, launched=True)
 
 
 def rank_device(world: World, preference: str = "auto") -> torch.device:
@@ -83,28 +44,6 @@ def rank_device(world: World, preference: str = "auto") -> torch.device:
         raise DistributedError(f"rank {world.rank} would use cuda:{world.local_rank}, but this machine has {count} "
                                f"CUDA device(s): start at most {count} processes per machine")
     return torch.device("cuda", world.local_rank)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_threads(world: World, cores: int | None = None) -> int:
-    """Threads for one rank on the CPU: the machine's cores shared by the ranks running on it."""
-    return max(1, (cores or available_cores()) // world.local_world_size)
-
-
-def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
-    """Rank ``rank``'s contiguous share of ``items``: shares differ by one item at most, the first ranks get the
-    larger ones, and the shares of ranks 0, 1, ... one after the other are ``items`` in order."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in a world of {world_size}")
-    base, extra = divmod(len(items), world_size)
-    start = rank * base + min(rank, extra)
-    return list(items[start:start + base + (1 if rank < extra else 0)])
 
 
 @contextmanager

@@ -98,17 +98,3 @@ def distance_probability(dist: Tensor, distance_high: float | Tensor) -> Tensor:
     ``distance_high`` (the 99th percentile of normal patches), then towards 1, never saturating."""
     excess = (dist - 1.0).clamp_min(0.0) / (torch.as_tensor(distance_high, dtype=dist.dtype) - 1.0).clamp_min(1e-6)
     return 1.0 - torch.exp(-math.log(2.0) * excess)
-
-
-def fuse(p_seg: Tensor, p_dist: Tensor, kind: str) -> Tensor:
-    """The shown map from the head's probability and the distance's: "none" (the head's), "mean", "or" (the
-    probability that either sees a defect, as if independent) or "distance" (the memory distance's alone)."""
-    if kind == "none":
-        return p_seg
-    if kind == "distance":
-        return p_dist
-    if kind == "mean":
-        return 0.5 * (p_seg + p_dist)
-    if kind == "or":
-        return 1.0 - (1.0 - p_seg) * (1.0 - p_dist)
-    raise ValueError(f"unknown fusion {kind!r}")

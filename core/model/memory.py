@@ -190,3 +190,15 @@ def nearest_distances(
 ) -> Tensor:
     """The distances [Q, k] of :func:`nearest_neighbors` (sorted, nearest first), without the indices."""
     return nearest_neighbors(queries, bank, k, chunk, exclude)[0]
+
+
+def nearest_distance_graph(queries: Tensor, bank: Tensor) -> Tensor:
+    """:func:`nearest_distances` (k 1) as one matrix product with no data-dependent Python: the form an exported
+    graph holds, valid for any number of queries. The same centring and expansion, so the same distances to
+    float32 rounding."""
+    b = bank.float()
+    centre = b.mean(0)
+    b = b - centre
+    q = queries.float() - centre
+    d2 = (q * q).sum(1, keepdim=True) - 2.0 * (q @ b.T) + (b * b).sum(1)
+    return d2.clamp(min=0).min(1, keepdim=True).values.sqrt()

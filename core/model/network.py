@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.common.config import ModelConfig
+from core.common.prepare import area_k_for, join, top_k_for
 from core.model.denoiser import DenoiserUNet
 from core.model.diffusion import GaussianDiffusion
 from core.model.encoder import EfficientNetLiteFeatures, block_channels
-from core.model.features import FeatureSegmenter, distance_probability, fuse, patch_embedding, smooth_distance
-from core.model.memory import nearest_distances
+from core.model.features import FeatureSegmenter, distance_probability, patch_embedding, smooth_distance
+from core.model.memory import nearest_distance_graph, nearest_distances
 from core.model.segmenter import SegmentationUNet
 
 
@@ -42,11 +43,6 @@ class MapParts(NamedTuple):
     score: Tensor  # [N] the image score: top-k mean of the shown map
 
 
-def top_k_for(cfg: ModelConfig, h: int, w: int) -> int:
-    """k of the top-k mean score, scaled from k at 256 x 256 to the map size (at least 1)."""
-    return max(1, round(cfg.score_top_k * h * w / 256**2))
-
-
 def image_score(anomaly_map: Tensor, k: int, area_k: int = 0) -> Tensor:
     """Mean of the k highest pixels of each map: [N, 1, H, W] -> [N]; with ``area_k`` > 0 the mean of that and of
     the ``area_k`` highest pixels (small spots and large faint areas both count)."""
@@ -59,9 +55,8 @@ def image_score(anomaly_map: Tensor, k: int, area_k: int = 0) -> Tensor:
 
 def score_of(cfg: ModelConfig, anomaly_map: Tensor) -> Tensor:
     """The image score of maps [N, 1, H, W] of any size by the model's rule (``score_top_k``, ``score_area``)."""
-    h, w = anomaly_map.shape[-2:]
-    area_k = max(1, round(cfg.score_area * h * w)) if cfg.score_area else 0
-    return image_score(anomaly_map, top_k_for(cfg, h, w), area_k)
+    h, w = (int(v) for v in anomaly_map.shape[-2:])  # ints also while traced for export
+    return image_score(anomaly_map, top_k_for(cfg, h, w), area_k_for(cfg, h, w))
 
 
 class DiffusionAD(nn.Module):
@@ -78,6 +73,7 @@ class DiffusionAD(nn.Module):
     feature_std: Tensor  # [D]
     distance_scale: Tensor  # [] the median distance of a held-out normal patch to the memory
     distance_high: Tensor  # [] 99th percentile of held-out normal distances, over the scale (fused maps only)
+    graph_form = False  # True while exported (core.export): code that traces into one graph for any batch size
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -180,10 +176,7 @@ class DiffusionAD(nn.Module):
 
     def _join(self, p_seg: Tensor, p_dist: Tensor | None) -> Tensor:
         """The shown map: the head's probability, or with ``features.fusion`` its join with the distance's."""
-        fusion = self.config.features.fusion
-        if p_dist is None or fusion == "none":
-            return p_seg
-        return fuse(p_seg, p_dist, fusion)
+        return join(self.config, p_seg, p_dist)
 
     def distance_probability_map(self, dist: Tensor, size: tuple[int, int] | torch.Size,
                                  high: float | Tensor | None = None) -> Tensor:
@@ -250,7 +243,10 @@ class DiffusionAD(nn.Module):
         exclude = None
         if tags is not None:
             exclude = (self.memory_tags, tags.to(self.memory_tags).repeat_interleave(h * w))
-        dist = nearest_distances(queries, self.memory, exclude=exclude)[:, 0]
+        if self.graph_form:  # an exported graph: one product, valid for any batch size
+            dist = nearest_distance_graph(queries, self.memory)[:, 0]
+        else:
+            dist = nearest_distances(queries, self.memory, exclude=exclude)[:, 0]
         dist = torch.nan_to_num(dist, posinf=0.0)  # a query with no memory entry left (tiny memories only)
         return (dist / self.distance_scale).view(n, 1, h, w).to(feats.dtype)
 

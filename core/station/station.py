@@ -44,7 +44,7 @@ from core.common.images import ImageReadError
 from core.common.results import InspectionResult
 from core.common.results import verdict as judge_verdict
 from core.common.results_csv import result_fields
-from core.inference.inspector import Inspector
+from core.runtime.base import InspectorBase as Inspector
 from core.station.files import file_signature, place, real_path, unfinished
 from core.station.log import MODEL_ROW, VERDICTS, AuditLog, LogLock, StationError, local_now, one_line, parse_time
 from core.station.watcher import FolderWatcher, Watch
