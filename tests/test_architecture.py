@@ -77,3 +77,12 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for folder in ("core", "dad_gui") for p in (ROOT / folder).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 400}
     assert not long
+
+
+@pytest.mark.parametrize("entry", ["core.runtime.open", "core.runtime.exported", "core.station.station",
+                                   "core.inference.evaluation", "core.cli.main", "core.common.prepare"])
+def test_inspection_with_an_exported_model_loads_no_torch(entry):
+    """The line application and `dad infer/eval/watch MODEL.onnx` import these; torch is not in the line bundle."""
+    loaded = loaded_after(f"import {entry}")
+    assert entry in loaded
+    assert not {m for m in loaded if m.split(".")[0] in ("torch", "safetensors")}
