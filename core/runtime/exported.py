@@ -174,7 +174,10 @@ class ExportedInspector(InspectorBase):
         prep = prepare(images, self.config)
         names = self._outputs(want)
         chunk = max(SQUARES_PER_RUN, len(images))
-        runs = [self.backend.run(prep.x[i:i + chunk], names) for i in range(0, len(prep.x), chunk)]
+        try:
+            runs = [self.backend.run(prep.x[i:i + chunk], names) for i in range(0, len(prep.x), chunk)]
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own types; judge() retries image by image
+            raise RuntimeError(f"{self.backend.name}: {str(exc).splitlines()[0][:300]}") from None
         out = {name: np.concatenate([r[name] for r in runs]) for name in names}
         if prep.layouts is None:
             recons = as_rgb(out["reconstruction"]) if "reconstruction" in out else [None] * len(images)
