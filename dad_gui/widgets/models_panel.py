@@ -1,4 +1,4 @@
-"""Model registry view: versions with their data; rename, delete, set as current."""
+"""Model registry view: versions with their data; add a model file, rename, delete, set as current."""
 
 from __future__ import annotations
 
@@ -20,21 +20,26 @@ from ..registry import Registry
 
 class ModelsPanel(QWidget):
     use_requested = Signal(str)  # version id
+    add_requested = Signal()  # the Add button: the controller asks for a file and copies it in off the GUI thread
     changed = Signal()
 
-    def __init__(self, registry: Registry, parent: QWidget | None = None):
+    def __init__(self, registry: Registry, parent: QWidget | None = None,
+                 empty_text: str = "No model versions yet: train one in the Training tab."):
         super().__init__(parent)
         self.registry = registry
+        self.empty_text = empty_text
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Name", "Preset", "Steps", "Threshold", "Created"])
+        self.tree.setHeaderLabels(["Name", "Kind", "Preset", "Steps", "Threshold", "Created"])
         self.tree.setRootIsDecorated(False)
         self.details = QLabel()
         self.details.setWordWrap(True)
         self.use_btn = QPushButton("Use this model")
         self.rename_btn = QPushButton("Rename…")
         self.delete_btn = QPushButton("Delete")
+        self.add_btn = QPushButton("Add model file…")
+        self.add_btn.setToolTip("Copy a model file (a checkpoint, or one exported with `dad export`) into this list")
         buttons = QHBoxLayout()
-        for b in (self.use_btn, self.rename_btn, self.delete_btn):
+        for b in (self.use_btn, self.rename_btn, self.delete_btn, self.add_btn):
             buttons.addWidget(b)
         lay = QVBoxLayout(self)
         lay.addWidget(self.tree, 1)
@@ -44,6 +49,7 @@ class ModelsPanel(QWidget):
         self.use_btn.clicked.connect(self._use)
         self.rename_btn.clicked.connect(self._rename)
         self.delete_btn.clicked.connect(self._delete)
+        self.add_btn.clicked.connect(self.add_requested)
         self.refresh()
 
     def selected_id(self) -> str | None:
@@ -55,10 +61,11 @@ class ModelsPanel(QWidget):
         for v in self.registry.list():
             thr = "" if v.threshold is None else f"{v.threshold:.4f}"
             name = v.name + ("  (current)" if v.id == self.registry.current else "")
-            item = QTreeWidgetItem([name, v.preset, str(v.steps), thr, v.created.replace("T", " ")])
+            kind = "exported" if v.exported else "checkpoint"
+            item = QTreeWidgetItem([name, kind, v.preset, str(v.steps), thr, v.created.replace("T", " ")])
             item.setData(0, 256, v.id)
             self.tree.addTopLevelItem(item)
-        for i in range(5):
+        for i in range(self.tree.columnCount()):
             self.tree.resizeColumnToContents(i)
         enabled = self.tree.topLevelItemCount() > 0
         for b in (self.use_btn, self.rename_btn, self.delete_btn):
@@ -69,8 +76,7 @@ class ModelsPanel(QWidget):
         vid = self.selected_id()
         v = self.registry.versions.get(vid) if vid else None
         if v is None:
-            self.details.setText("No model version selected." if self.registry.versions else
-                                 "No model versions yet: train one in the Training tab.")
+            self.details.setText("No model version selected." if self.registry.list() else self.empty_text)
             return
         metrics = ", ".join(f"{k.replace('val_', '')} {val:.3f}" for k, val in v.metrics.items()
                             if isinstance(val, (int, float)))

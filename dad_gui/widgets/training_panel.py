@@ -198,7 +198,7 @@ class TrainingPanel(QWidget):
         self.base.blockSignals(True)
         self.base.clear()
         self.base.addItem("New model (from scratch)", None)
-        for v in self.registry.list():
+        for v in self.registry.list(exported=False):
             self.base.addItem(f"{v.name} ({v.preset}, {v.steps} steps)", v.id)
         idx = self.base.findData(current if current is not None else self.registry.current)
         self.base.setCurrentIndex(max(idx, 0))
