@@ -42,45 +42,69 @@ def need(module: str, extra: str) -> Any:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU."""
+    """ONNX Runtime on the CPU. With the onnx package the file is read once, the graph cut for inspection is
+    compiled when the model opens and the whole graph only when a reconstruction is first asked for (it holds the
+    denoiser: the slower compile); without it the whole graph serves every run, with the same results."""
 
     name = "ONNX Runtime"
 
     def __init__(self, path: Path, threads: int = 0):
         self.ort = need("onnxruntime", "onnx")
         self.path, self.threads = path, threads
-        try:
-            self._full = self._session(str(path))
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for a bad file
-            raise CheckpointError(f"{path}: not a usable ONNX model ({str(exc).splitlines()[0][:300]})") from None
-        self.metadata = self._full.get_modelmeta().custom_metadata_map.get(META_KEY)
-        self.outputs = [o.name for o in self._full.get_outputs()]
+        self._full: Any = None
         self._lean: Any = None
+        self._lock = threading.Lock()
+        try:
+            import onnx
+        except ImportError:
+            onnx = None
+        self.proto: Any = None
+        if onnx is not None:
+            try:
+                self.proto = onnx.load(str(path))
+            except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and others: not an ONNX file
+                raise CheckpointError(f"{path}: not a usable ONNX model ({_first_line(exc)})") from None
+            self.metadata = {p.key: p.value for p in self.proto.metadata_props}.get(META_KEY)
+            self.outputs = [o.name for o in self.proto.graph.output]
+        else:
+            self._full = self._session(str(path))
+            self.metadata = self._full.get_modelmeta().custom_metadata_map.get(META_KEY)
+            self.outputs = [o.name for o in self._full.get_outputs()]
 
     def _session(self, model: str | bytes) -> Any:
         options = self.ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
-        return self.ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        try:
+            return self.ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for a bad graph
+            raise CheckpointError(f"{self.path}: not a usable ONNX model ({_first_line(exc)})") from None
 
     def lean(self, outputs: list[str]) -> None:
-        """Compile the graph cut down to ``outputs`` for runs that need nothing else (needs the onnx package;
-        without it the whole graph runs, with the same results)."""
-        try:
-            import onnx
-            from onnx.utils import Extractor
-        except ImportError:
+        """Compile the graph cut down to ``outputs`` for the runs that need nothing else."""
+        if self.proto is None:
             return
-        model = onnx.load(str(self.path))
-        cut = Extractor(model).extract_model([INPUT], outputs)
+        from onnx.utils import Extractor
+
+        cut = Extractor(self.proto).extract_model([INPUT], outputs)
         self._lean = (self._session(cut.SerializeToString()), outputs)
+
+    def _whole(self) -> Any:
+        with self._lock:
+            if self._full is None:
+                self._full = self._session(self.proto.SerializeToString())
+            return self._full
 
     def run(self, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
         if self._lean is not None and set(outputs) <= set(self._lean[1]):
             session = self._lean[0]
         else:
-            session = self._full
+            session = self._whole()
         return dict(zip(outputs, session.run(outputs, {INPUT: x})))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 class OpenVinoBackend:
@@ -98,7 +122,7 @@ class OpenVinoBackend:
         try:
             self.model = self.core.read_model(str(path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-            raise CheckpointError(f"{path}: not a usable OpenVINO model ({str(exc).splitlines()[0][:300]})") from None
+            raise CheckpointError(f"{path}: not a usable OpenVINO model ({_first_line(exc)})") from None
         self.config = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -177,7 +201,7 @@ class ExportedInspector(InspectorBase):
         try:
             runs = [self.backend.run(prep.x[i:i + chunk], names) for i in range(0, len(prep.x), chunk)]
         except Exception as exc:  # noqa: BLE001 - each runtime raises its own types; judge() retries image by image
-            raise RuntimeError(f"{self.backend.name}: {str(exc).splitlines()[0][:300]}") from None
+            raise RuntimeError(f"{self.backend.name}: {_first_line(exc)}") from None
         out = {name: np.concatenate([r[name] for r in runs]) for name in names}
         if prep.layouts is None:
             recons = as_rgb(out["reconstruction"]) if "reconstruction" in out else [None] * len(images)
