@@ -41,6 +41,12 @@ def exported(kind: str) -> Path:
     return RUNS / ("model.onnx" if kind == "onnxruntime" else "model.xml")
 
 
+def rel(path: Path) -> str:
+    """A path as the commands are given it in the records: relative to the repository where it lies inside."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def model_file(kind: str, checkpoint: Path) -> Path:
     return checkpoint if kind == "torch" else exported(kind)
 
@@ -50,12 +56,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     rec["export"] = {}
     for kind, fmt in (("onnxruntime", "onnx"), ("openvino", "openvino")):
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "core.cli", "export", str(args.checkpoint), str(exported(kind)),
+        proc = subprocess.run([sys.executable, "-m", "core.cli", "export", rel(args.checkpoint), rel(exported(kind)),
                                "--format", fmt], cwd=ROOT, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - t0
         print(proc.stdout.strip())
-        rec["export"][fmt] = {"seconds": round(seconds, 1), "bytes": sum(
-            f.stat().st_size for f in (exported(kind), exported(kind).with_suffix(".bin")) if f.exists()),
+        files = [exported(kind)] + ([exported(kind).with_suffix(".bin")] if fmt == "openvino" else [])
+        rec["export"][fmt] = {"seconds": round(seconds, 1), "bytes": sum(f.stat().st_size for f in files),
             "message": proc.stdout.strip()}
     store_record(RECORD, rec)
 
@@ -80,7 +86,7 @@ def cmd_parity(args: argparse.Namespace) -> None:
         got = results[kind]
         ds = np.array([abs(a.score - b.score) for a, b in zip(ref, got)])
         dm = [np.abs(a.anomaly_map - b.anomaly_map) for a, b in zip(ref, got)]
-        differ = [str(p) for p, a, b in zip(paths, ref, got)
+        differ = [Path(p).name for p, a, b in zip(paths, ref, got)
                   if verdict(a.score, threshold) != verdict(b.score, threshold)]
         rec["parity"][kind] = {"score_max": float(ds.max()), "score_mean": float(ds.mean()),
                                "map_max": float(max(m.max() for m in dm)),
@@ -89,8 +95,8 @@ def cmd_parity(args: argparse.Namespace) -> None:
     rec["eval"] = {}
     for kind in RUNTIMES:
         out = RUNS / f"eval_{kind}.json"
-        subprocess.run([sys.executable, "-m", "core.cli", "eval", str(model_file(kind, args.checkpoint)),
-                        str(args.data), "--json", str(out), "--device", "cpu"], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "core.cli", "eval", rel(model_file(kind, args.checkpoint)),
+                        rel(args.data), "--json", str(out), "--device", "cpu"], cwd=ROOT, check=True)
         rep = json.loads(out.read_text())
         rec["eval"][kind] = {k: rep.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap",
                                                      "caught_at_1pct_false_ng", "caught_at_5pct_false_ng")}
@@ -107,7 +113,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
     for batch in (1, 8):
         images = [np.random.default_rng(i).random((331, 296, 3), dtype=np.float32) for i in range(batch)]
         for mode in ("score", "shown"):
-            for kind, insp in inspectors.items():  # warm-up: compiled graphs, allocator
+            for insp in inspectors.values():  # warm-up: compiled graphs, allocator
                 for _ in range(2):
                     insp.predict(images, reconstruct=mode == "shown")
             for _ in range(args.rounds):  # interleaved: a slow moment of the machine hits every runtime alike
@@ -145,7 +151,8 @@ def report_text(rec: dict[str, Any]) -> str:
         lines.append("")
     if "eval" in rec:
         lines += ["`dad eval` of each file on magnetic_tile:", "",
-                  "| runtime | I-AUROC | P-AUROC | AUPRO | P-AP | caught at 1 % / 5 % false NG |", "|---|---|---|---|---|---|"]
+                  "| runtime | I-AUROC | P-AUROC | AUPRO | P-AP | caught at 1 % / 5 % false NG |",
+                  "|---|---|---|---|---|---|"]
         for kind, e in rec["eval"].items():
             lines.append(f"| {kind} | {e['image_auroc']:.4f} | {e['pixel_auroc']:.4f} | {e['aupro']:.4f} | "
                          f"{e['pixel_ap']:.4f} | {100 * e['caught_at_1pct_false_ng']:.1f} % / "
