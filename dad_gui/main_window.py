@@ -5,28 +5,48 @@ for it).
 
 No computation happens here or in the controllers: workers run ``core`` off the GUI thread and their
 results come back as queued signals tagged with a generation number, so stale results are dropped.
+
+``MainWindow(line=True)`` is the line application's window (``dad_gui.line``): the Inspect and Station views with
+exported models only, and no training at all: no Training tab, no fine-tuning controls, the training code never
+imported, and a note saying where models are trained.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSizePolicy,
+    QSplitter,
+    QTabWidget,
+    QWidget,
+)
 
 from . import APP_NAME, __version__
 from .app import apply_theme, show_error
 from .controllers import Context
 from .controllers.inspection import InspectionController
-from .controllers.models import ModelsController
+from .controllers.models import WHERE_TO_TRAIN, ModelsController
 from .controllers.station import StationController
-from .controllers.training import TrainingController
+from .model_files import is_model_file
 from .paths import data_dir
 from .registry import Registry
 from .state import AppState
 from .widgets.status_line import StatusLine
 from .workers import TaskRunner
+
+if TYPE_CHECKING:
+    from .controllers.training import TrainingController
+
+LINE_TITLE = f"{APP_NAME} (line)"
+LINE_NOTE = "Inspection only. Training runs in the full DiffusionAD Inspector; export a model there with `dad export`."
 
 SHORTCUTS = (
     ("Ctrl+O", "Open a folder of images"), ("Up / Down", "Previous / next image"),
@@ -38,19 +58,27 @@ SHORTCUTS = (
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, registry_root: str | Path | None = None):
+    def __init__(self, registry_root: str | Path | None = None, line: bool = False, open_current: bool = True):
+        """``line``: the line application's window (exported models only, no training); ``open_current``: load the
+        registry's current model (not when the command line names the model: its load would come first)."""
         super().__init__()
-        self.setWindowTitle(APP_NAME)
+        self.line = line
+        self.line_note: QLabel | None = None  # the line application's note on where models are trained
+        self.setWindowTitle(LINE_TITLE if line else APP_NAME)
         self.setAcceptDrops(True)
         self.settings = QSettings()
         self.state = AppState()
-        self.registry = Registry(registry_root or data_dir())
+        self.registry = Registry(registry_root or data_dir(), exported_only=line)
         self.runner = TaskRunner()
         self.status = StatusLine(self)
-        ctx = Context(self, self.state, self.registry, self.runner, self.settings, self.status)
+        ctx = Context(self, self.state, self.registry, self.runner, self.settings, self.status, exported_only=line)
         self.models = ModelsController(ctx)
         self.inspection = InspectionController(ctx, self.models)
-        self.training = TrainingController(ctx)
+        self.training: TrainingController | None = None
+        if not line:
+            from .controllers.training import TrainingController  # the training code: the full application's
+
+            self.training = TrainingController(ctx)
         self.station = StationController(ctx, self.models, self.inspection)
         self._build_widgets()
         self._build_actions()
@@ -58,14 +86,17 @@ class MainWindow(QMainWindow):
         self._restore_settings()
         if self.registry.warning:
             QTimer.singleShot(0, lambda: show_error("Model registry", self.registry.warning or ""))
-        if self.registry.current:
-            self.models.use_version(self.registry.current)
+        if open_current and self.registry.usable(self.registry.current):
+            self.models.use_version(self.registry.current or "")
 
     # ---- construction -------------------------------------------------------------------------
     def _build_widgets(self) -> None:
         self.tabs = QTabWidget()
         self.tabs.addTab(self.inspection.threshold_panel, "Thresholds")
-        self.tabs.addTab(self.training.panel, "Training")
+        if self.training is not None:
+            self.tabs.addTab(self.training.panel, "Training")
+        else:
+            self.inspection.mark_good_btn.hide()  # marked images feed a fine-tuning job
         self.tabs.addTab(self.models.panel, "Models")
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.inspection.table_pane)
@@ -101,6 +132,7 @@ class MainWindow(QMainWindow):
         fm.addAction(self._action("Open folder…", ins.open_folder_dialog, "Ctrl+O"))
         fm.addMenu(ins.recent_menu)
         fm.addAction(self._action("Open model file…", self.models.open_dialog))
+        fm.addMenu(self.models.recent_menu)
         fm.addAction(self._action("Watch folder (station)…", self.station.watch_dialog))
         fm.addSeparator()
         fm.addAction(self._action("Export results (CSV)…", ins.export_csv_dialog, "Ctrl+E"))
@@ -121,7 +153,8 @@ class MainWindow(QMainWindow):
         im = mb.addMenu("&Inspect")
         im.addAction(self._action("Run inspection again", ins.start_inspection, "F5"))
         im.addAction(self._action("Cancel", ins.cancel_inspection, "Esc"))
-        im.addAction(self._action("Mark selected as good", ins.mark_selected_good, "Ctrl+G"))
+        if self.training is not None:
+            im.addAction(self._action("Mark selected as good", ins.mark_selected_good, "Ctrl+G"))
         hm = mb.addMenu("&Help")
         hm.addAction(self._action("Keyboard shortcuts", self.show_shortcuts, "F1"))
         hm.addAction(self._action("About", self.show_about))
@@ -132,18 +165,27 @@ class MainWindow(QMainWindow):
         tb.addWidget(QLabel(" Model "))
         tb.addWidget(self.models.combo)
         tb.addAction(self._action("Open model file", self.models.open_dialog))
+        if self.line:
+            spacer = QWidget()
+            spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            tb.addWidget(spacer)
+            self.line_note = QLabel(f" {LINE_NOTE} ")
+            self.line_note.setObjectName("line_note")
+            self.line_note.setToolTip(WHERE_TO_TRAIN)
+            tb.addWidget(self.line_note)
 
     def _route(self) -> None:
         """The events that cross modes."""
         self.models.model_ready.connect(self.inspection.model_ready)
-        self.training.device_changed.connect(self.models.set_job_device)
-        self.training.device_changed.connect(self.station.set_job_device)
-        self.training.show_requested.connect(self.tabs.setCurrentWidget)
-        self.training.registry_edited.connect(self.registry_changed)
         self.models.registry_edited.connect(self.registry_changed)
         self.models.model_ready.connect(self.station.model_ready)
         self.station.show_requested.connect(self.show_widget)
-        self.training.may_start = self.station.may_train
+        if self.training is not None:
+            self.training.device_changed.connect(self.models.set_job_device)
+            self.training.device_changed.connect(self.station.set_job_device)
+            self.training.show_requested.connect(self.tabs.setCurrentWidget)
+            self.training.registry_edited.connect(self.registry_changed)
+            self.training.may_start = self.station.may_train
 
     def show_widget(self, widget: QWidget) -> None:
         """Bring the mode tab (and side tab) that holds ``widget`` to the front."""
@@ -157,14 +199,15 @@ class MainWindow(QMainWindow):
     def registry_changed(self) -> None:
         """A model version was added, renamed or deleted."""
         self.models.refresh()
-        self.training.refresh()
+        if self.training is not None:
+            self.training.refresh()
 
     # ---- entry points (command line, drops) -------------------------------------------------------
     def open_folder(self, path: str | Path) -> bool:
         return self.inspection.open_folder(path)
 
-    def open_model_file(self, path: str | Path) -> None:
-        self.models.open_model_file(path)
+    def open_model_file(self, path: str | Path) -> bool:
+        return self.models.open_model_file(path)
 
     def open_session(self, path: str | Path) -> bool:
         return self.inspection.open_session(path)
@@ -181,7 +224,7 @@ class MainWindow(QMainWindow):
             p = Path(url.toLocalFile())
             if p.is_dir():
                 self.open_folder(p)
-            elif p.suffix == ".safetensors":
+            elif is_model_file(p):  # the line application says why it does not open a checkpoint
                 self.open_model_file(p)
             elif p.is_file():
                 self.open_folder(p.parent)
@@ -195,13 +238,16 @@ class MainWindow(QMainWindow):
             apply_theme(app, theme)
 
     def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS)
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS
+                       if not (self.training is None and k == "Ctrl+G"))
         QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding='4'>{rows}</table>")
 
     def show_about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<b>{APP_NAME}</b> {__version__}<br>Visual inspection with DiffusionAD (Zhang et al., "
-                          "TPAMI 2025): anomaly score, reconstruction and heatmap for every image.")
+        title = LINE_TITLE if self.line else APP_NAME
+        QMessageBox.about(self, f"About {title}",
+                          f"<b>{title}</b> {__version__}<br>Visual inspection with DiffusionAD (Zhang et al., "
+                          "TPAMI 2025): anomaly score, reconstruction and heatmap for every image."
+                          + (f"<br><br>{WHERE_TO_TRAIN}" if self.line else ""))
 
     def _restore_settings(self) -> None:
         geom = self.settings.value("geometry")
@@ -216,7 +262,7 @@ class MainWindow(QMainWindow):
         self.inspection.restore_settings(self.settings)
 
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
-        if not self.training.may_close():
+        if self.training is not None and not self.training.may_close():
             event.ignore()
             return
         self.settings.setValue("geometry", self.saveGeometry())
@@ -225,6 +271,7 @@ class MainWindow(QMainWindow):
         self.inspection.save_settings(self.settings)
         self.station.close()
         self.models.close()
-        self.training.jobs.wait()
+        if self.training is not None:
+            self.training.jobs.wait()
         self.runner.wait()
         event.accept()

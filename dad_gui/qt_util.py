@@ -66,6 +66,17 @@ class Throttle(QObject):
             self._fn()
 
 
+def recent_paths(settings: QSettings, key: str) -> list[str]:
+    """A list of paths kept under ``key``, newest first (an INI file gives a list of one back as a plain string)."""
+    value = settings.value(key, [])
+    return [value] if isinstance(value, str) else [str(v) for v in (value or [])]  # type: ignore[attr-defined]
+
+
+def remember_path(settings: QSettings, key: str, path: str, most: int) -> None:
+    """Put ``path`` first in the list under ``key`` (once), keeping ``most`` paths."""
+    settings.setValue(key, [path, *[p for p in recent_paths(settings, key) if p != path]][:most])
+
+
 ErrorRecord = tuple[str, str, str]  # title, message, details
 
 

@@ -11,6 +11,11 @@ Three stages, each printed as one line:
 
 Everything the test writes (settings, registry, job checkpoints) goes to a temporary folder, so it
 never touches the user's models or preferences. Exit code 0 means every stage passed.
+
+``dad-inspect-line --self-test`` (:func:`run_line`) checks the line application instead, without torch: the
+exported demo model (``resources/demo/model.onnx``) gives every demo test image the verdict the full application
+gave it (``resources/demo/expected.csv``, scores within :data:`SCORE_TOL`), and the line window (Inspect and
+Station views, no training, the note on where to train) shows the same verdicts.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 
 GUI_TIMEOUT_S = 300.0
 JOB_TIMEOUT_S = 300.0
+SCORE_TOL = 1e-4  # the line self-test: an exported model's score against the full application's
 
 
 def _print(line: str) -> None:
@@ -141,5 +147,134 @@ def run(screenshot: str | None = None, gui: bool = True) -> int:
     if gui:
         with tempfile.TemporaryDirectory(prefix="dad-selftest-") as tmp:
             ok &= check_gui_and_job(Path(tmp), screenshot)
+    _print(f"self-test {'passed' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+# ---- the line application (``dad-inspect-line --self-test``): exported models, no torch -------------------------
+def read_expected(path: Path) -> dict[str, tuple[float, str]]:
+    """expected.csv (``scripts/make_line_demo.py``): file relative to the images -> (score, verdict)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["file"]: (float(row["score"]), row["verdict"]) for row in csv.DictReader(fh)}
+
+
+def compare_expected(got: dict[str, tuple[float, str]], expected: dict[str, tuple[float, str]]) -> str:
+    """'' when ``got`` has every expected file with its verdict and a score within :data:`SCORE_TOL`; else why not."""
+    if set(got) != set(expected):
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        return f"images differ from expected.csv's (missing {missing[:3]}, extra {extra[:3]})"
+    differ = [f for f in expected if got[f][1] != expected[f][1]]
+    if differ:
+        f = differ[0]
+        return (f"{len(differ)} verdicts differ from the full application's, e.g. {f}: {got[f][1]} (score "
+                f"{got[f][0]:.6f}) against {expected[f][1]} ({expected[f][0]:.6f})")
+    worst = max(abs(got[f][0] - expected[f][0]) for f in expected)
+    return f"scores differ by up to {worst:.2e} (more than {SCORE_TOL:.0e})" if worst > SCORE_TOL else ""
+
+
+def check_line_model(model: Path, expected_csv: Path, images: Path) -> bool:
+    """The exported model inspects the demo test images as the full application did (expected.csv)."""
+    from core.common.datasets import mvtec_test_samples
+    from core.common.modelfile import CheckpointError
+    from core.runtime.exported import ExportedInspector
+
+    try:
+        expected = read_expected(expected_csv)
+    except (OSError, KeyError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"no column {exc}" if isinstance(exc, KeyError) else exc
+        _print(f"self-test line-model FAILED: {expected_csv}: unreadable expected results ({why})")
+        return False
+    try:
+        insp = ExportedInspector(model)
+    except CheckpointError as exc:
+        _print(f"self-test line-model FAILED: {exc}")
+        return False
+    if insp.threshold is None:
+        _print(f"self-test line-model FAILED: {model}: the model has no threshold")
+        return False
+    got = {}
+    for fr in insp.inspect_files([s.path for s in mvtec_test_samples(images)]):
+        score = fr.result.score if fr.result else float("nan")
+        got[fr.path.relative_to(images).as_posix()] = (score, "NG" if score >= insp.threshold else "OK")
+    problem = compare_expected(got, expected)
+    worst = max((abs(got[f][0] - expected[f][0]) for f in expected if f in got), default=float("nan"))
+    _print(f"self-test line-model {'FAILED: ' + problem if problem else 'passed'}: {len(got)} images on "
+           f"{insp.device_text}, verdicts against {expected_csv.name}, scores within {worst:.1e}, model {model}")
+    return not problem
+
+
+def check_line_window(scratch: Path, model: Path, expected_csv: Path, images: Path,
+                      screenshot: str | None = None) -> bool:
+    """The line window: Inspect and Station views, no training UI, the note on where to train; it opens the
+    exported model and the demo folder and shows the expected verdicts."""
+    app, errors = headless_session(scratch, sys.argv[0])
+    from PySide6.QtGui import QAction
+
+    from dad_gui.main_window import MainWindow
+    from dad_gui.qt_util import dispose, process_events_until
+
+    window = MainWindow(line=True)
+    window.show()
+    ins, st = window.inspection, window.state
+    ok = True
+    try:
+        modes = {window.modes.tabText(i) for i in range(window.modes.count())}
+        tabs = {window.tabs.tabText(i) for i in range(window.tabs.count())}
+        training = [a.text() for a in window.findChildren(QAction)
+                    if "good" in a.text().lower() or "train" in a.text().lower()]
+        note = window.line_note is not None and window.line_note.isVisible() and "dad export" in window.line_note.text()
+        ui_ok = (modes == {"Inspect", "Station"} and "Training" not in tabs and window.training is None
+                 and not ins.mark_good_btn.isVisible() and not training and note)
+        _print(f"self-test line-window {'passed' if ui_ok else 'FAILED'}: views {sorted(modes)}, side tabs "
+               f"{sorted(tabs)}, training actions {training}, note on where to train {'shown' if note else 'MISSING'}")
+        ok &= ui_ok
+        window.open_model_file(str(model))
+        window.open_folder(str(images))
+        t0 = time.monotonic()
+        finished = process_events_until(lambda: not ins.folder_pending() and window.models.inspector is not None
+                                        and st.counts()["pending"] == 0 and not ins.inspecting, GUI_TIMEOUT_S)
+        got = {s.path.relative_to(images).as_posix(): (float(st.scores[i]), st.verdict(i))
+               for i, s in enumerate(st.samples)}
+        expected = read_expected(expected_csv)
+        problem = "" if finished else "timed out"
+        problem = problem or compare_expected({f: got[f] for f in expected if f in got}, expected)
+        gui_ok = not problem and not errors
+        _print(f"self-test line-gui {'passed' if gui_ok else 'FAILED'}: {len(st.samples)} rows, "
+               f"{st.counts()['NG']} NG, on {window.models.device_label.text()} in {time.monotonic() - t0:.1f} s "
+               f"(platform {app.platformName()}){'; ' + problem if problem else ''}{_errors(errors)}")
+        ok &= gui_ok
+        if screenshot:
+            ins.table.selectRow(len(st.samples) - 1)  # shown with its reconstruction, made for the image on screen
+            process_events_until(lambda: getattr(st.detail(st.current), "reconstruction", None) is not None
+                                 and ins.compare._map is not None, 30)
+            process_events_until(lambda: False, 0.5)
+            window.grab().save(screenshot)
+            _print(f"self-test screenshot: {screenshot}")
+    finally:
+        window.runner.wait()
+        window.close()
+        dispose(window)
+    return ok
+
+
+def run_line(screenshot: str | None = None, model: str | Path | None = None, expected: str | Path | None = None,
+             images: str | Path | None = None) -> int:
+    """The line application's self-test: the exported demo model (``resources/demo/model.onnx`` unless given)
+    against ``expected.csv`` beside it (the full application's results), then the line window; torch never
+    imported. Exit code 0 when every check passed."""
+    from dad_gui.paths import resource_path
+
+    model = Path(model or resource_path("demo", "model.onnx"))
+    expected_csv = Path(expected or model.with_name("expected.csv"))
+    images = Path(images or resource_path("demo", "images"))
+    ok = check_line_model(model, expected_csv, images)
+    if ok:
+        with tempfile.TemporaryDirectory(prefix="dad-selftest-line-") as tmp:
+            ok &= check_line_window(Path(tmp), model, expected_csv, images, screenshot)
+    no_torch = "torch" not in sys.modules
+    _print(f"self-test no-torch {'passed: torch was not imported' if no_torch else 'FAILED: torch was imported'}")
+    ok &= no_torch
     _print(f"self-test {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1

@@ -41,8 +41,10 @@ class ModelInfo:
     version_id: str | None = None
     own_threshold: float | None = None  # the threshold the model came with (from its held-out images)
     threshold_note: str | None = None  # a warning when its held-out figures leave no clear gap
-    label: str = ""  # the results' name for it: file name, step, SHA-256 start (core.model.checkpoint.model_label)
+    label: str = ""  # the results' name for it: file name, step, SHA-256 start (core.common.modelfile.model_label)
     geometry: str = ""  # how it sees an image: "128 px", "tiles of 256 px at x1" (core.common.geometry.describe)
+    step: int = 0  # its training step
+    exported: bool = False  # an exported model (ONNX Runtime or OpenVINO), not a checkpoint
 
 
 def _rank(values: list[str]) -> np.ndarray:

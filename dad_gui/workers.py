@@ -17,10 +17,12 @@ from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Sig
 from core.common.cpu import lower_thread_priority
 from core.common.datasets import Sample, folder_samples
 from core.common.images import ImageReadError, read_image, read_mask
-from core.inference.inspector import Inspector
-from core.model.checkpoint import model_label
+from core.common.modelfile import model_label
+from core.runtime.base import InspectorBase
+from core.runtime.open import open_inspector
 
-from .jobs import JobSpec, run_job
+from .jobs import JobSpec, run_job  # torch-free: the job imports torch in its own process
+from .registry import Registry
 from .state import FolderListing, ImageDetail, ResultRow
 
 
@@ -31,10 +33,11 @@ class TaskSignals(QObject):
     progressed = Signal(str, int, int, int)  # task kind, generation, done, total
     finished = Signal(str, int, bool)  # task kind, generation, cancelled
     failed = Signal(str, int, str)  # task kind, generation, message
-    loaded = Signal(int, object, str)  # generation, Inspector, its model label (for the results' model column)
-    moved = Signal(int, object)  # generation, Inspector on its new device
+    loaded = Signal(int, object, str)  # generation, inspector, its model label (for the results' model column)
+    moved = Signal(int, object)  # generation, inspector on its new device
     listed = Signal(int, str, object)  # request token, folder, FolderListing
     viewed = Signal(int, object, object, object, str)  # request token, Sample, image, mask, error
+    stored = Signal(int, object)  # request token, the ModelVersion staged in the registry
 
 
 class _Task(QRunnable):
@@ -86,13 +89,21 @@ class TaskRunner(QObject):
         """Load off the GUI thread; ``loaded``/``failed`` carry ``token``, by which the window drops a load that
         a newer request superseded. A load always runs to its end: cancelling an inspection must not lose it."""
         def work(task: _Task) -> None:
-            insp = Inspector.from_checkpoint(path, device=device)
+            insp = open_inspector(path, device=device)  # a checkpoint (torch) or an exported model (its runtime)
             label = model_label(path, insp.checkpoint)  # hashes the file
             task.signals.loaded.emit(task.generation, insp, label)
 
         self._start(_Task("load", token, self.signals, work))
 
-    def inspect(self, generation: int, inspector: Inspector, paths: list[Path], batch_size: int = 8) -> None:
+    def store_model(self, token: int, registry: Registry, path: str) -> None:
+        """Copy a model file into the registry (:meth:`Registry.stage`: it may be large); ``stored`` carries the
+        version for the GUI thread to :meth:`~Registry.commit`."""
+        def work(task: _Task) -> None:
+            task.signals.stored.emit(token, registry.stage(path))
+
+        self.io_pool.start(_Task("store", token, self.signals, work))
+
+    def inspect(self, generation: int, inspector: InspectorBase, paths: list[Path], batch_size: int = 8) -> None:
         def work(task: _Task) -> None:
             total, done = len(paths), 0
             rows: list[ResultRow] = []
@@ -114,7 +125,7 @@ class TaskRunner(QObject):
 
         self._start(_Task("inspect", generation, self.signals, work))
 
-    def detail(self, generation: int, inspector: Inspector, idx: int, path: Path) -> None:
+    def detail(self, generation: int, inspector: InspectorBase, idx: int, path: Path) -> None:
         """Recompute one image's reconstruction and map (cache miss, or a folder's inspection that made no
         reconstruction) on a separate thread."""
         def work(task: _Task) -> None:
@@ -125,7 +136,7 @@ class TaskRunner(QObject):
 
         self.detail_pool.start(_Task("detail", generation, self.signals, work))
 
-    def move(self, generation: int, inspector: Inspector, device: str) -> None:
+    def move(self, generation: int, inspector: InspectorBase, device: str) -> None:
         """Copy the model to another device (GPU freed for training, or given back)."""
         def work(task: _Task) -> None:
             task.signals.moved.emit(task.generation, inspector.on_device(device))
@@ -165,7 +176,7 @@ class TaskRunner(QObject):
 
         self.io_pool.start(_Task("view", token, self.signals, work))
 
-    def export_overlays(self, generation: int, inspector: Inspector, paths: list[Path],
+    def export_overlays(self, generation: int, inspector: InspectorBase, paths: list[Path],
                         write: Callable[[Path, Any], None]) -> None:
         """Write side-by-side overlay PNGs with ``write(path, result)`` (recomputed; nothing held in memory)."""
         def work(task: _Task) -> None:
@@ -304,7 +315,7 @@ class StationWorker(QThread):
     event = Signal(object)  # core.station.station.Judgement or StationStatus
     failed = Signal(str)
 
-    def __init__(self, inspector: Inspector, folder: Path, log: Path, model_path: str, threshold: float,
+    def __init__(self, inspector: InspectorBase, folder: Path, log: Path, model_path: str, threshold: float,
                  options: Any = None):
         super().__init__()
         self.inspector, self.folder, self.log_path = inspector, folder, log

@@ -35,3 +35,4 @@ class Context:
     runner: TaskRunner
     settings: QSettings
     status: StatusLine
+    exported_only: bool = False  # the line application: exported models only, no training

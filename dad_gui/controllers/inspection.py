@@ -28,6 +28,7 @@ from core.common.fileio import atomic_write_text
 
 from ..app import log, show_error
 from ..export import overlay_writer, results_csv
+from ..qt_util import recent_paths, remember_path
 from ..results_model import FILTERS, ResultsFilter, ResultsTableModel
 from ..state import FolderListing
 from ..widgets.compare_view import CompareView
@@ -167,13 +168,11 @@ class InspectionController(QObject):
         return self._folder_token != self._listed_token
 
     def _remember_recent(self, folder: str) -> None:
-        recent = [f for f in self._recent() if f != folder]
-        self.settings.setValue("recent_folders", [folder, *recent][:MAX_RECENT])
+        remember_path(self.settings, "recent_folders", folder, MAX_RECENT)
         self._fill_recent_menu()
 
     def _recent(self) -> list[str]:
-        value = self.settings.value("recent_folders", [])
-        return [value] if isinstance(value, str) else [str(v) for v in (value or [])]  # type: ignore[attr-defined]
+        return recent_paths(self.settings, "recent_folders")
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -226,7 +225,7 @@ class InspectionController(QObject):
         self.ctx.status.idle(f"{what}: {c['OK']} OK, {c['NG']} NG, {c['error']} errors.")
 
     def _on_failed(self, kind: str, generation: int, message: str) -> None:
-        if kind in ("load", "move"):
+        if kind in ("load", "move", "store"):
             return  # the models controller's
         if kind == "view":
             if generation == self._view_token:

@@ -15,7 +15,6 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QListWidgetItem, QMessageBox, QWidget
 
-from core.model.devices import inference_device
 from core.station.log import AuditLog
 from core.station.station import Judgement, StationOptions, StationStatus
 
@@ -26,7 +25,7 @@ from ..widgets.watch_dialog import WatchDialog, WatchSetup, check_setup, default
 from ..workers import StationWorker
 from . import Context
 from .inspection import InspectionController
-from .models import ModelsController
+from .models import ModelsController, inference_device, movable
 
 REDRAW_MS = 100
 ALARM_STREAK_KEY = "station_alarm_streak"
@@ -195,7 +194,7 @@ class StationController(QObject):
         worker.failed.connect(self._on_failed)
         worker.finished.connect(self._on_finished)
         self.worker = worker
-        if self._job_device is not None:  # a job holds a device: judge where inference may run meanwhile
+        if self._job_device is not None and movable(inspector):  # a job holds a device: judge elsewhere meanwhile
             worker.move_to(str(inference_device("auto", self._job_device)))
         worker.start()
         self._buttons()
@@ -239,7 +238,7 @@ class StationController(QObject):
         """A training job holds ``device`` (None: no job): the station judges on the CPU while the job holds the
         GPU, with a copy of its own model, and moves back when the job ends (paused or not)."""
         self._job_device = device
-        if self.worker is not None:
+        if self.worker is not None and movable(self.worker.inspector):  # an exported model stays on the CPU
             self.worker.move_to(str(inference_device("auto", device)))
 
     def _load_failed(self) -> None:
