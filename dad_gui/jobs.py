@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.train.run import RunSpec, check_whole_number
+if TYPE_CHECKING:  # the training code is imported where a job is made or run: the line application has none
+    from core.train.run import RunSpec
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class JobSpec:
     def changed(self, **changes: Any) -> JobSpec:
         """This job with some options changed: ``threads``, or any of its run's (checked again: a bad value
         raises :class:`~core.train.run.RunSpecError`)."""
+        from core.train.run import check_whole_number
+
         threads = changes.pop("threads", self.threads)
         check_whole_number("threads", threads, 0)
         return JobSpec(self.run.changed(**changes) if changes else self.run, threads)

@@ -24,13 +24,17 @@ from dad_gui.selftest import compare_expected, read_expected  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "resources" / "demo" / "images"
-# a sys.meta_path finder that refuses torch (and safetensors, which needs it): what the line bundle lacks
+# a sys.meta_path finder that refuses torch, safetensors (which needs it) and core's torch and training modules: what
+# the line bundle lacks
 BLOCK_TORCH = textwrap.dedent("""
     import importlib.abc, sys
 
+    BLOCKED = ("core.model", "core.train", "core.export", "core.inference.inspector")
+
     class NoTorch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "safetensors"):
+            if name.split(".")[0] in ("torch", "safetensors") or any(name == b or name.startswith(b + ".")
+                                                                     for b in BLOCKED):
                 raise ImportError(f"{name} is blocked: the line application must not import it")
             return None
 
