@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from core.common import metrics as M
 
@@ -14,6 +14,22 @@ def test_auroc_and_ap_match_sklearn():
     maps = rng.random((3, 16, 16)) + 0.2 * masks
     assert M.pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
     assert M.pixel_ap(masks, maps) == pytest.approx(average_precision_score(masks.ravel(), maps.ravel()))
+
+
+@pytest.mark.parametrize("levels", [0, 7])
+def test_the_numpy_metrics_equal_scikit_learns_also_with_ties(levels):
+    """Inspection needs no scikit-learn (the line bundle leaves it out): the numpy metrics must give its values,
+    also where many scores tie (quantised maps)."""
+    rng = np.random.default_rng(levels)
+    labels = rng.random(5000) > 0.7
+    scores = rng.random(5000) + 0.4 * labels
+    if levels:
+        scores = np.round(scores * levels) / levels
+    assert M.image_auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert M.pixel_ap(labels, scores) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    f1 = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
+    assert M.f1_max(labels, scores) == pytest.approx(f1, abs=1e-12)
 
 
 def test_single_class_is_an_error():

@@ -12,7 +12,6 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
 def _check_binary(labels: np.ndarray) -> None:
@@ -21,36 +20,27 @@ def _check_binary(labels: np.ndarray) -> None:
 
 
 def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    labels, scores = np.asarray(labels).ravel(), np.asarray(scores).ravel()
-    _check_binary(labels)
-    return float(roc_auc_score(labels, scores))
+    return roc_summary(labels, scores)[2]
 
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
-    masks, maps = np.asarray(masks).ravel().astype(bool), np.asarray(maps).ravel()
-    _check_binary(masks)
-    return float(roc_auc_score(masks, maps))
+    return roc_summary(np.asarray(masks).astype(bool), maps)[2]
 
 
 def pixel_ap(masks: np.ndarray, maps: np.ndarray) -> float:
-    masks, maps = np.asarray(masks).ravel().astype(bool), np.asarray(maps).ravel()
-    _check_binary(masks)
-    return float(average_precision_score(masks, maps))
+    """Average precision: the precision at each distinct score, weighted by the recall it adds (scikit-learn's
+    ``average_precision_score``, no interpolation)."""
+    tp, fp = _counts(np.asarray(masks).astype(bool), maps)
+    precision, recall = tp / (tp + fp), tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
-    precision, recall, _ = precision_recall_curve(np.asarray(labels).ravel(), np.asarray(scores).ravel())
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(f1.max())
+    return roc_summary(labels, scores)[3]
 
 
-def roc_summary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(fpr, tpr, AUROC, F1-max) from one sort, in plain numpy.
-
-    The same values as scikit-learn's ``roc_curve``/``roc_auc_score``/``precision_recall_curve``
-    (ties grouped, trapezoidal area), about 10x faster: the threshold panel recomputes it while
-    10,000 results stream in and while the slider moves.
-    """
+def _counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives at each distinct score taken as the threshold, highest first (ties grouped)."""
     labels = np.asarray(labels).ravel().astype(bool)
     scores = np.asarray(scores, np.float64).ravel()
     _check_binary(labels)
@@ -58,7 +48,17 @@ def roc_summary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     s, y = scores[order], labels[order]
     last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each distinct score
     tp = np.cumsum(y)[last].astype(np.float64)
-    fp = (last + 1 - tp).astype(np.float64)
+    return tp, (last + 1 - tp).astype(np.float64)
+
+
+def roc_summary(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(fpr, tpr, AUROC, F1-max) from one sort, in plain numpy.
+
+    The same values as scikit-learn's ``roc_curve``/``roc_auc_score``/``precision_recall_curve``
+    (ties grouped, trapezoidal area; checked against it by the tests), and fast: the threshold panel recomputes it
+    while 10,000 results stream in and while the slider moves. numpy only, so that inspection needs no scikit-learn.
+    """
+    tp, fp = _counts(labels, scores)
     n_pos, n_neg = tp[-1], fp[-1]
     fpr, tpr = np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
     auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
