@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from core.cli import eval as evaluate
 from core.cli import export, infer, presets, train, watch
 from core.common.cpu import tune_cpu
 
-if TYPE_CHECKING:
-    pass
+TORCH_SIDE = ("torch", "safetensors")
+TORCH_CORE = ("core.model", "core.train", "core.export", "core.inference.inspector", "core.inference.predict",
+              "core.inference.latency")
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,7 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     tune_cpu()
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ModuleNotFoundError as exc:  # the inspection-only (line) build: no torch, no training code
+        if (exc.name or "").split(".")[0] not in TORCH_SIDE and not (exc.name or "").startswith(TORCH_CORE):
+            raise
+        print(f"error: dad {args.command} needs the full installation with torch (this one inspects exported "
+              f"models only: dad infer, eval and watch with a .onnx or .xml); {exc.name} is not here",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

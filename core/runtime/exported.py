@@ -23,6 +23,7 @@ import numpy as np
 from core.common.modelfile import CheckpointError
 from core.common.prepare import PLANES, as_rgb, finish, prepare
 from core.common.results import InspectionResult
+from core.runtime import onnx_graph
 from core.runtime.artifact import INPUT, META_KEY, RECONSTRUCTION_OUTPUTS, parse
 from core.runtime.base import InspectorBase
 
@@ -42,9 +43,10 @@ def need(module: str, extra: str) -> Any:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU. With the onnx package the file is read once, the graph cut for inspection is
-    compiled when the model opens and the whole graph only when a reconstruction is first asked for (it holds the
-    denoiser: the slower compile); without it the whole graph serves every run, with the same results."""
+    """ONNX Runtime on the CPU. With the onnx package's messages (``core.runtime.onnx_graph``) the file is read
+    once, the graph cut for inspection is compiled when the model opens and the whole graph only when a
+    reconstruction is first asked for (it holds the denoiser: the slower compile); without them the whole graph
+    serves every run, with the same results."""
 
     name = "ONNX Runtime"
 
@@ -54,14 +56,12 @@ class OnnxBackend:
         self._full: Any = None
         self._lean: Any = None
         self._lock = threading.Lock()
-        try:
-            import onnx
-        except ImportError:
-            onnx = None
+        pb2 = onnx_graph.messages()
         self.proto: Any = None
-        if onnx is not None:
+        if pb2 is not None:
             try:
-                self.proto = onnx.load(str(path))
+                self.proto = pb2.ModelProto()
+                self.proto.ParseFromString(path.read_bytes())
             except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and others: not an ONNX file
                 raise CheckpointError(f"{path}: not a usable ONNX model ({_first_line(exc)})") from None
             self.metadata = {p.key: p.value for p in self.proto.metadata_props}.get(META_KEY)
@@ -82,12 +82,9 @@ class OnnxBackend:
 
     def lean(self, outputs: list[str]) -> None:
         """Compile the graph cut down to ``outputs`` for the runs that need nothing else."""
-        if self.proto is None:
-            return
-        from onnx.utils import Extractor
-
-        cut = Extractor(self.proto).extract_model([INPUT], outputs)
-        self._lean = (self._session(cut.SerializeToString()), outputs)
+        cut = None if self.proto is None else onnx_graph.cut(self.proto, outputs)
+        if cut is not None:
+            self._lean = (self._session(cut.SerializeToString()), outputs)
 
     def _whole(self) -> Any:
         with self._lock:
