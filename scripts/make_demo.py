@@ -45,6 +45,7 @@ def main() -> None:
     images = out / "images"
     if args.adopt_fusion:
         adopt(out, images, args.preset)
+        portable(out / "model.safetensors")
         return
     if not (images / "train" / "good").is_dir() or not args.init:
         shutil.rmtree(images, ignore_errors=True)
@@ -57,7 +58,21 @@ def main() -> None:
         last = fit(trainer)
         print(f"trained {last.step} steps in {(time.monotonic() - t0) / 60:.1f} min; validation {last.validation}")
         export_for_inference(trainer.checkpoint_path, out / "model.safetensors")
+    portable(out / "model.safetensors")
     print(f"wrote {out / 'model.safetensors'} ({(out / 'model.safetensors').stat().st_size / 2**20:.1f} MiB)")
+
+
+def portable(model: Path) -> None:
+    """The shipped model names its training folders relative to the repository, not as paths of the machine that
+    trained it (the header's info.train_sources); the weights are rewritten unchanged (float16 both ways)."""
+    root = Path(__file__).resolve().parent.parent
+    ckpt = load_checkpoint(model)
+    sources = [Path(s) for s in ckpt.info.get("train_sources", [])]
+    ckpt.info["train_sources"] = [s.resolve().relative_to(root).as_posix() if s.resolve().is_relative_to(root)
+                                  else s.name for s in sources]
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(ckpt, Path(tmp) / "portable.safetensors")
+        export_for_inference(Path(tmp) / "portable.safetensors", model)
 
 
 def adopt(out: Path, images: Path, preset: str) -> None:
