@@ -23,6 +23,7 @@ from core.common.geometry import Layout, overlap_px, squares, stitch, to_working
 from core.common.images import luminance
 
 PLANES = ("reconstruction", "head", "distance", "patch_distance", "difference")  # a network's outputs per square
+SQUARES_PER_RUN = 8  # a tiling model's squares go through the network this many at a time at least (bounded memory)
 
 
 def model_batch(images: Sequence[np.ndarray], channels: int = 3) -> np.ndarray:

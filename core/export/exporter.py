@@ -15,7 +15,6 @@ of check images of several sizes through the same path as ``dad infer``; a score
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -201,12 +200,8 @@ def export_model(source: str | Path, out: str | Path, fmt: str = "onnx",
         score_d, map_d, n = _check(model, ckpt.threshold, files[0])
         finals = [out.with_suffix(f.suffix) for f in files]
         for f, final in sorted(zip(files, finals), key=lambda p: p[0].suffix == ".xml"):  # the .bin before its .xml
-            os.replace(f, final) if _same_device(f, final) else shutil.move(f, final)
+            os.replace(f, final)  # the temporary folder is in the output's folder: one file system, atomic
     return ExportReport(out, finals, time.perf_counter() - start, score_d, map_d, n)
-
-
-def _same_device(a: Path, b: Path) -> bool:
-    return a.parent.stat().st_dev == b.parent.stat().st_dev
 
 
 def _check(model: DiffusionAD, threshold: float | None, exported: Path) -> tuple[float, float, int]:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from core.common.geometry import to_working
-from core.common.prepare import PLANES, Stitched, as_rgb, finish, prepare, prepare_working
-from core.model.devices import fixed_noise
+from core.common.prepare import PLANES, SQUARES_PER_RUN, Stitched, as_rgb, finish, prepare, prepare_working
+from core.model.devices import batch_tensor, fixed_noise
 from core.model.network import DiffusionAD, MapParts
 
 
@@ -42,12 +42,6 @@ def model_input(model: DiffusionAD, images: Sequence[np.ndarray], device: torch.
     return batch_tensor(prepare(images, model.config).x, device)
 
 
-def batch_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A prepared batch [N, C, S, S] on ``device`` (channels_last on the CPU)."""
-    t = torch.from_numpy(x).to(device)
-    return t.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else t.contiguous()
-
-
 def tiled(model: DiffusionAD) -> bool:
     return model.config.geometry.mode == "tiles"
 
@@ -55,10 +49,10 @@ def tiled(model: DiffusionAD) -> bool:
 def _stitched_parts(model: DiffusionAD, works: Sequence[np.ndarray], device: torch.device,
                     high: float | None, reconstruct: bool = True) -> list[Stitched]:
     """Per working image, its stitched parts (``core.common.prepare.finish``): every square of every image goes
-    through ``map_parts`` (batches of at least 8 squares), and each image's squares are blended back, joined and
-    scored by the shared post-processing."""
+    through ``map_parts`` (batches of at least ``SQUARES_PER_RUN`` squares), and each image's squares are blended
+    back, joined and scored by the shared post-processing."""
     prep = prepare_working(works, model.config)
-    chunk = max(8, len(works))
+    chunk = max(SQUARES_PER_RUN, len(works))
     planes: list[list[np.ndarray | None]] = []
     for i in range(0, len(prep.x), chunk):
         x = batch_tensor(prep.x[i:i + chunk], device)

@@ -55,8 +55,13 @@ def seed_everything(seed: int) -> None:
 def to_tensor(images: Sequence[np.ndarray], device: torch.device, channels: int = 3) -> torch.Tensor:
     """float32 RGB [H, W, 3] arrays -> [N, channels, H, W] tensor (channels_last on CPU). With ``channels`` 1
     (a grey model) each image enters as its luminance (Rec. 601, as the synthesis' grey test and sources)."""
-    x = torch.from_numpy(model_batch(images, channels)).to(device)  # the shared pre-processing's channels
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x.contiguous()
+    return batch_tensor(model_batch(images, channels), device)  # the shared pre-processing's channels
+
+
+def batch_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A prepared batch [N, C, H, W] (``core.common.prepare``) on ``device`` (channels_last on the CPU)."""
+    t = torch.from_numpy(x).to(device)
+    return t.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else t.contiguous()
 
 
 def fixed_noise(shape: torch.Size | tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

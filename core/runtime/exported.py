@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 
 from core.common.modelfile import CheckpointError
-from core.common.prepare import PLANES, as_rgb, finish, prepare
+from core.common.prepare import PLANES, SQUARES_PER_RUN, as_rgb, finish, prepare
 from core.common.results import InspectionResult
 from core.runtime import onnx_graph
 from core.runtime.artifact import INPUT, META_KEY, RECONSTRUCTION_OUTPUTS, parse
 from core.runtime.base import InspectorBase
-
-SQUARES_PER_RUN = 8  # a tiling model's squares go through the graph this many at a time at least (bounded memory)
 
 
 def need(module: str, extra: str) -> Any:
@@ -136,10 +134,10 @@ class OpenVinoBackend:
             for names, compiled in self._compiled.items():
                 if set(outputs) <= set(names):
                     return compiled
-            results = [r for r in self.model.get_results() if r.input(0).get_source_output().get_any_name()
-                       in outputs] if outputs != tuple(self.outputs) else self.model.get_results()
-            model = self.ov.Model(results, self.model.get_parameters(), "dad") if outputs != tuple(
-                self.outputs) else self.model
+            model = self.model
+            if set(outputs) != set(self.outputs):  # the sub-model of these outputs: OpenVINO drops the rest
+                results = [r for r in model.get_results() if r.input(0).get_source_output().get_any_name() in outputs]
+                model = self.ov.Model(results, model.get_parameters(), "dad")
             compiled = self.core.compile_model(model, "CPU", self.config)
             self._compiled[outputs] = compiled
             return compiled
@@ -174,9 +172,9 @@ class ExportedInspector(InspectorBase):
         self.device = "cpu"
         self.reconstruct = True
         self.tiled = self.config.geometry.mode == "tiles"
-        self.lean_outputs = [o for o in outputs if o not in RECONSTRUCTION_OUTPUTS]
-        if "reconstruction" in outputs:  # a graph whose map needs the denoiser anyway cannot be cut
-            self.backend.lean(self.lean_outputs)
+        # the graph cut to what inspection without the reconstruction reads (a head that sees the reconstruction
+        # keeps the denoiser in it all the same)
+        self.backend.lean([o for o in outputs if o not in RECONSTRUCTION_OUTPUTS])
 
     @property
     def device_text(self) -> str:
